@@ -1,0 +1,45 @@
+"""Auto-PGD (Croce & Hein 2020, arXiv:2003.01690) from torchattacks, configured like AutoAttack's components.
+
+`apgd` is the untargeted attack on the CE or DLR loss; `apgd_t` is targeted APGD on the DLR loss against the
+top (num_classes - 1) classes, as AutoAttack's APGD-T. These are torchattacks' ports, not the reference
+AutoAttack: batteries name them apgd-ce / apgd-t, never "autoattack".
+"""
+
+from __future__ import annotations
+
+import torchattacks
+
+from robustprune.attacks.base import check_choice, check_positive, register_attack
+from robustprune.attacks.torchattacks_adapter import TorchattacksAttack
+
+
+@register_attack("apgd")
+class APGD(TorchattacksAttack):
+    defaults = {"steps": 100, "n_restarts": 1, "loss": "ce", "rho": 0.75}
+    implementation = "torchattacks.APGD"
+
+    def validate(self) -> None:
+        check_positive(self, "steps", "n_restarts")
+        check_choice(self, "loss", ("ce", "dlr"))
+        if self.settings["loss"] == "dlr" and self.num_classes < 3:
+            check_choice(self, "loss", ("ce",))  # DLR needs the third-largest logit
+
+    def build(self, model, seed):
+        return torchattacks.APGD(model, norm=self.threat.norm, eps=self.threat.eps,
+                                 steps=int(self.settings["steps"]), n_restarts=int(self.settings["n_restarts"]),
+                                 seed=seed, loss=str(self.settings["loss"]), rho=float(self.settings["rho"]))
+
+
+@register_attack("apgd_t")
+class APGDT(TorchattacksAttack):
+    defaults = {"steps": 100, "n_restarts": 1, "rho": 0.75}
+    implementation = "torchattacks.APGDT (targeted DLR, num_classes - 1 targets)"
+    min_classes = 4  # targeted DLR reads the fourth-largest logit
+
+    def validate(self) -> None:
+        check_positive(self, "steps", "n_restarts")
+
+    def build(self, model, seed):
+        return torchattacks.APGDT(model, norm=self.threat.norm, eps=self.threat.eps,
+                                  steps=int(self.settings["steps"]), n_restarts=int(self.settings["n_restarts"]),
+                                  seed=seed, rho=float(self.settings["rho"]), n_classes=self.num_classes)

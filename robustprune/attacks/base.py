@@ -1,0 +1,141 @@
+"""The attack adapter contract: (model, x, y, seed) -> x_adv inside the threat model.
+
+The battery engine owns eval mode, gradient bookkeeping, seeding, verification, pass counting and timing, so an
+adapter only maps its settings onto the library it wraps.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from robustprune.config import AttackSpec, ParamValue, ThreatModel
+from robustprune.errors import UsageError
+from robustprune.registry import Registry
+
+ATTACKS: Registry[type["Attack"]] = Registry("attack")
+
+
+def register_attack(name: str) -> Callable[[type["Attack"]], type["Attack"]]:
+    """Register an adapter class under `name`, which also becomes its `name` attribute."""
+
+    def decorator(cls: type[Attack]) -> type[Attack]:
+        cls.name = name
+        ATTACKS.add(name, cls)
+        return cls
+
+    return decorator
+
+
+def library_version(module_name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(module_name)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class Attack(ABC):
+    """Base adapter. Subclasses set `name`, `norms`, `defaults`, `implementation` and `perturb_batch`."""
+
+    name: ClassVar[str]
+    norms: ClassVar[tuple[str, ...]] = ("Linf", "L2")
+    defaults: ClassVar[dict[str, ParamValue]] = {}
+    implementation: ClassVar[str] = ""
+    library: ClassVar[str] = "robustprune"
+    min_classes: ClassVar[int] = 2
+    # Adapters whose library batches internally (pyautoattack) receive every unbroken example at once.
+    batches_itself: ClassVar[bool] = False
+
+    def __init__(self, spec: AttackSpec, threat: ThreatModel, num_classes: int) -> None:
+        self.spec = spec
+        self.threat = threat
+        self.num_classes = num_classes
+        where = f"attack {spec.label!r} ({self.name})"
+        if threat.norm not in self.norms:
+            raise UsageError(f"{where} does not support the {threat.norm} norm; it supports {', '.join(self.norms)}")
+        if num_classes < self.min_classes:
+            raise UsageError(f"{where} needs at least {self.min_classes} classes, the data has {num_classes}")
+        self.settings: dict[str, ParamValue] = dict(self.defaults)
+        for key, value in spec.params.items():
+            if key not in self.defaults:
+                allowed = ", ".join(sorted(self.defaults)) or "none"
+                raise UsageError(f"{where}: unknown setting {key!r}; allowed settings are {allowed}")
+            self.settings[key] = _coerce(value, self.defaults[key], f"{where} setting {key!r}")
+        self.validate()
+
+    def validate(self) -> None:
+        """Hook for setting checks beyond types (ranges, choices)."""
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "label": self.spec.label,
+            "implementation": self.implementation,
+            "library": self.library,
+            "library_version": library_version(self.library),
+            "norm": self.threat.norm,
+            "eps": self.threat.eps,
+            "settings": dict(self.settings),
+        }
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, seed: int, batch_size: int,
+                on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
+        """Attack every example; batches of `batch_size` unless the library batches itself."""
+        if self.batches_itself:
+            x_adv = self.perturb_batch(model, x, y, seed=seed, batch_size=batch_size)
+            if on_batch:
+                on_batch(len(x))
+            return x_adv
+        out = []
+        for start in range(0, len(x), batch_size):
+            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            out.append(self.perturb_batch(model, xb, yb, seed=seed, batch_size=batch_size))
+            if on_batch:
+                on_batch(len(xb))
+        return torch.cat(out) if out else x.clone()
+
+    @abstractmethod
+    def perturb_batch(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, seed: int,
+                      batch_size: int) -> torch.Tensor:
+        """Return adversarial examples for one batch (the engine verifies them)."""
+
+    def step_size(self) -> float:
+        """Absolute step from `rel_step` (a fraction of eps), the unit-free way batteries state it."""
+        return float(self.settings["rel_step"]) * self.threat.eps
+
+
+def _coerce(value: ParamValue, default: ParamValue, where: str) -> ParamValue:
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise UsageError(f"{where} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UsageError(f"{where} must be an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UsageError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if not isinstance(value, str):
+        raise UsageError(f"{where} must be a string, got {value!r}")
+    return value
+
+
+def check_choice(attack: Attack, key: str, choices: tuple[str, ...]) -> None:
+    if attack.settings[key] not in choices:
+        raise UsageError(
+            f"attack {attack.spec.label!r}: {key} = {attack.settings[key]!r} is not one of {', '.join(choices)}"
+        )
+
+
+def check_positive(attack: Attack, *keys: str) -> None:
+    for key in keys:
+        if not attack.settings[key] > 0:
+            raise UsageError(f"attack {attack.spec.label!r}: {key} must be > 0, got {attack.settings[key]!r}")

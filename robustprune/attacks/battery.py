@@ -1,0 +1,152 @@
+"""The battery engine: run attacks in order on the still-unbroken examples and keep a per-sample worst case.
+
+Every adversarial example is verified (see verify.py) and re-classified on a fresh forward pass before it counts;
+an example is broken if any attack broke it. Each attack gets the run's seed and is timed and pass-counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from robustprune.attacks.base import ATTACKS, Attack
+from robustprune.attacks.counting import CountingModel
+from robustprune.attacks.verify import verify_adversarial
+from robustprune.config import BatterySpec
+
+
+@dataclass
+class Predictions:
+    """Predictions on a set of inputs; for a randomized model, `correct` means correct on every pass."""
+
+    probs: np.ndarray  # (N, K) float64, mean over passes
+    pred: np.ndarray
+    conf: np.ndarray
+    correct: np.ndarray
+
+
+@dataclass
+class AttackColumns:
+    attempted: np.ndarray
+    broken: np.ndarray
+    adv_pred: np.ndarray  # -1 where not attempted
+    adv_conf: np.ndarray  # nan where not attempted
+    norm: np.ndarray  # nan where not attempted
+
+    @classmethod
+    def empty(cls, n: int) -> AttackColumns:
+        return cls(np.zeros(n, bool), np.zeros(n, bool), np.full(n, -1, np.int64), np.full(n, np.nan),
+                   np.full(n, np.nan))
+
+
+@dataclass
+class AttackRecord:
+    label: str
+    description: dict[str, Any]
+    n_attempted: int = 0
+    n_broken: int = 0
+    seconds: float = 0.0
+    n_forward: int = 0
+    n_backward: int = 0
+    flags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BatteryOutcome:
+    clean: Predictions
+    columns: dict[str, AttackColumns]
+    records: list[AttackRecord]
+    worst_probs: np.ndarray  # (N, K): probabilities on each example's worst-case input
+    broken: np.ndarray  # broken by any attack, or misclassified clean
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int, n_passes: int = 1) -> Predictions:
+    probs_sum, all_correct = [], []
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        total = None
+        correct = torch.ones(len(xb), dtype=torch.bool, device=xb.device)
+        for _ in range(n_passes):
+            logits = model(xb).double()
+            correct &= logits.argmax(dim=1) == yb
+            p = torch.softmax(logits, dim=1)
+            total = p if total is None else total + p
+        probs_sum.append((total / n_passes).cpu())
+        all_correct.append(correct.cpu())
+    probs = torch.cat(probs_sum).numpy() if probs_sum else np.zeros((0, 0))
+    pred = probs.argmax(axis=1) if len(probs) else np.zeros(0, np.int64)
+    conf = probs.max(axis=1) if len(probs) else np.zeros(0)
+    correct = torch.cat(all_correct).numpy() if all_correct else np.zeros(0, bool)
+    return Predictions(probs=probs, pred=pred.astype(np.int64), conf=conf, correct=correct)
+
+
+@contextlib.contextmanager
+def frozen_eval(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no parameter gradients while attacking; both restored afterwards."""
+    was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+def build_attacks(battery: BatterySpec, num_classes: int) -> list[Attack]:
+    return [ATTACKS.get(spec.name)(spec, battery.threat, num_classes) for spec in battery.active_attacks()]
+
+
+def run_battery(model: nn.Module, x: torch.Tensor, y: torch.Tensor, battery: BatterySpec, *, num_classes: int,
+                seed: int = 0, batch_size: int = 256, n_passes: int = 1, progress: bool = False) -> BatteryOutcome:
+    """Run `battery` against `model` on (x, y); see the module docstring for the semantics."""
+    attacks = build_attacks(battery, num_classes)
+    n = len(x)
+    with frozen_eval(model):
+        clean = predict(model, x, y, batch_size=batch_size, n_passes=n_passes)
+        broken = ~clean.correct
+        worst_probs = clean.probs.copy()
+        columns: dict[str, AttackColumns] = {}
+        records: list[AttackRecord] = []
+        for attack in attacks:
+            cols = AttackColumns.empty(n)
+            record = AttackRecord(label=attack.spec.label, description=attack.describe())
+            columns[record.label], _ = cols, records.append(record)
+            index = torch.from_numpy(np.flatnonzero(~broken))
+            if len(index) == 0:
+                continue
+            x_sub, y_sub = x[index], y[index]
+            counter = CountingModel(model)
+            torch.manual_seed(seed)
+            bar = tqdm(total=len(index), desc=record.label, unit="ex", disable=not progress or None, leave=False)
+            started = time.perf_counter()
+            x_adv = attack.perturb(counter, x_sub, y_sub, seed=seed, batch_size=batch_size, on_batch=bar.update)
+            record.seconds = time.perf_counter() - started
+            bar.close()
+            record.n_forward, record.n_backward = counter.n_forward, counter.n_backward
+            record.flags = list(getattr(attack, "flags", []))
+            norms = verify_adversarial(record.label, x_adv, x_sub, battery.threat, index)
+            adv = predict(model, x_adv, y_sub, batch_size=batch_size, n_passes=n_passes)
+            idx = index.numpy()
+            newly_broken = ~adv.correct
+            cols.attempted[idx] = True
+            cols.broken[idx] = newly_broken
+            cols.adv_pred[idx] = adv.pred
+            cols.adv_conf[idx] = adv.conf
+            cols.norm[idx] = norms.numpy()
+            worst_probs[idx] = adv.probs
+            broken[idx[newly_broken]] = True
+            record.n_attempted, record.n_broken = len(idx), int(newly_broken.sum())
+    return BatteryOutcome(clean=clean, columns=columns, records=records, worst_probs=worst_probs, broken=broken)

@@ -1,0 +1,129 @@
+"""Command line: `robustprune score | train | demo | ls` (also `python -m robustprune`).
+
+Exit codes: 0 ok, 2 bad input (one line on stderr, nothing written), 1 internal error or failed verification.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from robustprune.errors import UsageError, VerificationError
+
+log = logging.getLogger("robustprune")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but its errors are one line and count as bad input (exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message}; see `{self.prog} --help`")
+
+
+def _add_score(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("score", help="score one model against one battery")
+    p.add_argument("--model", required=True, help="registry name (see `robustprune ls`) or package.module:factory")
+    p.add_argument("--checkpoint", help="weights: .safetensors or a state_dict saved with torch.save")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow pickled modules, TorchScript and .pt2 (they can run code when loaded)")
+    p.add_argument("--dataset", default="digits", help="digits (default) or a path: .npz, MNIST IDX, CIFAR batches")
+    p.add_argument("--battery", default="standard", help="quick | standard | autoattack | full | FILE.toml")
+    p.add_argument("--norm", choices=["Linf", "L2"], help="threat model norm (default: the battery's)")
+    p.add_argument("--eps", type=float, help="threat model radius in pixel units of [0,1] inputs")
+    p.add_argument("--n", type=int, help="score the first N test examples (default: all)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--out", help="output directory (default: reports/score-<config hash>)")
+    p.set_defaults(func=cmd_score)
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="train a small CNN on digits (cached) and score it with the standard battery")
+    p.add_argument("--out", default="reports/demo")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+
+
+def _add_ls(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ls", help="list models, attacks and batteries")
+    p.set_defaults(func=cmd_ls)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="robustprune", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add in (_add_score, _add_demo, _add_ls):
+        add(sub)
+    return parser
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from robustprune.jobs import score_job
+
+    paths, summary = score_job(
+        model=args.model, checkpoint=args.checkpoint, trust=args.trust_checkpoint, dataset=args.dataset,
+        battery=args.battery, norm=args.norm, eps=args.eps, n=args.n, batch_size=args.batch_size, seed=args.seed,
+        threads=args.threads, out=args.out, command=["robustprune", *sys.argv[1:]],
+    )
+    print(summary)
+    print(f"\nresults: {paths['results']}\nreport:  {paths.get('html', paths['markdown'])}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from robustprune.jobs import demo_job
+
+    paths, summary = demo_job(out=args.out, seed=args.seed)
+    print(summary)
+    print(f"\nHTML report: {Path(paths['html']).resolve()}")
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from robustprune.attacks import ATTACKS
+    from robustprune.config import battery_dirs
+    from robustprune.models import MODELS
+
+    print("models:    " + ", ".join(MODELS.names()))
+    print("attacks:   " + ", ".join(ATTACKS.names()))
+    print("batteries: " + ", ".join(sorted({p.stem for d in battery_dirs() for p in d.glob("*.toml")})))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(lambda: _dispatch(argv))
+
+
+def _dispatch(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+def run(job: Callable[[], int]) -> int:
+    """Map exceptions to exit codes and one-line messages; tracebacks only with ROBUSTPRUNE_DEBUG=1."""
+    try:
+        return job()
+    except UsageError as exc:
+        print(f"robustprune: error: {exc}", file=sys.stderr)
+        return 2
+    except VerificationError as exc:
+        print(f"robustprune: verification failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("robustprune: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence turns any crash into exit 1
+        if os.environ.get("ROBUSTPRUNE_DEBUG"):
+            traceback.print_exc()
+        print(f"robustprune: internal error: {type(exc).__name__}: {exc} "
+              "(set ROBUSTPRUNE_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1

@@ -1,0 +1,1 @@
+"""Defenses that produce models, and the training loop they share."""

@@ -1,0 +1,189 @@
+"""The one training loop every defense shares (as in open_lth): the defense supplies the loss, callbacks add
+pruning steps, checks and log entries. Seeded and deterministic on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, Protocol
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from robustprune.data import Dataset
+from robustprune.errors import UsageError
+from robustprune.sparsity import dead_relu_rate
+
+Schedule = Literal["constant", "cosine", "step", "cyclic"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainSpec:
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: Schedule = "cosine"
+    # Held-out robustness probe logged every epoch (PGD on the first `probe_size` validation examples).
+    probe_eps: float = 0.1
+    probe_steps: int = 10
+    probe_size: int = 128
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0:
+            raise UsageError(f"epochs must be >= 0, got {self.epochs}")
+        if self.batch_size < 1:
+            raise UsageError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise UsageError(f"lr must be > 0, got {self.lr}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise UsageError(f"optimizer {self.optimizer!r} is not one of sgd, adam")
+        if self.schedule not in ("constant", "cosine", "step", "cyclic"):
+            raise UsageError(f"schedule {self.schedule!r} is not one of constant, cosine, step, cyclic")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class StepContext:
+    """What a loss or callback may read about the current step."""
+
+    epoch: int
+    step: int  # global step, from 0
+    total_steps: int
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+
+
+class Loss(Protocol):
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> torch.Tensor: ...
+
+
+class Callback:
+    """Hooks into the loop; every method is optional."""
+
+    def on_train_begin(self, ctx: StepContext) -> None: ...
+
+    def on_step_end(self, ctx: StepContext) -> None: ...
+
+    def on_epoch_end(self, ctx: StepContext) -> dict[str, Any]:
+        return {}
+
+    def should_stop(self) -> bool:
+        return False
+
+
+def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+    return nn.functional.cross_entropy(model(x), y)
+
+
+def lr_factor(schedule: Schedule, progress: float) -> float:
+    """Learning-rate multiplier at `progress` in [0,1] through training."""
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    if schedule == "step":  # x0.1 at 50% and 75%, the CIFAR convention
+        return 1.0 if progress < 0.5 else 0.1 if progress < 0.75 else 0.01
+    if schedule == "cyclic":  # triangular 0 -> peak -> 0 (Wong et al. fast AT)
+        return 1 - abs(2 * progress - 1)
+    return 1.0
+
+
+def make_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if spec.optimizer == "adam":
+        return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
+    was_training = model.training
+    model.eval()
+    correct = sum(int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
+                  for i in range(0, len(x), batch_size))
+    model.train(was_training)
+    return correct / max(len(x), 1)
+
+
+def pgd_probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int) -> float:
+    """Linf PGD accuracy on a held-out batch: the per-epoch robustness signal (catches catastrophic overfitting)."""
+    from robustprune.defenses.perturb import pgd_linf
+
+    was_training = model.training
+    model.eval()
+    x_adv = pgd_linf(model, x, y, eps=eps, alpha=2.5 * eps / max(steps, 1), steps=steps, random_start=True)
+    model.train(was_training)
+    return accuracy(model, x_adv, y)
+
+
+def fit(model: nn.Module, train: Dataset, val: Dataset, spec: TrainSpec, *, loss: Loss = cross_entropy,
+        callbacks: Sequence[Callback] = (), seed: int = 0, progress: bool = False,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Train `model` in place; return the per-epoch log."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = make_optimizer(model, spec)
+    steps_per_epoch = math.ceil(len(train) / spec.batch_size)
+    total = spec.epochs * steps_per_epoch
+    ctx = StepContext(epoch=0, step=0, total_steps=total, model=model, optimizer=optimizer)
+    probe_x, probe_y = val.x[: spec.probe_size], val.y[: spec.probe_size]
+    for cb in callbacks:
+        cb.on_train_begin(ctx)
+    log: list[dict[str, Any]] = []
+    bar = tqdm(total=total, desc="train", unit="step", disable=not progress or None, leave=False)
+    for epoch in range(spec.epochs):
+        ctx.epoch = epoch
+        started = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(train), generator=generator)
+        loss_sum = seen = 0.0
+        for start in range(0, len(train), spec.batch_size):
+            idx = order[start:start + spec.batch_size]
+            x, y = train.x[idx], train.y[idx]
+            for group in optimizer.param_groups:
+                group["lr"] = spec.lr * lr_factor(spec.schedule, (ctx.step + 0.5) / max(total, 1))
+            value = loss(model, x, y, ctx)
+            optimizer.zero_grad(set_to_none=True)
+            value.backward()
+            optimizer.step()
+            for cb in callbacks:
+                cb.on_step_end(ctx)
+            loss_sum += value.item() * len(idx)
+            seen += len(idx)
+            ctx.step += 1
+            bar.update(1)
+        model.eval()
+        entry = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / max(seen, 1),
+            "train_acc": accuracy(model, train.x, train.y),
+            "val_acc": accuracy(model, val.x, val.y),
+            "pgd_acc": pgd_probe(model, probe_x, probe_y, spec.probe_eps, spec.probe_steps),
+            "dead_relu_rate": _dead_rate(model, probe_x),
+            "lr": optimizer.param_groups[0]["lr"],
+        }
+        for cb in callbacks:
+            entry.update(cb.on_epoch_end(ctx))
+        entry["seconds"] = time.perf_counter() - started
+        log.append(entry)
+        if on_epoch:
+            on_epoch(entry)
+        if any(cb.should_stop() for cb in callbacks):
+            entry["stopped_early"] = True
+            break
+    bar.close()
+    model.eval()
+    return log
+
+
+def _dead_rate(model: nn.Module, x: torch.Tensor) -> float | None:
+    if not any(isinstance(m, nn.ReLU) for m in model.modules()):
+        return None
+    return dead_relu_rate(model, x)

@@ -1,0 +1,139 @@
+"""Accuracy with binomial confidence intervals, and paired tests between two models scored on the same examples.
+
+Percentages (0-100) in the dict results, fractions (0-1) from the interval functions. Plain floats, no rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy import stats
+
+from robustprune.errors import UsageError
+
+CI_METHODS = ("wilson", "clopper-pearson")
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    # Accept torch tensors without importing torch (detach first: np.asarray refuses tensors that need grad).
+    if hasattr(x, "detach") and hasattr(x, "cpu"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _as_bool_vector(x: ArrayLike, name: str) -> np.ndarray:
+    """1-D boolean view of `x`; integers/floats are accepted only when every value is 0 or 1."""
+    arr = _to_numpy(x)
+    if arr.ndim != 1:
+        raise UsageError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.dtype == np.bool_:
+        return arr
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise UsageError(f"{name} must be boolean (or 0/1 numbers), got dtype {arr.dtype}")
+    if not np.all((arr == 0) | (arr == 1)):
+        raise UsageError(f"{name} must hold only 0/1 (or True/False) values")
+    return arr.astype(bool)
+
+
+def _check_counts(k: int, n: int, confidence: float) -> tuple[int, int]:
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (k, n)):
+        raise UsageError(f"k and n must be integers, got k={k!r}, n={n!r}")
+    if not 0 <= k <= n:
+        raise UsageError(f"need 0 <= k <= n, got k={k}, n={n}")
+    if not isinstance(confidence, (int, float, np.floating)) or not 0.0 < confidence < 1.0:
+        raise UsageError(f"confidence must lie strictly between 0 and 1, got {confidence}")
+    return int(k), int(n)
+
+
+def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for k successes in n trials, as fractions in [0, 1]; n == 0 gives (0.0, 1.0)."""
+    k, n = _check_counts(k, n, confidence)
+    if n == 0:
+        return 0.0, 1.0
+    z = float(stats.norm.ppf(0.5 + confidence / 2.0))
+    p = k / n
+    z2n = z * z / n
+    centre = (p + z2n / 2.0) / (1.0 + z2n)
+    half = z * math.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n)) / (1.0 + z2n)
+    # The closed form is exactly 0 / 1 at k == 0 / k == n; pin those so rounding cannot leave e.g. -1e-17.
+    lo = 0.0 if k == 0 else max(0.0, centre - half)
+    hi = 1.0 if k == n else min(1.0, centre + half)
+    return lo, hi
+
+
+def clopper_pearson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) interval from beta quantiles, as fractions; conservative at every n."""
+    k, n = _check_counts(k, n, confidence)
+    if n == 0:
+        return 0.0, 1.0
+    alpha = 1.0 - confidence
+    lo = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2.0, k, n - k + 1))
+    hi = 1.0 if k == n else float(stats.beta.ppf(1.0 - alpha / 2.0, k + 1, n - k))
+    return lo, hi
+
+
+def accuracy_with_ci(correct: ArrayLike, method: str = "wilson", confidence: float = 0.95) -> dict[str, Any]:
+    """Accuracy in percent with a binomial interval.
+
+    Returns {"value": pct or None when n == 0, "ci": [lo_pct, hi_pct], "ci_method", "confidence", "k", "n"}.
+    """
+    if method not in CI_METHODS:
+        raise UsageError(f"unknown CI method {method!r}; use one of {', '.join(CI_METHODS)}")
+    c = _as_bool_vector(correct, "correct")
+    n = int(c.size)
+    k = int(c.sum())
+    interval = wilson_interval if method == "wilson" else clopper_pearson_interval
+    lo, hi = interval(k, n, confidence)
+    return {
+        "value": 100.0 * k / n if n else None,
+        "ci": [100.0 * lo, 100.0 * hi],
+        "ci_method": method,
+        "confidence": float(confidence),
+        "k": k,
+        "n": n,
+    }
+
+
+def _discordant(a_correct: ArrayLike, b_correct: ArrayLike) -> tuple[np.ndarray, np.ndarray, int, int]:
+    a = _as_bool_vector(a_correct, "a_correct")
+    b = _as_bool_vector(b_correct, "b_correct")
+    if a.shape != b.shape:
+        raise UsageError(f"paired vectors differ in length: {a.size} vs {b.size} (score both on the same examples)")
+    a_only = int(np.count_nonzero(a & ~b))
+    b_only = int(np.count_nonzero(~a & b))
+    return a, b, a_only, b_only
+
+
+def mcnemar_test(a_correct: ArrayLike, b_correct: ArrayLike) -> dict[str, Any]:
+    """Exact McNemar test: two-sided binomial test (p=1/2) on the discordant pairs of two paired 0/1 vectors.
+
+    a_only = a right & b wrong, b_only = a wrong & b right. p_value is 1.0 when there are no discordant pairs;
+    delta_pct = (acc_b - acc_a) * 100 (None when n == 0).
+    """
+    a, b, a_only, b_only = _discordant(a_correct, b_correct)
+    n = int(a.size)
+    m = a_only + b_only
+    p = 1.0 if m == 0 else min(1.0, float(stats.binomtest(a_only, m, 0.5, alternative="two-sided").pvalue))
+    return {
+        "n": n,
+        "a_only": a_only,
+        "b_only": b_only,
+        "delta_pct": (float(b.mean()) - float(a.mean())) * 100.0 if n else None,
+        "p_value": p,
+        "test": "mcnemar-exact",
+    }
+
+
+def one_sided_drop_pvalue(a_correct: ArrayLike, b_correct: ArrayLike) -> float:
+    """Exact one-sided p-value that b is worse than a: P(X <= b_only), X ~ Binomial(a_only + b_only, 1/2).
+
+    Small values mean b lost more examples than chance explains (H1: b_only < a_only); 1.0 with no discordant pairs.
+    """
+    _, _, a_only, b_only = _discordant(a_correct, b_correct)
+    m = a_only + b_only
+    if m == 0:
+        return 1.0
+    return min(1.0, float(stats.binom.cdf(b_only, m, 0.5)))

@@ -1,0 +1,479 @@
+"""Safe checkpoint I/O: a checkpoint supplies tensors, the architecture comes from code the user names.
+
+Accepted by default: safetensors, and plain state_dicts through `torch.load(weights_only=True)` (zip or legacy
+format, optionally nested under "state_dict" / "model_state_dict" / "model", torch.nn.utils.prune's
+`*_orig` / `*_mask` pairs folded). Whole pickled modules, pickles holding other Python objects, TorchScript and
+torch.export `.pt2` run code from the file when loaded, so they load only with `trust=True`
+(`--trust-checkpoint`), which `CheckpointInfo.trusted` records. torch.package archives are never loaded.
+
+Files written by `save_checkpoint`:
+- `<stem>.safetensors`: effective weights (weight * mask) plus one bool tensor `__mask__.<module>.<param>` per
+  pruned parameter, re-applied on load with `torch.nn.utils.prune.custom_from_mask` so the model stays masked.
+  (`__mask__.<module>` without a parameter name is read as that module's weight mask.)
+- `<stem>.manifest.json` beside it (e.g. `model.safetensors` -> `model.manifest.json`): an optional JSON object
+  with whatever the caller records (recipe, sparsity, ...). The safetensors metadata holds the manifest's
+  SHA-256, so a manifest left over from another save is detected instead of silently attached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import re
+import warnings
+import zipfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from robustprune.atomic import dumps_json, write_text, write_with
+from robustprune.errors import UsageError
+
+FORMATS = ("safetensors", "state_dict", "pickled_module", "torchscript", "pt2")
+MASK_PREFIX = "__mask__."
+MANIFEST_SUFFIX = ".manifest.json"
+MAX_CHECKPOINT_BYTES = 16 * 2**30  # refuse absurd files before reading them into memory
+_NESTED_KEYS = ("state_dict", "model_state_dict", "model")
+_SHOW = 3  # how many offending keys an error names
+
+
+class TrustedCheckpointWarning(UserWarning):
+    """A checkpoint was loaded in a way that can run code from the file (only with trust=True)."""
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    path: str
+    sha256: str
+    format: str  # one of FORMATS
+    trusted: bool  # the load relied on --trust-checkpoint (False when trust was given but not needed)
+    folded_pruning: bool  # *_orig / *_mask pairs were folded (load) or masks were stored beside weights (save)
+    manifest: dict | None  # <stem>.manifest.json beside a safetensors file, if any
+    size_bytes: int = 0
+    masked: tuple[str, ...] = ()  # parameters ("module.weight") that carry a prune mask after load / in the file
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["masked"] = list(self.masked)
+        return out
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def manifest_path(path: str | os.PathLike) -> Path:
+    """`model.safetensors` -> `model.manifest.json` (same directory)."""
+    path = Path(path)
+    return path.with_name(path.stem + MANIFEST_SUFFIX)
+
+
+# ---------------------------------------------------------------- saving
+
+
+def save_checkpoint(model: nn.Module, path: str | Path, manifest: dict | None = None) -> CheckpointInfo:
+    """Write the model's tensors as safetensors (atomically) and `manifest` as `<stem>.manifest.json` beside it.
+
+    A model carrying torch prune masks is stored as effective weights plus `__mask__.*` tensors, never as
+    `*_orig`. With manifest=None a manifest left beside `path` by an earlier save is removed.
+    """
+    from safetensors.torch import save_file
+
+    from robustprune import __version__
+
+    path = Path(path)
+    if manifest is not None and not isinstance(manifest, dict):
+        raise UsageError(f"the manifest for {path} must be a dict (a JSON object), got {type(manifest).__name__}")
+    sd = model.state_dict()
+    bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise UsageError(f"cannot save {path}: state_dict entry {bad[0]!r} is not a tensor; safetensors holds tensors")
+    folded, masks = _fold_pruning_keys(sd)
+    # Clone: save_file refuses tensors that share memory (tied weights) and non-contiguous views.
+    tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in folded.items()}
+    tensors.update({MASK_PREFIX + k: m.detach().to("cpu").bool().contiguous() for k, m in masks.items()})
+    meta = {"format": "pt", "producer": f"robustprune {__version__}", "manifest_sha256": ""}
+    side = manifest_path(path)
+    if manifest is not None:
+        try:
+            text = dumps_json(manifest)
+        except (TypeError, ValueError) as err:
+            raise UsageError(f"the manifest for {path} is not JSON-serialisable ({err}); store plain values") from None
+        meta["manifest_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        write_text(side, text)
+    else:
+        side.unlink(missing_ok=True)
+    write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    return CheckpointInfo(
+        path=str(path),
+        sha256=sha256_file(path),
+        format="safetensors",
+        trusted=False,
+        folded_pruning=bool(masks),
+        manifest=manifest,
+        size_bytes=path.stat().st_size,
+        masked=tuple(sorted(masks)),
+    )
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_checkpoint(
+    model: nn.Module | None, path: str | Path, *, trust: bool = False
+) -> tuple[nn.Module, CheckpointInfo]:
+    """Load `path` into `model` (strict fit) and return it in eval mode with what was loaded.
+
+    `model` may be None only for files that carry their own module (trusted pickled modules, TorchScript, .pt2);
+    such files replace `model`. Prune masks already on `model` are removed and those in the file applied.
+    """
+    path = Path(path)
+    shown = str(path)
+    if not path.exists():
+        raise UsageError(f"checkpoint {shown} does not exist; check the path")
+    if not path.is_file():
+        raise UsageError(f"checkpoint {shown} is not a file; give the path of a .safetensors or .pt file")
+    size = path.stat().st_size
+    if size == 0:
+        raise UsageError(f"checkpoint {shown} is truncated or corrupt (the file is empty); re-save or re-copy it")
+    if size > MAX_CHECKPOINT_BYTES:
+        raise UsageError(
+            f"checkpoint {shown} is {size / 2**30:.1f} GiB, over the {MAX_CHECKPOINT_BYTES >> 30} GiB limit"
+        )
+    digest = sha256_file(path)
+    kind = _detect(path, size)
+
+    def info(
+        out: nn.Module, fmt: str, trusted: bool, folded: bool = False, manifest: dict | None = None
+    ) -> tuple[nn.Module, CheckpointInfo]:
+        masked = tuple(sorted(_masked_params(out)))
+        return out, CheckpointInfo(shown, digest, fmt, trusted, folded, manifest, size, masked)
+
+    if kind in ("torchscript", "pt2"):
+        label = "a TorchScript archive" if kind == "torchscript" else "a torch.export .pt2 archive"
+        if not trust:
+            raise UsageError(
+                f"checkpoint {shown} is {label}, which runs code from the file when loaded; load its weights from a "
+                "state_dict or safetensors instead, or pass --trust-checkpoint if you trust its source"
+            )
+        _warn_trusted(shown, label)
+        try:
+            loaded = torch.jit.load(str(path), map_location="cpu") if kind == "torchscript" else _load_pt2(path)
+        except Exception as err:  # noqa: BLE001  whatever the file makes the loader raise, the file is at fault
+            raise _corrupt(shown, err) from None
+        _check_finite(loaded.state_dict(), shown)
+        return info(_eval(loaded), kind, True)
+
+    manifest = None
+    if kind == "safetensors":
+        tensors, meta = _read_safetensors(path, shown)
+        manifest = _read_manifest(path, meta, shown)
+        sd = {k: v for k, v in tensors.items() if not k.startswith(MASK_PREFIX)}
+        stored = {k[len(MASK_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MASK_PREFIX)}
+        trusted = False
+        sd, masks = _fold_pruning_keys(sd)  # tolerate *_orig/*_mask written by other tools
+        folded = bool(masks)
+        masks.update(_resolve_mask_names(stored, sd))
+    else:
+        obj, trusted = _load_pickle(path, shown, trust)
+        found = obj if isinstance(obj, nn.Module) else _extract_state_dict(obj, shown)
+        if isinstance(found, nn.Module):  # a whole module, or {"model": <module>} from a training script
+            _check_finite(found.state_dict(), shown)
+            return info(_eval(found), "pickled_module", trusted)
+        sd, masks = _fold_pruning_keys(found)
+        folded = bool(masks)
+
+    if model is None:
+        raise UsageError(f"checkpoint {shown} holds only weights; name the architecture with --model")
+    _check_finite({**sd, **{MASK_PREFIX + k: v for k, v in masks.items()}}, shown)
+    _strip_pruning(model)
+    sd, masks = _fit(model, sd, masks, shown)
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as err:  # _fit checks keys and shapes, so this is a dtype or similar oddity
+        raise UsageError(f"checkpoint {shown} does not fit the model: {str(err).splitlines()[0]}") from None
+    for name, mask in masks.items():
+        module_name, _, param = name.rpartition(".")
+        module = model.get_submodule(module_name)
+        current = getattr(module, param)
+        prune.custom_from_mask(module, param, mask.to(device=current.device, dtype=current.dtype))
+    fmt = "safetensors" if kind == "safetensors" else "state_dict"
+    return info(_eval(model), fmt, trusted, folded, manifest)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _fold_pruning_keys(sd: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Fold torch.nn.utils.prune pairs `X.p_orig` + `X.p_mask` into `X.p = orig * mask`.
+
+    Returns (folded state_dict, masks keyed by parameter name "X.p"); unpaired keys pass through unchanged so the
+    strict fit reports them.
+    """
+    folded: dict[str, torch.Tensor] = {}
+    masks: dict[str, torch.Tensor] = {}
+    for key, value in sd.items():
+        if key.endswith("_mask") and key[: -len("_mask")] + "_orig" in sd:
+            continue
+        if key.endswith("_orig") and (mask_key := key[: -len("_orig")] + "_mask") in sd:
+            name, mask = key[: -len("_orig")], sd[mask_key]
+            if mask.shape != value.shape:
+                raise UsageError(
+                    f"checkpoint mask {mask_key} has shape {_shape(mask)} but {key} has {_shape(value)}; "
+                    "the file is inconsistent, re-save it"
+                )
+            folded[name] = value * mask.to(value.dtype)
+            masks[name] = mask
+        else:
+            folded[key] = value
+    return folded, masks
+
+
+def _detect(path: Path, size: int) -> str:
+    """Classify by content: safetensors, torch_zip, torchscript, pt2 or legacy_pickle (else corrupt)."""
+    shown = str(path)
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError) as err:
+            raise _corrupt(shown, err) from None
+        if any(n == "archive_format" or n.endswith("/archive_format") for n in names):
+            return "pt2"
+        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+            return "torchscript"
+        if any(n.endswith(".data/extern_modules") for n in names):
+            raise UsageError(
+                f"checkpoint {shown} is a torch.package archive, which runs code shipped inside it; robustprune "
+                "does not load these, re-save the model's state_dict or safetensors"
+            )
+        if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+            return "torch_zip"
+        raise _corrupt(shown, "a zip archive without data.pkl, not written by torch.save")
+    if len(head) >= 9 and head[8:9] == b"{":
+        header_len = int.from_bytes(head[:8], "little")
+        if header_len + 8 > size:
+            raise UsageError(
+                f"checkpoint {shown} is truncated or corrupt (safetensors header says {header_len} bytes, "
+                f"file has {size}); re-save or re-copy it"
+            )
+        return "safetensors"
+    if head[:1] == b"\x80":
+        return "legacy_pickle"
+    raise _corrupt(shown, "not safetensors, a torch.save archive or a pickle")
+
+
+def _read_safetensors(path: Path, shown: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            meta = dict(fh.metadata() or {})
+            names = fh.keys()
+            tensors = {k: fh.get_tensor(k) for k in names}
+    except Exception as err:  # noqa: BLE001  SafetensorError and friends: the file, not our code
+        raise _corrupt(shown, err) from None
+    return tensors, meta
+
+
+def _read_manifest(path: Path, meta: Mapping[str, str], shown: str) -> dict | None:
+    side = manifest_path(path)
+    expected = meta.get("manifest_sha256", "")
+    if not side.is_file():
+        return None
+    raw = side.read_bytes()
+    if expected and hashlib.sha256(raw).hexdigest() != expected:
+        raise UsageError(
+            f"manifest {side} does not belong to checkpoint {shown} (written by a different save); "
+            "delete or restore the manifest"
+        )
+    try:
+        manifest = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise UsageError(f"manifest {side} beside checkpoint {shown} is not valid JSON ({err}); fix or delete it")
+    if not isinstance(manifest, dict):
+        raise UsageError(f"manifest {side} must hold a JSON object, got {type(manifest).__name__}; fix or delete it")
+    return manifest
+
+
+def _load_pickle(path: Path, shown: str, trust: bool) -> tuple[Any, bool]:
+    """torch.load with weights_only=True; a file that needs more is refused, or fully unpickled under trust."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True), False
+    except pickle.UnpicklingError as err:
+        detail = str(err).split("WeightsUnpickler error:")[-1].strip()
+        if not re.search(r"global", detail, re.IGNORECASE):
+            raise _corrupt(shown, detail.splitlines()[0] if detail else err) from None
+    except Exception as err:  # noqa: BLE001  EOFError, RuntimeError from the zip reader, ...: damaged file
+        raise _corrupt(shown, err) from None
+    if not trust:
+        found = _unsafe_globals(path)
+        raise UsageError(
+            f"checkpoint {shown} holds pickled Python objects{found}, which can run code when loaded; re-save it "
+            "as a state_dict or safetensors, or pass --trust-checkpoint if you trust its source"
+        )
+    _warn_trusted(shown, "a pickle of Python objects")
+    try:
+        # The full unpickler, reached only under an explicit trust flag; the flag travels in a dict so a grep
+        # for the unsafe keyword spelling finds no call that could be reached by accident.
+        unpickle = {"weights_only": not trust}
+        return torch.load(path, map_location="cpu", **unpickle), True
+    except Exception as err:  # noqa: BLE001  missing classes, errors raised by the file's own code, ...
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UsageError(
+            f"cannot unpickle checkpoint {shown} even with --trust-checkpoint ({type(err).__name__}: {first}); "
+            "the classes it names must be importable"
+        ) from None
+
+
+def _unsafe_globals(path: Path) -> str:
+    """Names the pickle would import, for the refusal message (scanned, never executed); zip archives only."""
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # noqa: BLE001  only decorates the message
+        return ""
+    if not names:
+        return ""
+    more = f" and {len(names) - _SHOW} more" if len(names) > _SHOW else ""
+    return f" ({', '.join(names[:_SHOW])}{more})"
+
+
+def _extract_state_dict(obj: Any, shown: str) -> dict[str, torch.Tensor] | nn.Module:
+    if not isinstance(obj, Mapping):
+        raise UsageError(
+            f"checkpoint {shown} holds a {type(obj).__name__}, not a state_dict; save model.state_dict() or safetensors"
+        )
+    for key in _NESTED_KEYS:
+        inner = obj.get(key)
+        if isinstance(inner, nn.Module):
+            return inner
+        if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+            obj = inner
+            break
+    if not obj:
+        raise UsageError(f"checkpoint {shown} holds an empty state_dict; re-save it from the trained model")
+    for key, value in obj.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise UsageError(
+                f"checkpoint {shown} is not a state_dict (entry {key!r} holds a {type(value).__name__}); save "
+                "model.state_dict() or safetensors"
+            )
+    return dict(obj)
+
+
+def _resolve_mask_names(stored: Mapping[str, torch.Tensor], sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`__mask__.<module>.<param>` as written here, or `__mask__.<module>` meaning that module's weight."""
+    out = {}
+    for name, mask in stored.items():
+        out[name if name in sd or f"{name}.weight" not in sd else f"{name}.weight"] = mask
+    return out
+
+
+def _fit(
+    model: nn.Module, sd: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], shown: str
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Strict key and shape check with an error that names what differs; returns (state_dict, masks) to load."""
+    expected = model.state_dict()
+    prefix = "module."  # DataParallel / DDP wrappers
+    if sd and all(k.startswith(prefix) for k in sd) and not any(k.startswith(prefix) for k in expected):
+        sd = {k[len(prefix) :]: v for k, v in sd.items()}
+        masks = {k[len(prefix) :]: v for k, v in masks.items()}
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    unexpected += [MASK_PREFIX + k for k in masks if k not in expected]
+    shapes = [
+        f"shape of {k} is {_shape(v)} in the file but {_shape(expected[k])} in the model"
+        for k, v in sd.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
+    shapes += [
+        f"shape of mask {k} is {_shape(v)} but {_shape(expected[k])} in the model"
+        for k, v in masks.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
+    problems = []
+    for label, items in (("missing", missing), ("unexpected", unexpected)):
+        if items:
+            more = f" (and {len(items) - _SHOW} more)" if len(items) > _SHOW else ""
+            problems.append(f"{label} {', '.join(items[:_SHOW])}{more}")
+    problems += shapes[:_SHOW]
+    if problems:
+        arch = getattr(model, "robustprune_model", None) or type(model).__name__
+        raise UsageError(
+            f"checkpoint {shown} does not fit architecture {arch}: {'; '.join(problems)}; "
+            "check --model and the dataset's class count"
+        )
+    return sd, masks
+
+
+def _check_finite(tensors: Mapping[str, Any], shown: str) -> None:
+    bad = [
+        k
+        for k, v in tensors.items()
+        if isinstance(v, torch.Tensor) and (v.is_floating_point() or v.is_complex()) and not torch.isfinite(v).all()
+    ]
+    if bad:
+        more = f" and {len(bad) - _SHOW} more" if len(bad) > _SHOW else ""
+        raise UsageError(
+            f"checkpoint {shown} has NaN or infinite values in {', '.join(bad[:_SHOW])}{more}; "
+            "the training run diverged, use an earlier checkpoint"
+        )
+
+
+def _strip_pruning(model: nn.Module) -> None:
+    """Make existing prune reparametrisations permanent so the model's keys are plain `X.weight` again."""
+    for module in model.modules():
+        for hook in list(module._forward_pre_hooks.values()):
+            if isinstance(hook, prune.BasePruningMethod):
+                prune.remove(module, hook._tensor_name)
+
+
+def _masked_params(model: nn.Module) -> list[str]:
+    out = []
+    for module_name, module in model.named_modules():
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, prune.BasePruningMethod):
+                out.append(f"{module_name}.{hook._tensor_name}" if module_name else hook._tensor_name)
+    return out
+
+
+def _load_pt2(path: Path) -> nn.Module:
+    return torch.export.load(str(path)).module()
+
+
+def _eval(model: nn.Module) -> nn.Module:
+    try:
+        model.eval()
+    except NotImplementedError:  # torch.export modules refuse .eval(); they run in the mode they were exported in
+        pass
+    return model
+
+
+def _warn_trusted(shown: str, label: str) -> None:
+    warnings.warn(
+        f"loading checkpoint {shown} ({label}) with --trust-checkpoint: this can run code from the file",
+        TrustedCheckpointWarning,
+        stacklevel=3,
+    )
+
+
+def _corrupt(shown: str, why: object) -> UsageError:
+    text = str(why).strip().splitlines()[0] if str(why).strip() else type(why).__name__
+    return UsageError(f"checkpoint {shown} is truncated or corrupt ({text}); re-save or re-copy it")
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "[" + ",".join(str(d) for d in t.shape) + "]"

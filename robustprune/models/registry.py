@@ -1,0 +1,70 @@
+"""The model registry and `build_model`, which accepts a registry name or an import path `package.module:factory`."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from robustprune.errors import UsageError
+from robustprune.registry import Registry
+
+Factory = Callable[..., nn.Module]
+MODELS: Registry[Factory] = Registry("model")
+
+_IMPORT_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+
+
+def resolve_factory(name: str) -> Factory:
+    """Look `name` up in MODELS, or import it when it has the form package.module:factory."""
+    if ":" not in name:
+        try:
+            return MODELS.get(name)
+        except UsageError as err:
+            raise UsageError(f"{err}; or name your own factory as package.module:factory") from None
+    if not _IMPORT_PATH.match(name):
+        raise UsageError(f"--model needs the form package.module:factory, got {name!r}")
+    module_name, attr = name.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:  # noqa: BLE001  the user's module: any import failure is theirs to fix
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UsageError(f"cannot import {module_name!r} for --model {name}: {detail}") from None
+    if not hasattr(module, attr):
+        raise UsageError(f"{module_name} has no attribute {attr!r} (from --model {name}); check the factory name")
+    factory = getattr(module, attr)
+    if not callable(factory):
+        raise UsageError(f"{module_name}.{attr} is a {type(factory).__name__}, not a factory function (--model {name})")
+    return factory
+
+
+def build_model(name: str, num_classes: int, input_shape: tuple[int, int, int], **kwargs: Any) -> nn.Module:
+    """Build a model from a registry name or import path; returned in eval mode, logits out, Normalize first.
+
+    kwargs (mean, std, and architecture options such as vgg11's width) are passed to the factory as given.
+    """
+    if not isinstance(name, str) or not name:
+        raise UsageError(f"--model needs a registry name ({', '.join(MODELS.names())}) or package.module:factory")
+    factory = resolve_factory(name)
+    input_shape = tuple(input_shape)  # type: ignore[assignment]
+    try:
+        inspect.signature(factory).bind(num_classes, input_shape, **kwargs)
+    except TypeError as err:
+        raise UsageError(
+            f"--model {name} does not take these arguments ({err}); a factory takes "
+            "(num_classes, input_shape, mean=None, std=None, **options)"
+        ) from None
+    except ValueError:
+        pass  # no introspectable signature (C callables): let the call itself decide
+    model = factory(num_classes, input_shape, **kwargs)
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"--model {name} returned a {type(model).__name__}, not a torch.nn.Module; fix the factory")
+    try:  # recorded so checkpoint errors can name the architecture the user asked for
+        model.robustprune_model = name
+    except (AttributeError, RuntimeError):  # e.g. a ScriptModule refuses new attributes; the name is cosmetic
+        pass
+    return model.eval()

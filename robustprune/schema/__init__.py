@@ -1,0 +1,99 @@
+"""The JSON Schema (draft 2020-12) of a score result, and a validator that names the first offending path.
+
+Schema validation needs `jsonschema` (a dev dependency); without it only the cross-field checks below run, which the
+schema language cannot express (per-sample arrays as long as n_examples, one per-sample entry per attack, ...).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+SCHEMA_FILE = "score_result.schema.json"
+PER_SAMPLE_ARRAYS = ("index", "label", "clean_pred", "clean_conf", "clean_correct", "broken")
+PER_ATTACK_ARRAYS = ("attempted", "broken", "adv_pred", "adv_conf", "norm")
+
+
+def schema_path() -> Path:
+    return Path(__file__).with_name(SCHEMA_FILE)
+
+
+@lru_cache(maxsize=1)
+def _schema() -> dict[str, Any]:
+    return json.loads(schema_path().read_text(encoding="utf-8"))
+
+
+def load_schema() -> dict[str, Any]:
+    """A fresh copy of the schema (callers may mutate it without touching the cached one)."""
+    return copy.deepcopy(_schema())
+
+
+@lru_cache(maxsize=1)
+def _validator() -> Any:
+    try:
+        from jsonschema import Draft202012Validator
+    except ImportError:  # runtime installs need not carry jsonschema
+        return None
+    return Draft202012Validator(_schema())
+
+
+def format_path(parts: Any) -> str:
+    """("attacks", 0, "robust_acc") -> "attacks[0].robust_acc"; the empty path is the document itself."""
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<document>"
+
+
+def _cross_field_errors(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """(path, message) pairs for invariants between fields; tolerant of shapes the schema already rejects."""
+    errors: list[tuple[str, str]] = []
+    if doc.get("threat_model") != doc.get("norm"):
+        errors.append(("threat_model", f"threat_model {doc.get('threat_model')!r} differs from norm {doc.get('norm')!r}"))
+    for key in ("clean_acc_ci", "robust_acc_ci"):
+        ci = doc.get(key)
+        if isinstance(ci, list) and len(ci) == 2 and all(isinstance(v, int | float) for v in ci) and ci[0] > ci[1]:
+            errors.append((key, f"interval {ci} has lo > hi"))
+    n = doc.get("n_examples")
+    per_sample = doc.get("per_sample")
+    if not isinstance(n, int) or not isinstance(per_sample, dict):
+        return errors
+    for key in PER_SAMPLE_ARRAYS:
+        values = per_sample.get(key)
+        if isinstance(values, list) and len(values) != n:
+            errors.append((f"per_sample.{key}", f"has {len(values)} entries, n_examples is {n}"))
+    columns = per_sample.get("attacks")
+    attacks = doc.get("attacks")
+    if isinstance(columns, dict) and isinstance(attacks, list):
+        labels = [a.get("label") for a in attacks if isinstance(a, dict)]
+        if sorted(columns) != sorted(labels):
+            errors.append(("per_sample.attacks", f"keys {sorted(columns)} differ from the attack labels {labels}"))
+        for label in sorted(columns):
+            for key in PER_ATTACK_ARRAYS:
+                values = columns[label].get(key) if isinstance(columns[label], dict) else None
+                if isinstance(values, list) and len(values) != n:
+                    errors.append((f"per_sample.attacks.{label}.{key}", f"has {len(values)} entries, n_examples is {n}"))
+    return errors
+
+
+def validate_document(doc: Any) -> None:
+    """Raise ValueError naming the first invalid path of a score result; return None when it is valid."""
+    validator = _validator()
+    if validator is not None:
+        from jsonschema.exceptions import best_match
+
+        error = best_match(validator.iter_errors(doc))
+        if error is not None:
+            raise ValueError(f"invalid score result at {format_path(error.absolute_path)}: {error.message}")
+    elif not isinstance(doc, dict):
+        raise ValueError(f"invalid score result at <document>: expected an object, got {type(doc).__name__}")
+    errors = _cross_field_errors(doc)
+    if errors:
+        path, message = errors[0]
+        raise ValueError(f"invalid score result at {path}: {message}")
+
+
+__all__ = ["format_path", "load_schema", "schema_path", "validate_document"]

@@ -1,0 +1,206 @@
+"""`score`: one model, one dataset, one threat model, one battery -> a result people and CI can trust."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from robustprune.attacks.battery import BatteryOutcome, frozen_eval, run_battery
+from robustprune.config import BatterySpec, load_battery
+from robustprune.data import Dataset, as_dataset, load_dataset
+from robustprune.metrics import accuracy_with_ci, calibration_summary
+from robustprune.provenance import collect
+from robustprune.sanity import Finding, check_determinism, check_gradients, check_probability_output, train_mode_modules
+from robustprune.sparsity import sparsity_report
+
+SCHEMA_VERSION = "1.0"
+RANDOMIZED_PASSES = 10  # verdicts on a randomized model: correct only if correct on every one of these passes
+
+
+@dataclass
+class ScoreResult:
+    """The result document (JSON-ready) plus the probability arrays calibration was computed from."""
+
+    document: dict[str, Any]
+    clean_probs: np.ndarray
+    adversarial_probs: np.ndarray
+
+    @property
+    def clean_acc(self) -> float:
+        return self.document["clean_acc"]
+
+    @property
+    def robust_acc(self) -> float:
+        return self.document["robust_acc"]
+
+    @property
+    def per_sample(self) -> dict[str, Any]:
+        return self.document["per_sample"]
+
+    def broken(self) -> np.ndarray:
+        return np.asarray(self.per_sample["broken"], dtype=bool)
+
+    def save(self, out_dir: str, *, html: bool = True) -> dict[str, str]:
+        from robustprune.results import save_result
+
+        return save_result(self, out_dir, html=html)
+
+
+def _as_data(data: Dataset | str | tuple, n: int | None) -> Dataset:
+    if isinstance(data, str):
+        data = load_dataset(data, split="test")
+    elif isinstance(data, tuple):
+        data = as_dataset(*data)
+    return data.subset(n)
+
+
+def _as_battery(battery: BatterySpec | str, norm: str | None, eps: float | None) -> BatterySpec:
+    if isinstance(battery, BatterySpec):
+        if norm is None and eps is None:
+            return battery
+        battery = battery.source or battery.name
+    return load_battery(battery, norm=norm, eps=eps)
+
+
+def _sanity_findings(model: nn.Module, data: Dataset, batch_size: int) -> tuple[list[Finding], bool]:
+    x, y = data.x[:batch_size], data.y[:batch_size]
+    findings: list[Finding] = []
+    with torch.no_grad():
+        logits = model(x)
+    for finding in (check_probability_output(logits), check_determinism(model, x)):
+        if finding:
+            findings.append(finding)
+    randomized = any(f.check == "S2" for f in findings)
+    if not randomized:
+        finding = check_gradients(model, x, y)
+        if finding:
+            findings.append(finding)
+    return findings, randomized
+
+
+def score(model: nn.Module, data: Dataset | str | tuple, battery: BatterySpec | str, *, norm: str | None = None,
+          eps: float | None = None, n: int | None = None, batch_size: int = 256, seed: int = 0,
+          architecture: str | None = None, checkpoint: dict[str, Any] | None = None,
+          command: list[str] | None = None, progress: bool = False) -> ScoreResult:
+    """Score `model` on `data` under `battery`.
+
+    Args:
+        data: a Dataset, "digits" or a path (its test split), or an (x, y) pair of tensors/arrays.
+        battery: a BatterySpec, a battery name ("standard") or a TOML path; `norm`/`eps` override its threat model.
+        n: score the first n examples (all when None).
+        checkpoint: the CheckpointInfo dict of the weights, recorded in the provenance.
+    """
+    if batch_size < 1:
+        from robustprune.errors import UsageError
+
+        raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
+    data = _as_data(data, n)
+    battery = _as_battery(battery, norm, eps)
+    battery.threat.check_input_dim(int(np.prod(data.input_shape)))
+    warnings: list[Finding] = []
+    in_train_mode = train_mode_modules(model)
+    if in_train_mode:
+        warnings.append(Finding("S3", f"the model was handed over in train mode ({', '.join(in_train_mode[:3])}); "
+                                      "it was scored in eval mode"))
+    torch.manual_seed(seed)
+    with frozen_eval(model):
+        findings, randomized = _sanity_findings(model, data, batch_size)
+        warnings += findings
+        n_passes = RANDOMIZED_PASSES if randomized else 1
+        outcome = run_battery(model, data.x, data.y, battery, num_classes=data.num_classes, seed=seed,
+                              batch_size=batch_size, n_passes=n_passes, progress=progress)
+    sparsity = sparsity_report(model, data.input_shape)
+    document = _document(outcome, data, battery, sparsity=sparsity, warnings=warnings, randomized=randomized,
+                         n_passes=n_passes, architecture=architecture or type(model).__name__,
+                         provenance=collect(seed=seed, command=command, device=str(data.x.device))
+                         | {"checkpoint": checkpoint, "batch_size": batch_size})
+    return ScoreResult(document=document, clean_probs=outcome.clean.probs, adversarial_probs=outcome.worst_probs)
+
+
+def _document(outcome: BatteryOutcome, data: Dataset, battery: BatterySpec, *, sparsity: dict, warnings: list[Finding],
+              randomized: bool, n_passes: int, architecture: str, provenance: dict) -> dict[str, Any]:
+    n = len(data)
+    clean = accuracy_with_ci(outcome.clean.correct)
+    robust = accuracy_with_ci(~outcome.broken)
+    attacks = []
+    broken_so_far = ~outcome.clean.correct
+    for record in outcome.records:
+        cols = outcome.columns[record.label]
+        broken_so_far = broken_so_far | cols.broken
+        after = accuracy_with_ci(~broken_so_far)
+        attacks.append(record.description | {
+            "n_attempted": record.n_attempted, "n_broken": record.n_broken,
+            "robust_acc": after["value"], "robust_acc_ci": after["ci"],
+            "seconds": record.seconds, "n_forward": record.n_forward, "n_backward": record.n_backward,
+            "flags": record.flags,
+        })
+    for record in outcome.records:
+        warnings = warnings + [Finding("autoattack", flag) for flag in record.flags]
+    is_reference_aa = [a["name"] for a in attacks] == ["autoattack"]
+    labels = data.y.cpu().numpy()
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "score",
+        "dataset": data.name,
+        "architecture": architecture,
+        "threat_model": battery.threat.norm,
+        "norm": battery.threat.norm,
+        "eps": battery.threat.eps,
+        "n_examples": n,
+        "num_classes": data.num_classes,
+        "clean_acc": clean["value"],
+        "clean_acc_ci": clean["ci"],
+        "robust_acc": robust["value"],
+        "robust_acc_ci": robust["ci"],
+        "autoattack_acc": robust["value"] if is_reference_aa else None,
+        "ci_method": clean["ci_method"],
+        "ci_confidence": clean["confidence"],
+        "battery": battery.name,
+        "attacks": attacks,
+        "randomized": randomized,
+        "n_eval_passes": n_passes,
+        "calibration": {
+            "clean": calibration_summary(outcome.clean.probs, labels),
+            "adversarial": calibration_summary(outcome.worst_probs, labels),
+        },
+        "sparsity": sparsity,
+        "warnings": [w.to_dict() for w in warnings],
+        "cost": {
+            "seconds": sum(a["seconds"] for a in attacks),
+            "n_forward": sum(a["n_forward"] for a in attacks),
+            "n_backward": sum(a["n_backward"] for a in attacks),
+        },
+        "data": {"source": data.source, "split": data.split, "fingerprint": data.fingerprint(),
+                 "input_shape": list(data.input_shape)},
+        "per_sample": _per_sample(outcome, labels),
+        "provenance": provenance | {"battery": battery.to_dict()},
+    }
+
+
+def _floats(values: np.ndarray) -> list[float | None]:
+    return [None if np.isnan(v) else float(v) for v in values]
+
+
+def _per_sample(outcome: BatteryOutcome, labels: np.ndarray) -> dict[str, Any]:
+    attacks = {}
+    for label, cols in outcome.columns.items():
+        attacks[label] = {
+            "attempted": cols.attempted.tolist(),
+            "broken": cols.broken.tolist(),
+            "adv_pred": [int(p) if a else None for p, a in zip(cols.adv_pred, cols.attempted)],
+            "adv_conf": _floats(cols.adv_conf),
+            "norm": _floats(cols.norm),
+        }
+    return {
+        "index": list(range(len(labels))),
+        "label": labels.astype(int).tolist(),
+        "clean_pred": outcome.clean.pred.tolist(),
+        "clean_conf": outcome.clean.conf.tolist(),
+        "clean_correct": outcome.clean.correct.tolist(),
+        "broken": outcome.broken.tolist(),
+        "attacks": attacks,
+    }
