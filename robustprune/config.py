@@ -101,6 +101,25 @@ class BatterySpec:
         return data
 
 
+def coerce_setting(value: ParamValue, default: ParamValue, where: str) -> ParamValue:
+    """Check `value` against the type of its default; ints are accepted where floats are expected."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise UsageError(f"{where} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UsageError(f"{where} must be an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UsageError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if not isinstance(value, str):
+        raise UsageError(f"{where} must be a string, got {value!r}")
+    return value
+
+
 _BATTERY_KEYS = {"name", "description", "norm", "eps", "attack"}
 _ATTACK_KEYS = {"name", "label", "norms"}
 

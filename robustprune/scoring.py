@@ -12,6 +12,7 @@ from torch import nn
 from robustprune.attacks.battery import BatteryOutcome, frozen_eval, run_battery
 from robustprune.config import BatterySpec, load_battery
 from robustprune.data import Dataset, as_dataset, load_dataset
+from robustprune.errors import UsageError
 from robustprune.metrics import accuracy_with_ci, calibration_summary
 from robustprune.provenance import collect
 from robustprune.sanity import Finding, check_determinism, check_gradients, check_probability_output, train_mode_modules
@@ -71,6 +72,9 @@ def _sanity_findings(model: nn.Module, data: Dataset, batch_size: int) -> tuple[
     findings: list[Finding] = []
     with torch.no_grad():
         logits = model(x)
+    if logits.ndim != 2 or logits.shape[1] != data.num_classes:
+        raise UsageError(f"the model outputs shape {tuple(logits.shape)} for {len(x)} examples but the data has "
+                         f"{data.num_classes} classes; it must return (N, {data.num_classes}) logits")
     for finding in (check_probability_output(logits), check_determinism(model, x)):
         if finding:
             findings.append(finding)
@@ -95,8 +99,6 @@ def score(model: nn.Module, data: Dataset | str | tuple, battery: BatterySpec | 
         checkpoint: the CheckpointInfo dict of the weights, recorded in the provenance.
     """
     if batch_size < 1:
-        from robustprune.errors import UsageError
-
         raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
     data = _as_data(data, n)
     battery = _as_battery(battery, norm, eps)
@@ -113,9 +115,13 @@ def score(model: nn.Module, data: Dataset | str | tuple, battery: BatterySpec | 
         n_passes = RANDOMIZED_PASSES if randomized else 1
         outcome = run_battery(model, data.x, data.y, battery, num_classes=data.num_classes, seed=seed,
                               batch_size=batch_size, n_passes=n_passes, progress=progress)
-    sparsity = sparsity_report(model, data.input_shape)
+    try:
+        sparsity = sparsity_report(model, data.input_shape)
+    except UsageError as exc:  # e.g. a TorchScript module exposes no nn.Linear / nn.Conv layers
+        sparsity = None
+        warnings.append(Finding("sparsity", f"sparsity not measured: {exc}"))
     document = _document(outcome, data, battery, sparsity=sparsity, warnings=warnings, randomized=randomized,
-                         n_passes=n_passes, architecture=architecture or type(model).__name__,
+                         n_passes=n_passes, architecture=architecture or getattr(model, "robustprune_model", type(model).__name__),
                          provenance=collect(seed=seed, command=command, device=str(data.x.device))
                          | {"checkpoint": checkpoint, "batch_size": batch_size})
     return ScoreResult(document=document, clean_probs=outcome.clean.probs, adversarial_probs=outcome.worst_probs)

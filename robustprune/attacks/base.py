@@ -13,14 +13,14 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from robustprune.config import AttackSpec, ParamValue, ThreatModel
+from robustprune.config import AttackSpec, ParamValue, ThreatModel, coerce_setting
 from robustprune.errors import UsageError
 from robustprune.registry import Registry
 
-ATTACKS: Registry[type["Attack"]] = Registry("attack")
+ATTACKS: Registry[type[Attack]] = Registry("attack")
 
 
-def register_attack(name: str) -> Callable[[type["Attack"]], type["Attack"]]:
+def register_attack(name: str) -> Callable[[type[Attack]], type[Attack]]:
     """Register an adapter class under `name`, which also becomes its `name` attribute."""
 
     def decorator(cls: type[Attack]) -> type[Attack]:
@@ -66,7 +66,7 @@ class Attack(ABC):
             if key not in self.defaults:
                 allowed = ", ".join(sorted(self.defaults)) or "none"
                 raise UsageError(f"{where}: unknown setting {key!r}; allowed settings are {allowed}")
-            self.settings[key] = _coerce(value, self.defaults[key], f"{where} setting {key!r}")
+            self.settings[key] = coerce_setting(value, self.defaults[key], f"{where} setting {key!r}")
         self.validate()
 
     def validate(self) -> None:
@@ -108,24 +108,6 @@ class Attack(ABC):
     def step_size(self) -> float:
         """Absolute step from `rel_step` (a fraction of eps), the unit-free way batteries state it."""
         return float(self.settings["rel_step"]) * self.threat.eps
-
-
-def _coerce(value: ParamValue, default: ParamValue, where: str) -> ParamValue:
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise UsageError(f"{where} must be true or false, got {value!r}")
-        return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise UsageError(f"{where} must be an integer, got {value!r}")
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UsageError(f"{where} must be a number, got {value!r}")
-        return float(value)
-    if not isinstance(value, str):
-        raise UsageError(f"{where} must be a string, got {value!r}")
-    return value
 
 
 def check_choice(attack: Attack, key: str, choices: tuple[str, ...]) -> None:

@@ -9,6 +9,7 @@ from robustprune.models.registry import MODELS, build_model, resolve_factory
 
 # Imported for their registrations.
 from robustprune.models import cnn, mlp, preact_resnet, vgg  # noqa: F401  isort: skip
+from robustprune.models import dio  # noqa: F401  isort: skip  (dio_<base> multi-head models)
 
 __all__ = [
     "MODELS",

@@ -21,7 +21,9 @@ from robustprune.reporting.tables import attack_series, reliability_bins, threat
 
 Format = Literal["png", "svg"]
 DPI = 150
-_RC = {"svg.hashsalt": "robustprune", "svg.fonttype": "path", "font.size": 9, "axes.titlesize": 10}
+# parse_math off: architecture names and attack labels are user text, and a stray "$" must not become mathtext.
+_RC = {"svg.hashsalt": "robustprune", "svg.fonttype": "path", "font.size": 9, "axes.titlesize": 10,
+       "text.parse_math": False}
 _METADATA = {"png": {"Software": None}, "svg": {"Creator": None, "Date": None}}
 ACC_COLOR, GAP_COLOR, COUNT_COLOR, CLEAN_COLOR = "#1f77b4", "#d62728", "#7f7f7f", "#2ca02c"
 
@@ -85,11 +87,13 @@ def attack_curve_figure(doc: dict[str, Any], fmt: Format = "png") -> bytes:
         errs = [[max(v - ci[0], 0.0) for (_, _, ci), v in zip(series, accs)],
                 [max(ci[1] - v, 0.0) for (_, _, ci), v in zip(series, accs)]] if all(ci for _, _, ci in series) else None
         colors = [CLEAN_COLOR] + [ACC_COLOR] * (len(series) - 1)
-        ax.bar(xs, accs, color=colors, edgecolor="black", linewidth=0.5, yerr=errs, capsize=4, ecolor="black")
+        ax.bar(xs, accs, width=0.6, color=colors, edgecolor="black", linewidth=0.5, yerr=errs, capsize=4, ecolor="black")
         ax.axhline(accs[0], linestyle="--", color=CLEAN_COLOR, linewidth=1, label=f"clean {accs[0]:.2f} %")
         for x, v in zip(xs, accs):
-            ax.annotate(f"{v:.1f}", (x, v), xytext=(0, 3), textcoords="offset points", ha="center", va="bottom",
-                        fontsize=8)
+            # Inside the bar, clear of the CI whiskers; above it when the bar is too short to hold text.
+            inside = v >= 12
+            ax.text(x, v / 2 if inside else v + 1, f"{v:.1f}", ha="center", va="center" if inside else "bottom",
+                    fontsize=8, color="white" if inside else "black", fontweight="bold")
         ax.set_xticks(xs, [label for label, _, _ in series], rotation=30 if len(series) > 6 else 0)
         ax.set(ylim=(0, 105), ylabel="accuracy (%)", xlabel="after attack (cumulative)",
                title=f"{doc.get('architecture')} on {doc.get('dataset')}: {threat_text(doc)}")

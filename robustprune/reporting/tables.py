@@ -247,16 +247,18 @@ def reliability_table(doc: dict[str, Any]) -> Table:
 # ---------------------------------------------------------------- sparsity
 
 
+def _share(sparsity: Any, nonzero: Any, total: Any) -> str:
+    return f"{fmt_frac_pct(sparsity)} ({fmt_int(nonzero)} of {fmt_int(total)} nonzero)"
+
+
 def sparsity_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
     s = doc.get("sparsity") or {}
     ratio = s.get("compression_ratio")
     dense, effective = s.get("macs_dense"), s.get("macs_effective")
     reduction = f"{dense / effective:.2f}x" if _is_num(dense) and _is_num(effective) and effective else NA
     return [
-        ("sparsity (Conv/Linear weights)", f"{fmt_frac_pct(s.get('sparsity'))} "
-                                           f"({fmt_int(s.get('prunable_nonzero'))} of {fmt_int(s.get('prunable_params'))} nonzero)"),
-        ("sparsity (all parameters)", f"{fmt_frac_pct(s.get('all_sparsity'))} "
-                                      f"({fmt_int(s.get('all_nonzero'))} of {fmt_int(s.get('all_params'))} nonzero)"),
+        ("sparsity (Conv/Linear weights)", _share(s.get("sparsity"), s.get("prunable_nonzero"), s.get("prunable_params"))),
+        ("sparsity (all parameters)", _share(s.get("all_sparsity"), s.get("all_nonzero"), s.get("all_params"))),
         ("compression ratio", f"{ratio:.2f}x" if _is_num(ratio) else NA),
         ("MACs per example, dense", fmt_int(dense)),
         ("MACs per example, effective", fmt_int(effective) + (f" (dense / effective = {reduction})" if reduction != NA else "")),

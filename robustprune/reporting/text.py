@@ -24,9 +24,10 @@ def format_fixed(table: Table, indent: str = "") -> list[str]:
 def summary_table(doc: dict[str, Any]) -> str:
     """Clean and per-attack cumulative accuracy with CIs and cost, worst case, calibration, sparsity, warnings."""
     n_warnings = len(doc.get("warnings") or [])
+    seed = (doc.get("provenance") or {}).get("seed")
     lines = [
         f"{doc.get('architecture')} on {doc.get('dataset')}: {threat_text(doc)}, battery {doc.get('battery')}, "
-        f"n = {doc.get('n_examples')}, seed {(doc.get('provenance') or {}).get('seed')}",
+        + f"n = {doc.get('n_examples')}, seed {seed}",
         "",
         *format_fixed(attack_table(doc).select(SUMMARY_ATTACK_COLUMNS)),
         "",

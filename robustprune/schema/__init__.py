@@ -87,7 +87,11 @@ def validate_document(doc: Any) -> None:
 
         error = best_match(validator.iter_errors(doc))
         if error is not None:
-            raise ValueError(f"invalid score result at {format_path(error.absolute_path)}: {error.message}")
+            path = list(error.absolute_path)
+            if error.validator == "required" and isinstance(error.instance, dict):
+                # Point at the missing key itself rather than at the object that lacks it.
+                path.append(next(k for k in error.validator_value if k not in error.instance))
+            raise ValueError(f"invalid score result at {format_path(path)}: {error.message}")
     elif not isinstance(doc, dict):
         raise ValueError(f"invalid score result at <document>: expected an object, got {type(doc).__name__}")
     errors = _cross_field_errors(doc)

@@ -1,0 +1,198 @@
+"""The defense contract and recipes.
+
+A recipe (top-level defenses/*.toml) names a defense, an architecture, the training settings, the defense's own
+settings and optionally a pruning plan. A defense turns (model, data, target sparsity, parent) into a trained,
+possibly pruned model plus a training log, always through the shared loop in train_loop.py.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from torch import nn
+
+from robustprune.config import ParamValue, coerce_setting, read_toml
+from robustprune.data import Dataset
+from robustprune.defenses.train_loop import TrainSpec
+from robustprune.errors import UsageError
+from robustprune.registry import Registry
+
+DEFENSES: Registry[type[Defense]] = Registry("defense")
+
+
+def register_defense(name: str) -> Callable[[type[Defense]], type[Defense]]:
+    def decorator(cls: type[Defense]) -> type[Defense]:
+        cls.name = name
+        DEFENSES.add(name, cls)
+        return cls
+
+    return decorator
+
+
+@dataclass(frozen=True, kw_only=True)
+class PruningSpec:
+    """How a recipe reaches its target sparsity (see robustprune/pruning.py for criteria and schedules)."""
+
+    criterion: str = "global_magnitude"  # a PRUNING_CRITERIA name
+    schedule: str = "one_shot"  # one_shot | iterative | agp | one_cycle
+    rounds: int = 3  # iterative: prune-then-train rounds
+    start_fraction: float = 0.0  # agp: when pruning starts, as a fraction of training
+    end_fraction: float = 0.75  # agp: when it reaches the target
+    alpha: float = 14.0  # one_cycle
+    beta: float = 6.0  # one_cycle
+    exclude: tuple[str, ...] = ()  # module names never pruned
+    reinit: bool = False  # the "Rethinking" scratch control: keep the mask, re-initialise the weights
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recipe:
+    name: str
+    defense: str
+    architecture: str = "digits_cnn"
+    description: str = ""
+    paper_settings: str = ""  # what the papers used (e.g. for CIFAR-10), for the record
+    needs_parent: bool = False
+    train: TrainSpec = field(default_factory=TrainSpec)
+    settings: dict[str, ParamValue] = field(default_factory=dict)
+    pruning: PruningSpec | None = None
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.pruning is not None:
+            data["pruning"]["exclude"] = list(self.pruning.exclude)
+        return data
+
+
+@dataclass
+class Artifact:
+    """What a defense returns: the trained model (masks attached) and what goes into its manifest."""
+
+    model: nn.Module
+    log: list[dict[str, Any]]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Defense(ABC):
+    """Base class: subclasses declare `defaults` for their settings and implement `run`."""
+
+    name: ClassVar[str]
+    defaults: ClassVar[dict[str, ParamValue]] = {}
+
+    def __init__(self, recipe: Recipe) -> None:
+        self.recipe = recipe
+        self.settings: dict[str, ParamValue] = dict(self.defaults)
+        for key, value in recipe.settings.items():
+            if key not in self.defaults:
+                allowed = ", ".join(sorted(self.defaults)) or "none"
+                raise UsageError(f"recipe {recipe.name!r}: unknown [defense] key {key!r}; allowed keys are {allowed}")
+            self.settings[key] = coerce_setting(value, self.defaults[key], f"recipe {recipe.name!r} [defense] {key!r}")
+        self.validate()
+
+    def validate(self) -> None:
+        """Hook for range checks on settings."""
+
+    def build_model(self, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
+        """The architecture this defense trains; DIO overrides it to add its heads."""
+        from robustprune.models import build_model
+
+        return build_model(self.recipe.architecture, num_classes, input_shape)
+
+    @abstractmethod
+    def run(self, model: nn.Module, train: Dataset, val: Dataset, *, sparsity: float, parent: nn.Module | None,
+            seed: int, progress: bool = False) -> Artifact:
+        """Train (and prune) `model` in place to `sparsity`; `parent` is the dense model when the recipe has one."""
+
+
+_RECIPE_KEYS = {"name", "defense", "architecture", "description", "paper_settings", "needs_parent", "train", "pruning", "settings"}
+
+
+def recipe_dirs() -> list[Path]:
+    dirs = [Path(p) for p in os.environ.get("ROBUSTPRUNE_RECIPES", "").split(os.pathsep) if p]
+    dirs += [Path.cwd() / "defenses", Path(__file__).resolve().parents[2] / "defenses"]
+    return [d for d in dict.fromkeys(dirs) if d.is_dir()]
+
+
+def find_recipe(spec: str) -> Path:
+    if spec.endswith(".toml") or os.sep in spec:
+        path = Path(spec)
+        if not path.is_file():
+            raise UsageError(f"recipe file {spec} not found")
+        return path
+    for directory in recipe_dirs():
+        if (directory / f"{spec}.toml").is_file():
+            return directory / f"{spec}.toml"
+    known = sorted({p.stem for d in recipe_dirs() for p in d.glob("*.toml")})
+    raise UsageError(f"unknown recipe {spec!r}: use one of {', '.join(known) or '(none found)'} or a .toml file")
+
+
+def _typed_section(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise UsageError(f"{where} must be a table")
+    fields = {f.name: f for f in cls.__dataclass_fields__.values()}
+    defaults = cls()
+    values = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise UsageError(f"{where}: unknown key {key!r}; allowed keys are {', '.join(sorted(fields))}")
+        default = getattr(defaults, key)
+        if isinstance(default, tuple):
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+                raise UsageError(f"{where} {key!r} must be a list of strings")
+            values[key] = tuple(value)
+        else:
+            values[key] = coerce_setting(value, default, f"{where} {key!r}")
+    return cls(**values)
+
+
+def parse_override(text: str) -> tuple[list[str], ParamValue]:
+    """`train.epochs=3` -> (["train", "epochs"], 3): the value is read as TOML, bare words as strings."""
+    import tomllib
+
+    if "=" not in text:
+        raise UsageError(f"override {text!r} must look like section.key=value, e.g. train.epochs=3")
+    key, raw = text.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def load_recipe(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read a recipe by name or path, apply `section.key=value` overrides, and validate every key."""
+    path = find_recipe(spec)
+    data = read_toml(path)
+    for text in overrides:
+        keys, value = parse_override(text)
+        table = data
+        for part in keys[:-1]:
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise UsageError(f"override {text!r}: {part!r} is not a table in the recipe")
+        table[keys[-1]] = value
+    where = f"recipe {path}"
+    unknown = sorted(set(data) - _RECIPE_KEYS)
+    if unknown:
+        raise UsageError(f"{where}: unknown key {unknown[0]!r}; allowed keys are {', '.join(sorted(_RECIPE_KEYS))}")
+    if "defense" not in data or not isinstance(data["defense"], str):
+        raise UsageError(f"{where} must set defense = \"<name>\"")
+    recipe = Recipe(
+        name=str(data.get("name", path.stem)),
+        defense=data["defense"],
+        architecture=str(data.get("architecture", "digits_cnn")),
+        description=str(data.get("description", "")),
+        paper_settings=str(data.get("paper_settings", "")),
+        needs_parent=bool(data.get("needs_parent", False)),
+        train=_typed_section(TrainSpec, data.get("train", {}), f"{where} [train]"),
+        settings=dict(data.get("settings", {})),
+        pruning=_typed_section(PruningSpec, data["pruning"], f"{where} [pruning]") if "pruning" in data else None,
+        source=str(path),
+    )
+    DEFENSES.get(recipe.defense)(recipe)  # validates the [settings] table now, before anything runs
+    return recipe

@@ -1,0 +1,181 @@
+"""`robustprune score` end to end: outputs, exit codes, one-line errors and nothing written on bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from robustprune.cli import main
+from robustprune.models import build_model, save_checkpoint
+from robustprune.schema import validate_document
+
+
+@pytest.fixture(scope="module")
+def mlp_checkpoint(tmp_path_factory, _trained_mlp_state) -> Path:
+    model = build_model("mlp", 10, (1, 8, 8))
+    model.load_state_dict(_trained_mlp_state)
+    path = tmp_path_factory.mktemp("ckpt") / "mlp.safetensors"
+    save_checkpoint(model, path)
+    return path
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def score_args(ckpt: Path, out: Path, *extra: str) -> list[str]:
+    return ["score", "--model", "mlp", "--checkpoint", str(ckpt), "--battery", "quick", "--eps", "0.1",
+            "--n", "40", "--batch-size", "20", "--out", str(out), *extra]
+
+
+def test_score_writes_results_and_reports(mlp_checkpoint, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, stderr = run_cli(score_args(mlp_checkpoint, out), capsys)
+    assert code == 0, stderr
+    assert "worst case" in stdout and "clean" in stdout
+    assert {p.name for p in out.iterdir()} >= {"results.json", "report.md", "report.html", "probabilities.npz"}
+    doc = json.loads((out / "results.json").read_text())
+    validate_document(doc)
+    assert doc["provenance"]["checkpoint"]["sha256"] and doc["provenance"]["checkpoint"]["trusted"] is False
+    assert doc["provenance"]["command"][:2] == ["robustprune", "score"] or doc["provenance"]["command"][0] == "robustprune"
+    assert doc["architecture"] == "mlp" and doc["dataset"] == "digits"
+    probs = np.load(out / "probabilities.npz")
+    assert probs["clean"].shape == (40, 10)
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporaries
+
+
+def assert_bad_input(args: list[str], capsys, out: Path, match: str) -> None:
+    code, stdout, stderr = run_cli(args, capsys)
+    assert code == 2
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("robustprune: error:"), stderr
+    assert match in lines[0], lines[0]
+    assert "Traceback" not in stderr
+    assert not out.exists()
+
+
+def truncated(src: Path, dst: Path) -> Path:
+    data = src.read_bytes()
+    dst.write_bytes(data[: len(data) // 2])
+    return dst
+
+
+class Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_bad_checkpoints(mlp_checkpoint, tmp_path, capsys):
+    out = tmp_path / "never"
+    cases = {
+        "missing": (tmp_path / "nope.safetensors", "does not exist"),
+        "truncated": (truncated(mlp_checkpoint, tmp_path / "half.safetensors"), "truncated"),
+        "corrupt": (tmp_path / "junk.pt", "corrupt"),
+    }
+    (tmp_path / "junk.pt").write_bytes(os.urandom(256))
+    for path, match in cases.values():
+        assert_bad_input(score_args(path, out), capsys, out, match)
+    cnn = tmp_path / "cnn.safetensors"
+    save_checkpoint(build_model("digits_cnn", 10, (1, 8, 8)), cnn)
+    assert_bad_input(score_args(cnn, out), capsys, out, "does not fit")
+
+
+def test_pickled_payload_is_refused_without_running(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"fc1.weight": Payload(marker)}, evil)
+    out = tmp_path / "never"
+    assert_bad_input(score_args(evil, out), capsys, out, "--trust-checkpoint")
+    assert not marker.exists()
+
+
+def test_torchscript_needs_trust_and_trust_is_recorded(tmp_path, capsys, _trained_mlp_state):
+    model = build_model("mlp", 10, (1, 8, 8))
+    model.load_state_dict(_trained_mlp_state)
+    scripted = tmp_path / "mlp.ts"
+    torch.jit.script(model).save(str(scripted))
+    out = tmp_path / "run"
+    assert_bad_input(score_args(scripted, out), capsys, out, "--trust-checkpoint")
+    code, _, stderr = run_cli(score_args(scripted, out, "--trust-checkpoint"), capsys)
+    assert code == 0, stderr
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["provenance"]["checkpoint"]["trusted"] is True
+    assert doc["provenance"]["checkpoint"]["format"] == "torchscript"
+
+
+def npz(tmp_path: Path, name: str, x: np.ndarray, y: np.ndarray) -> str:
+    path = tmp_path / f"{name}.npz"
+    np.savez(path, x=x, y=y, num_classes=10)
+    return str(path)
+
+
+def test_bad_data(mlp_checkpoint, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.random((50, 1, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 10, 50)
+    nan_x = x.copy()
+    nan_x[3, 0, 1, 1] = np.nan
+    cases = {
+        "nan": (nan_x, y, "NaN"),
+        "range": (x * 4 - 1, y, "outside [0,1]"),
+        "rank": (x.reshape(50, 64), y, "rank"),
+        "labels": (x, np.where(y == 0, 12, y), "label"),
+    }
+    out = tmp_path / "never"
+    for name, (xs, ys, match) in cases.items():
+        args = score_args(mlp_checkpoint, out, "--dataset", npz(tmp_path, name, xs, ys))
+        code, _, stderr = run_cli(args, capsys)
+        assert code == 2 and match.lower() in stderr.lower(), (name, stderr)
+        assert len(stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--eps", "-0.1"], "negative"),
+    (["--eps", "nan"], "finite"),
+    (["--eps", "5"], "absurd"),
+    (["--n", "100000"], "beyond the dataset"),
+    (["--battery", "nonesuch"], "unknown battery"),
+    (["--model", "resnet9000"], "unknown model"),
+    (["--model", "no_such_pkg.mod:factory"], "cannot import"),
+    (["--dataset", "cifar-11"], "not found"),
+    (["--batch-size", "0"], "batch-size"),
+    (["--frobnicate"], "unrecognized arguments"),
+])
+def test_bad_arguments(mlp_checkpoint, tmp_path, capsys, extra, match):
+    out = tmp_path / "never"
+    assert_bad_input(score_args(mlp_checkpoint, out, *extra), capsys, out, match)
+
+
+def test_bad_battery_files(mlp_checkpoint, tmp_path, capsys):
+    out = tmp_path / "never"
+    unknown_key = tmp_path / "k.toml"
+    unknown_key.write_text('eps = 0.1\nrestarts = 2\n[[attack]]\nname = "pgd"\n')
+    unknown_attack = tmp_path / "a.toml"
+    unknown_attack.write_text('eps = 0.1\n[[attack]]\nname = "deepfool9"\n')
+    unknown_setting = tmp_path / "s.toml"
+    unknown_setting.write_text('eps = 0.1\n[[attack]]\nname = "pgd"\nstepz = 3\n')
+    for path, match in [(unknown_key, "unknown key 'restarts'"), (unknown_attack, "unknown attack 'deepfool9'"),
+                        (unknown_setting, "unknown setting 'stepz'")]:
+        args = score_args(mlp_checkpoint, out, "--battery", str(path))
+        args.remove("--eps"), args.remove("0.1")
+        assert_bad_input(args, capsys, out, match)
+
+
+def test_python_dash_m_entry_point():
+    proc = subprocess.run([sys.executable, "-m", "robustprune", "ls"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "digits_cnn" in proc.stdout and "standard" in proc.stdout and "autoattack" in proc.stdout
+    bad = subprocess.run([sys.executable, "-m", "robustprune", "score"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
