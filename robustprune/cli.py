@@ -43,6 +43,21 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_score)
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train (and prune) one model from a defense recipe")
+    p.add_argument("--recipe", required=True, help="recipe name (see defenses/) or a .toml file")
+    p.add_argument("--dataset", default="digits", help="digits (default) or a path: train split trains, test validates")
+    p.add_argument("--sparsity", type=float, default=0.0, help="target sparsity in [0, 1) (default 0: dense)")
+    p.add_argument("--parent", help="checkpoint to start from / prune (required by recipes with needs_parent)")
+    p.add_argument("--epochs", type=int, help="override the recipe's train.epochs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a recipe value, e.g. --set settings.eps=0.2 --set train.lr=0.01 (repeatable)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--out", help="output directory (default: reports/train-<recipe>-<config hash>)")
+    p.set_defaults(func=cmd_train)
+
+
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train a small CNN on digits (cached) and score it with the standard battery")
     p.add_argument("--out", default="reports/demo")
@@ -59,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="robustprune", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_add_score, _add_demo, _add_ls):
+    for add in (_add_score, _add_train, _add_demo, _add_ls):
         add(sub)
     return parser
 
@@ -74,6 +89,18 @@ def cmd_score(args: argparse.Namespace) -> int:
     )
     print(summary)
     print(f"\nresults: {paths['results']}\nreport:  {paths.get('html', paths['markdown'])}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from robustprune.defenses.pipeline import train_job
+
+    _, summary = train_job(
+        recipe=args.recipe, dataset=args.dataset, sparsity=args.sparsity, parent=args.parent, epochs=args.epochs,
+        seed=args.seed, overrides=args.overrides, out=args.out, threads=args.threads,
+        command=["robustprune", *sys.argv[1:]],
+    )
+    print(summary)
     return 0
 
 

@@ -100,6 +100,14 @@ class BatterySpec:
         data["attacks"] = [asdict(a) | {"norms": list(a.norms)} for a in self.attacks]
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BatterySpec:
+        """Inverse of to_dict: a resolved battery travels with results and sweep cells."""
+        attacks = tuple(AttackSpec(name=a["name"], label=a["label"], norms=tuple(a["norms"]), params=dict(a["params"]))
+                        for a in data["attacks"])
+        return cls(name=data["name"], threat=ThreatModel(**data["threat"]), attacks=attacks,
+                   description=data.get("description", ""), source=data.get("source", ""))
+
 
 def coerce_setting(value: ParamValue, default: ParamValue, where: str) -> ParamValue:
     """Check `value` against the type of its default; ints are accepted where floats are expected."""

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from robustprune import multihead
 from robustprune.attacks.battery import BatteryOutcome, frozen_eval, run_battery
 from robustprune.config import BatterySpec, load_battery
 from robustprune.data import Dataset, as_dataset, load_dataset
@@ -103,14 +104,16 @@ def score(model: nn.Module, data: Dataset | str | tuple, battery: BatterySpec | 
     data = _as_data(data, n)
     battery = _as_battery(battery, norm, eps)
     battery.threat.check_input_dim(int(np.prod(data.input_shape)))
+    base_battery, (battery, addition) = battery, multihead.prepare(model, battery)  # multi-head: adaptive attack
     warnings: list[Finding] = []
     in_train_mode = train_mode_modules(model)
     if in_train_mode:
         warnings.append(Finding("S3", f"the model was handed over in train mode ({', '.join(in_train_mode[:3])}); "
                                       "it was scored in eval mode"))
     torch.manual_seed(seed)
-    with frozen_eval(model):
+    with frozen_eval(model), multihead.mode(model, "random"):
         findings, randomized = _sanity_findings(model, data, batch_size)
+        randomized = randomized or addition is not None  # multi-head random mode is randomized even if S2 missed it
         warnings += findings
         n_passes = RANDOMIZED_PASSES if randomized else 1
         outcome = run_battery(model, data.x, data.y, battery, num_classes=data.num_classes, seed=seed,
@@ -124,6 +127,10 @@ def score(model: nn.Module, data: Dataset | str | tuple, battery: BatterySpec | 
                          n_passes=n_passes, architecture=architecture or getattr(model, "robustprune_model", type(model).__name__),
                          provenance=collect(seed=seed, command=command, device=str(data.x.device))
                          | {"checkpoint": checkpoint, "batch_size": batch_size})
+    if addition is not None:
+        document["provenance"]["battery_additions"] = [addition]
+        document["multi_head"] = multihead.multihead_report(model, data, base_battery, seed=seed,
+                                                            batch_size=batch_size)
     return ScoreResult(document=document, clean_probs=outcome.clean.probs, adversarial_probs=outcome.worst_probs)
 
 

@@ -113,6 +113,8 @@ def test_torchscript_needs_trust_and_trust_is_recorded(tmp_path, capsys, _traine
     doc = json.loads((out / "results.json").read_text())
     assert doc["provenance"]["checkpoint"]["trusted"] is True
     assert doc["provenance"]["checkpoint"]["format"] == "torchscript"
+    validate_document(doc)  # a scripted module hides its layers: sparsity is null with a warning
+    assert doc["sparsity"] is None and any(w["check"] == "sparsity" for w in doc["warnings"])
 
 
 def npz(tmp_path: Path, name: str, x: np.ndarray, y: np.ndarray) -> str:

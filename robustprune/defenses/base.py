@@ -34,9 +34,14 @@ def register_defense(name: str) -> Callable[[type[Defense]], type[Defense]]:
     return decorator
 
 
+SCHEDULES = ("one_shot", "iterative", "agp", "one_cycle")
+REINIT_SCHEMES = ("sparse_kaiming", "default")
+
+
 @dataclass(frozen=True, kw_only=True)
 class PruningSpec:
-    """How a recipe reaches its target sparsity (see robustprune/pruning.py for criteria and schedules)."""
+    """How a recipe reaches its target sparsity (see robustprune/pruning.py for criteria and schedules, and
+    robustprune/defenses/pruning_driver.py for how they are applied during training)."""
 
     criterion: str = "global_magnitude"  # a PRUNING_CRITERIA name
     schedule: str = "one_shot"  # one_shot | iterative | agp | one_cycle
@@ -45,8 +50,35 @@ class PruningSpec:
     end_fraction: float = 0.75  # agp: when it reaches the target
     alpha: float = 14.0  # one_cycle
     beta: float = 6.0  # one_cycle
+    interval: int = 0  # agp / one_cycle: optimizer steps between mask updates; 0 = auto (about 32 updates per run)
     exclude: tuple[str, ...] = ()  # module names never pruned
     reinit: bool = False  # the "Rethinking" scratch control: keep the mask, re-initialise the weights
+    reinit_scheme: str = "sparse_kaiming"  # sparse_kaiming (the Rethinking code) | default (the architecture's init)
+
+    def __post_init__(self) -> None:
+        from robustprune.pruning import PRUNING_CRITERIA
+
+        PRUNING_CRITERIA.get(self.criterion)  # unknown names fail with the list of known ones
+        if self.schedule not in SCHEDULES:
+            raise UsageError(f"[pruning] schedule {self.schedule!r} is not one of {', '.join(SCHEDULES)}")
+        if self.rounds < 1:
+            raise UsageError(f"[pruning] rounds must be >= 1, got {self.rounds}")
+        if not 0.0 <= self.start_fraction < self.end_fraction <= 1.0:
+            raise UsageError(
+                f"[pruning] needs 0 <= start_fraction < end_fraction <= 1, got {self.start_fraction} and "
+                f"{self.end_fraction}"
+            )
+        if self.alpha <= 0:
+            raise UsageError(f"[pruning] alpha must be > 0, got {self.alpha}")
+        if self.interval < 0:
+            raise UsageError(f"[pruning] interval must be >= 0 (0 = auto), got {self.interval}")
+        if self.reinit_scheme not in REINIT_SCHEMES:
+            raise UsageError(f"[pruning] reinit_scheme {self.reinit_scheme!r} is not one of {', '.join(REINIT_SCHEMES)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["exclude"] = list(self.exclude)
+        return data
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,7 +97,7 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         if self.pruning is not None:
-            data["pruning"]["exclude"] = list(self.pruning.exclude)
+            data["pruning"] = self.pruning.to_dict()
         return data
 
 
@@ -90,8 +122,8 @@ class Defense(ABC):
         for key, value in recipe.settings.items():
             if key not in self.defaults:
                 allowed = ", ".join(sorted(self.defaults)) or "none"
-                raise UsageError(f"recipe {recipe.name!r}: unknown [defense] key {key!r}; allowed keys are {allowed}")
-            self.settings[key] = coerce_setting(value, self.defaults[key], f"recipe {recipe.name!r} [defense] {key!r}")
+                raise UsageError(f"recipe {recipe.name!r}: unknown [settings] key {key!r}; allowed keys are {allowed}")
+            self.settings[key] = coerce_setting(value, self.defaults[key], f"recipe {recipe.name!r} [settings] {key!r}")
         self.validate()
 
     def validate(self) -> None:
@@ -109,7 +141,9 @@ class Defense(ABC):
         """Train (and prune) `model` in place to `sparsity`; `parent` is the dense model when the recipe has one."""
 
 
-_RECIPE_KEYS = {"name", "defense", "architecture", "description", "paper_settings", "needs_parent", "train", "pruning", "settings"}
+_RECIPE_KEYS = {
+    "name", "defense", "architecture", "description", "paper_settings", "needs_parent", "train", "pruning", "settings",
+}
 
 
 def recipe_dirs() -> list[Path]:
@@ -147,7 +181,10 @@ def _typed_section(cls: type, data: Any, where: str) -> Any:
             values[key] = tuple(value)
         else:
             values[key] = coerce_setting(value, default, f"{where} {key!r}")
-    return cls(**values)
+    try:
+        return cls(**values)
+    except UsageError as err:  # range checks in __post_init__ do not know the file
+        raise UsageError(f"{where}: {err}") from None
 
 
 def parse_override(text: str) -> tuple[list[str], ParamValue]:
@@ -182,15 +219,20 @@ def load_recipe(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> Recip
         raise UsageError(f"{where}: unknown key {unknown[0]!r}; allowed keys are {', '.join(sorted(_RECIPE_KEYS))}")
     if "defense" not in data or not isinstance(data["defense"], str):
         raise UsageError(f"{where} must set defense = \"<name>\"")
+    top = {"name": path.stem, "architecture": "digits_cnn", "description": "", "paper_settings": "", "needs_parent": False}
+    top = {key: coerce_setting(data.get(key, default), default, f"{where} {key!r}") for key, default in top.items()}
+    settings = data.get("settings", {})
+    if not isinstance(settings, dict):
+        raise UsageError(f"{where} [settings] must be a table")
     recipe = Recipe(
-        name=str(data.get("name", path.stem)),
+        name=top["name"],
         defense=data["defense"],
-        architecture=str(data.get("architecture", "digits_cnn")),
-        description=str(data.get("description", "")),
-        paper_settings=str(data.get("paper_settings", "")),
-        needs_parent=bool(data.get("needs_parent", False)),
+        architecture=top["architecture"],
+        description=top["description"],
+        paper_settings=top["paper_settings"],
+        needs_parent=top["needs_parent"],
         train=_typed_section(TrainSpec, data.get("train", {}), f"{where} [train]"),
-        settings=dict(data.get("settings", {})),
+        settings=dict(settings),
         pruning=_typed_section(PruningSpec, data["pruning"], f"{where} [pruning]") if "pruning" in data else None,
         source=str(path),
     )

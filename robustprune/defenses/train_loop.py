@@ -60,6 +60,7 @@ class StepContext:
     total_steps: int
     model: nn.Module
     optimizer: torch.optim.Optimizer
+    steps_per_epoch: int = 0
 
 
 class Loss(Protocol):
@@ -132,7 +133,8 @@ def fit(model: nn.Module, train: Dataset, val: Dataset, spec: TrainSpec, *, loss
     optimizer = make_optimizer(model, spec)
     steps_per_epoch = math.ceil(len(train) / spec.batch_size)
     total = spec.epochs * steps_per_epoch
-    ctx = StepContext(epoch=0, step=0, total_steps=total, model=model, optimizer=optimizer)
+    ctx = StepContext(epoch=0, step=0, total_steps=total, model=model, optimizer=optimizer,
+                      steps_per_epoch=steps_per_epoch)
     probe_x, probe_y = val.x[: spec.probe_size], val.y[: spec.probe_size]
     for cb in callbacks:
         cb.on_train_begin(ctx)
@@ -159,6 +161,7 @@ def fit(model: nn.Module, train: Dataset, val: Dataset, spec: TrainSpec, *, loss
             seen += len(idx)
             ctx.step += 1
             bar.update(1)
+        train_seconds = time.perf_counter() - started  # the optimisation alone, without the probes below
         model.eval()
         entry = {
             "epoch": epoch + 1,
@@ -171,6 +174,7 @@ def fit(model: nn.Module, train: Dataset, val: Dataset, spec: TrainSpec, *, loss
         }
         for cb in callbacks:
             entry.update(cb.on_epoch_end(ctx))
+        entry["train_seconds"] = train_seconds
         entry["seconds"] = time.perf_counter() - started
         log.append(entry)
         if on_epoch:

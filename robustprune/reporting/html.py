@@ -31,14 +31,13 @@ def _environment() -> jinja2.Environment:
 def render_html(doc: dict[str, Any]) -> str:
     """The whole report as one HTML string; deterministic for a given document."""
     figures = {stem: base64.b64encode(data).decode("ascii") for stem, data in document_figures(doc, "png").items()}
-    confidence = doc.get("ci_confidence")
     context = {
         "title": f"robustprune score: {doc.get('architecture')} on {doc.get('dataset')}",
         "summary": t.summary_rows(doc),
         "headline": t.headline_table(doc),
         "attacks_note": ATTACKS_NOTE.replace("`", ""),
         "attacks": t.attack_table(doc),
-        "ci_text": f"{t.fmt_pct(100.0 * confidence)} % {doc.get('ci_method')}" if confidence else "confidence",
+        "ci_text": f"{t.fmt_frac_pct(doc.get('ci_confidence'))} {doc.get('ci_method', '')}".strip(),
         "calibration": t.calibration_table(doc),
         "reliability": t.reliability_table(doc),
         "sparsity": t.sparsity_rows(doc),

@@ -125,7 +125,7 @@ def summary_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
         ("classes", fmt_int(doc.get("num_classes"))),
         ("seed", str(prov.get("seed", NA))),
         ("randomized model", f"{'yes' if doc.get('randomized') else 'no'}; evaluation passes: {doc.get('n_eval_passes', 1)}"),
-        ("confidence intervals", f"{doc.get('ci_method', NA)}, {fmt_pct(100.0 * doc.get('ci_confidence', 0.0))} %"),
+        ("confidence intervals", f"{doc.get('ci_method', NA)}, {fmt_frac_pct(doc.get('ci_confidence'))}"),
     ]
 
 
@@ -325,7 +325,7 @@ def checkpoint_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
         ("folded pruning", "yes" if ckpt.get("folded_pruning") else "no"),
     ]
     if ckpt.get("manifest") is not None:
-        rows.append(("manifest", fmt_value(ckpt["manifest"])))
+        rows.extend(_manifest_rows(ckpt["manifest"]))
     rows += [(k.replace("_", " "), fmt_value(ckpt[k])) for k in sorted(ckpt)
              if k not in ("path", "sha256", "format", "trusted", "folded_pruning", "manifest")]
     return rows
@@ -352,3 +352,17 @@ def battery_table(doc: dict[str, Any]) -> Table:
         settings = fmt_mapping(ran[label].get("settings")) if label in ran else f"not run ({doc.get('norm')} threat)"
         rows.append((str(label), str(spec.get("name", NA)), norms, fmt_mapping(spec.get("params")), settings))
     return _table(("label", "attack", "norms", "configured", "ran with"), rows, "lllll")
+
+
+def _manifest_rows(manifest: dict) -> list[tuple[str, str]]:
+    """The manifest's scalar fields; nested ones (training log, masks, recipe) are summarised, not dumped."""
+    rows = []
+    for key in sorted(manifest):
+        value = manifest[key]
+        if isinstance(value, list):
+            rows.append((f"manifest.{key}", f"{len(value)} entries"))
+        elif isinstance(value, dict):
+            rows.append((f"manifest.{key}", f"{len(value)} fields"))
+        else:
+            rows.append((f"manifest.{key}", fmt_value(value)))
+    return rows

@@ -1,0 +1,239 @@
+"""`robustprune train`: recipe + dataset + sparsity (+ parent) -> a trained, possibly pruned checkpoint + manifest.
+
+Everything that can be wrong with the inputs (recipe keys and overrides, sparsity, dataset, a missing or ill-fitting
+parent, the pruning plan) is checked by `prepare` before anything trains or is written; the checkpoint is written
+last, atomically (robustprune.models.save_checkpoint). `train_model` is the Python API the sweep uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from robustprune.data import Dataset, load_dataset
+from robustprune.defenses.base import DEFENSES, Artifact, Defense, Recipe, load_recipe
+from robustprune.defenses.pruning_driver import SPARSITY_TOLERANCE, validate_pruning
+from robustprune.errors import UsageError
+from robustprune.pruning import check_sparsity
+from robustprune.sparsity import fold_pruned_state_dict, sparsity_report
+
+MANIFEST_KIND = "robustprune.train"
+MANIFEST_VERSION = 1
+CHECKPOINT_NAME = "model.safetensors"
+
+__all__ = ["CHECKPOINT_NAME", "TrainPlan", "execute", "prepare", "train_job", "train_model"]
+
+
+@dataclass
+class TrainPlan:
+    """A validated training run: nothing has been trained or written yet."""
+
+    recipe: Recipe
+    overrides: tuple[str, ...]
+    defense: Defense
+    dataset: str
+    train: Dataset
+    val: Dataset
+    sparsity: float
+    seed: int
+    model: nn.Module  # fresh init drawn with the run's seed
+    parent: nn.Module | None
+    parent_record: dict[str, Any] | None
+
+
+def _state_sha256(model: nn.Module) -> str:
+    """A hash of a model's effective tensors (for a parent handed over in memory, which has no file hash)."""
+    folded, masks = fold_pruned_state_dict(model.state_dict())
+    digest = hashlib.sha256()
+    for key in sorted(folded):
+        digest.update(key.encode())
+        digest.update(folded[key].detach().cpu().contiguous().numpy().tobytes())
+    for key in sorted(masks):
+        digest.update(f"mask:{key}".encode())
+        digest.update(masks[key].cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _check_fits(parent: nn.Module, model: nn.Module, architecture: str) -> None:
+    theirs, _ = fold_pruned_state_dict(parent.state_dict())
+    ours, _ = fold_pruned_state_dict(model.state_dict())
+    bad = sorted(set(theirs) ^ set(ours)) or sorted(k for k in ours if theirs[k].shape != ours[k].shape)
+    if bad:
+        raise UsageError(f"the parent model does not fit architecture {architecture} (differs at {bad[0]!r})")
+
+
+def _seed(seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise UsageError(f"--seed must be a non-negative integer, got {seed!r}")
+    return seed
+
+
+def prepare(recipe: str | Recipe, *, dataset: str = "digits", sparsity: float = 0.0,
+            parent: str | Path | nn.Module | None = None, seed: int = 0, epochs: int | None = None,
+            overrides: list[str] | tuple[str, ...] = ()) -> TrainPlan:
+    """Resolve and validate every input of a training run (UsageError on bad input); trains nothing."""
+    from robustprune.models import load_checkpoint
+
+    overrides = tuple(overrides)
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0):
+        raise UsageError(f"--epochs must be a non-negative integer, got {epochs!r}")
+    if isinstance(recipe, Recipe):
+        if overrides:
+            raise UsageError("overrides apply to a recipe name or file; edit the Recipe object instead")
+        defense = DEFENSES.get(recipe.defense)(recipe)
+    else:
+        recipe = load_recipe(recipe, overrides)
+        defense = DEFENSES.get(recipe.defense)(recipe)
+    if epochs is not None:
+        recipe = replace(recipe, train=replace(recipe.train, epochs=epochs))
+        defense = DEFENSES.get(recipe.defense)(recipe)
+    sparsity = check_sparsity(sparsity, "--sparsity")
+    seed = _seed(seed)
+    if recipe.needs_parent and parent is None:
+        raise UsageError(f"recipe {recipe.name!r} needs a parent model and got none: pass --parent CHECKPOINT")
+    train, val = load_dataset(dataset, "train"), load_dataset(dataset, "test")
+    torch.manual_seed(seed)
+    model = defense.build_model(train.num_classes, train.input_shape)
+    parent_model: nn.Module | None = None
+    record: dict[str, Any] | None = None
+    if isinstance(parent, nn.Module):
+        _check_fits(parent, model, recipe.architecture)
+        parent_model = parent
+        record = {"path": None, "sha256": None, "state_sha256": _state_sha256(parent)}
+    elif parent is not None:
+        shell = defense.build_model(train.num_classes, train.input_shape)
+        parent_model, info = load_checkpoint(shell, parent)  # UsageError (one line) when it does not fit
+        manifest = info.manifest or {}
+        record = {"path": str(parent), "sha256": info.sha256, "format": info.format,
+                  "recipe": (manifest.get("recipe") or {}).get("name") if isinstance(manifest, dict) else None,
+                  "sparsity": float(sparsity_report(parent_model)["sparsity"])}
+    validate_pruning(model, recipe, sparsity, has_parent=parent_model is not None, epochs=recipe.train.epochs)
+    return TrainPlan(recipe=recipe, overrides=overrides, defense=defense, dataset=str(dataset), train=train, val=val,
+                     sparsity=sparsity, seed=seed, model=model, parent=parent_model, parent_record=record)
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON values; NaN/inf become None (JSON has no NaN) and tensors become lists."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return _jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def execute(plan: TrainPlan, *, progress: bool = False, command: list[str] | None = None) -> tuple[Artifact, dict]:
+    """Train the plan; returns the Artifact and the manifest that goes beside its checkpoint."""
+    from robustprune.provenance import collect
+
+    started = time.perf_counter()
+    artifact = plan.defense.run(plan.model, plan.train, plan.val, sparsity=plan.sparsity, parent=plan.parent,
+                                seed=plan.seed, progress=progress)
+    seconds = time.perf_counter() - started
+    model = artifact.model
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise RuntimeError("training diverged (non-finite weights); lower train.lr or check the recipe")
+    report = sparsity_report(model, plan.train.input_shape)
+    extra = dict(artifact.extra)
+    manifest = {
+        "kind": MANIFEST_KIND,
+        "version": MANIFEST_VERSION,
+        "recipe": plan.recipe.to_dict(),
+        "overrides": list(plan.overrides),
+        "defense": plan.recipe.defense,
+        "settings": extra.pop("settings", dict(plan.defense.settings)),
+        "architecture": plan.recipe.architecture,
+        "dataset": {"spec": plan.dataset, "name": plan.train.name, "num_classes": plan.train.num_classes,
+                    "input_shape": list(plan.train.input_shape), "train_fingerprint": plan.train.fingerprint(),
+                    "val_fingerprint": plan.val.fingerprint(), "train_examples": len(plan.train),
+                    "val_examples": len(plan.val)},
+        "seed": plan.seed,
+        "sparsity": {"target": plan.sparsity, "achieved": report["sparsity"], "tolerance": SPARSITY_TOLERANCE,
+                     "counted_over": "Conv/Linear weights (effective, weight * mask)",
+                     "all_sparsity": report["all_sparsity"], "macs_dense": report["macs_dense"],
+                     "macs_effective": report["macs_effective"], "layers": report["layers"]},
+        "masks": {"stored": "in the safetensors file as __mask__.<module>.weight bool tensors, re-applied on load",
+                  "layers": sorted(n for n, m in model.named_modules() if hasattr(m, "weight_mask"))},
+        "pruning": extra.pop("pruning", None),
+        "pruning_defaulted": extra.pop("pruning_defaulted", False),
+        "pruning_events": extra.pop("pruning_events", []),
+        "parent": plan.parent_record,
+        "final": extra.pop("final", None),
+        "log": artifact.log,
+        "train_seconds": seconds,
+        "provenance": collect(seed=plan.seed, command=command, device="cpu"),
+    }
+    extra.pop("target_sparsity", None)
+    extra.pop("achieved_sparsity", None)
+    if extra:
+        manifest["extra"] = extra  # whatever else a defense reports (e.g. DIO's heads)
+    return artifact, _jsonable(manifest)
+
+
+def train_model(recipe: str | Recipe, dataset: str = "digits", sparsity: float = 0.0,
+                parent: str | Path | nn.Module | None = None, seed: int = 0, epochs: int | None = None, *,
+                overrides: list[str] | tuple[str, ...] = (), progress: bool = False,
+                command: list[str] | None = None) -> tuple[Artifact, dict]:
+    """Train one model from a recipe (name, path or Recipe); returns (Artifact, manifest). Writes nothing."""
+    plan = prepare(recipe, dataset=dataset, sparsity=sparsity, parent=parent, seed=seed, epochs=epochs,
+                   overrides=overrides)
+    return execute(plan, progress=progress, command=command)
+
+
+def summary(manifest: dict) -> str:
+    final = manifest.get("final") or {}
+    probe = final.get("probe") or {}
+    sp = manifest["sparsity"]
+    pruning = manifest.get("pruning")
+    plan = f"{pruning['criterion']} {pruning['schedule']}{' +reinit' if pruning['reinit'] else ''}" if pruning else "dense"
+    epochs = len(manifest["log"])
+    dead = final.get("dead_relu_rate")
+    lines = [
+        f"trained {manifest['recipe']['name']} (defense {manifest['defense']}, {manifest['architecture']}) on "
+        f"{manifest['dataset']['name']}, seed {manifest['seed']}: {epochs} epoch{'s' * (epochs != 1)} in "
+        f"{manifest['train_seconds']:.1f} s",
+        f"  val acc {final.get('val_acc', float('nan')):.3f} | PGD acc {final.get('pgd_acc', float('nan')):.3f} "
+        f"(PGD-{probe.get('steps')} eps {probe.get('eps')}, first {probe.get('examples')} {probe.get('split')} "
+        f"examples)" + (f" | dead ReLU {dead:.3f}" if dead is not None else ""),
+        f"  sparsity {sp['achieved']:.4f} achieved, target {sp['target']:.4f} ({plan})",
+    ]
+    if any(e.get("catastrophic_overfitting") for e in manifest["log"]):
+        hit = next(e for e in manifest["log"] if e.get("catastrophic_overfitting"))
+        lines.append(f"  catastrophic overfitting at epoch {hit['epoch']}: stopped, restored epoch "
+                     f"{hit['restored_epoch']}'s weights")
+    return "\n".join(lines)
+
+
+def train_job(*, recipe: str, dataset: str = "digits", sparsity: float = 0.0, parent: str | None = None,
+              epochs: int | None = None, seed: int = 0, overrides: list[str] | tuple[str, ...] = (),
+              out: str | None = None, threads: int | None = None, command: list[str] | None = None,
+              progress: bool = True) -> tuple[dict[str, str], str]:
+    """The CLI's `train`: validate everything, train, then write DIR/model.safetensors + its manifest."""
+    from robustprune.config import canonical_key
+    from robustprune.jobs import check_out_dir, set_threads
+    from robustprune.models import save_checkpoint
+    from robustprune.models.checkpoint import manifest_path
+
+    set_threads(threads)
+    plan = prepare(recipe, dataset=dataset, sparsity=sparsity, parent=parent, seed=seed, epochs=epochs,
+                   overrides=overrides)
+    key = canonical_key({"recipe": plan.recipe.to_dict(), "data": plan.train.fingerprint(), "sparsity": sparsity,
+                         "seed": seed, "parent": plan.parent_record and plan.parent_record.get("sha256")})
+    out_dir = check_out_dir(out or Path("reports") / f"train-{plan.recipe.name}-{key}")
+    target = out_dir / CHECKPOINT_NAME
+    if target.exists() and not target.is_file():
+        raise UsageError(f"{target} exists and is not a file; choose another --out")
+    artifact, manifest = execute(plan, progress=progress, command=command)
+    info = save_checkpoint(artifact.model, target, manifest)
+    text = summary(manifest) + f"\ncheckpoint: {info.path}\nmanifest:   {manifest_path(info.path)}"
+    return {"checkpoint": info.path, "manifest": str(manifest_path(info.path))}, text

@@ -1,0 +1,305 @@
+"""Pruning on masks for any defense's loss: the schedules of a recipe's [pruning] table, run inside the shared loop.
+
+- one_shot: prune the starting model (the parent, else the fresh init) once to the target, then train / fine-tune
+  (Han et al., arXiv 1506.02626, without the iterations).
+- iterative: R rounds; round r prunes to `iterative_sparsities(s, R)[r]` and trains epochs/R epochs with its own
+  learning-rate schedule (iterative magnitude pruning, Han et al. arXiv 1506.02626).
+- agp: Zhu & Gupta's cubic schedule (arXiv 1710.01878), masks updated every `interval` steps between
+  start_fraction and end_fraction of training (algorithms.md §4.2).
+- one_cycle: Hubens et al.'s logistic schedule with alpha=14, beta=6 (arXiv 2107.02086, algorithms.md §4.3),
+  masks updated every `interval` steps from the first to the last step.
+- reinit (the `scratch` control of Liu et al., "Rethinking the value of network pruning", arXiv 1810.05270):
+  the parent's mask at the target sparsity, weights re-initialised with the run's seed, mask fixed, trained from
+  scratch.
+
+Masks are torch.nn.utils.prune re-parametrisations (weight = weight_orig * mask), so pruned weights stay exactly
+zero through every optimizer step. Sparsity is counted on effective Conv/Linear weights; the achieved value must
+land within SPARSITY_TOLERANCE of the target or the run fails with RuntimeError.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from robustprune.data import Dataset
+from robustprune.defenses.base import Artifact, PruningSpec, Recipe
+from robustprune.defenses.train_loop import Callback, Loss, StepContext, accuracy, fit, pgd_probe
+from robustprune.errors import UsageError
+from robustprune.pruning import PRUNING_CRITERIA, agp_sparsity, check_sparsity, iterative_sparsities, one_cycle_sparsity
+from robustprune.sparsity import apply_masks, dead_relu_rate, fold_pruned_state_dict, prunable_modules, remove_masks
+from robustprune.sparsity import sparsity_report
+
+SPARSITY_TOLERANCE = 0.005  # 0.5 percentage points
+AUTO_UPDATES = 32  # interval = 0: about this many mask updates over a gradual (agp / one_cycle) run
+
+__all__ = [
+    "SPARSITY_TOLERANCE",
+    "ScheduledPruning",
+    "achieved_sparsity",
+    "check_achieved",
+    "copy_weights",
+    "prune_to",
+    "resolve_pruning",
+    "scratch_init",
+    "train_with_pruning",
+    "validate_pruning",
+]
+
+
+def resolve_pruning(recipe: Recipe, sparsity: float, has_parent: bool) -> tuple[PruningSpec | None, bool]:
+    """The pruning plan a run uses, and whether it was defaulted.
+
+    A recipe without a [pruning] table trains dense at sparsity 0. Asked for sparsity > 0 it still runs (e.g.
+    `pgd_at --sparsity 0.9` = adversarial training + pruning) with global magnitude pruning: one-shot from the
+    parent when there is one (prune, then fine-tune), else AGP over the run (pruning a random init one-shot
+    would be magnitude pruning at initialisation, a much weaker baseline).
+    """
+    check_sparsity(sparsity)
+    if recipe.pruning is not None:
+        return recipe.pruning, False
+    if sparsity == 0.0:
+        return None, False
+    return PruningSpec(schedule="one_shot" if has_parent else "agp"), True
+
+
+def _eligible_fraction(model: nn.Module, exclude: Sequence[str]) -> float:
+    sizes = {name: m.weight.numel() for name, m in prunable_modules(model)}
+    known = set(sizes)
+    unknown = sorted(set(exclude) - known)
+    if unknown:
+        raise UsageError(f"[pruning] exclude names unknown layers {unknown}; prunable: {', '.join(sizes)}")
+    total = sum(sizes.values())
+    return sum(n for name, n in sizes.items() if name not in set(exclude)) / total if total else 0.0
+
+
+def criterion_sparsity(model: nn.Module, spec: PruningSpec, sparsity: float) -> float:
+    """The share of *eligible* weights to prune so that the headline sparsity (over all Conv/Linear weights,
+    excluded layers included) reaches `sparsity`."""
+    fraction = _eligible_fraction(model, spec.exclude)
+    if fraction <= 0:
+        raise UsageError("[pruning] exclude leaves no prunable layer")
+    scaled = sparsity / fraction
+    if scaled >= 1.0:
+        raise UsageError(
+            f"sparsity {sparsity} is impossible with exclude={list(spec.exclude)}: the excluded layers hold "
+            f"{1 - fraction:.1%} of the prunable weights; lower the sparsity or exclude fewer layers"
+        )
+    return scaled
+
+
+def validate_pruning(model: nn.Module, recipe: Recipe, sparsity: float, *, has_parent: bool, epochs: int) -> None:
+    """Every check that needs no training: run before anything is trained or written."""
+    spec, _ = resolve_pruning(recipe, sparsity, has_parent)
+    if spec is None:
+        return
+    criterion_sparsity(model, spec, sparsity)
+    if spec.reinit and not has_parent:
+        raise UsageError(f"recipe {recipe.name!r} re-initialises a parent's mask (pruning.reinit): give --parent")
+    if spec.schedule == "iterative" and epochs < spec.rounds:
+        raise UsageError(
+            f"iterative pruning with {spec.rounds} rounds needs at least {spec.rounds} epochs, got {epochs}; "
+            "raise train.epochs or lower pruning.rounds"
+        )
+
+
+def achieved_sparsity(model: nn.Module) -> float:
+    return float(sparsity_report(model)["sparsity"])
+
+
+def check_achieved(model: nn.Module, target: float, tolerance: float = SPARSITY_TOLERANCE) -> float:
+    """The achieved headline sparsity; RuntimeError when it misses `target` by more than `tolerance`."""
+    achieved = achieved_sparsity(model)
+    if abs(achieved - target) > tolerance:
+        raise RuntimeError(
+            f"achieved sparsity {achieved:.4f} misses the target {target:.4f} by more than {tolerance:.3f}; "
+            "the pruning plan did not reach its target (see the training log)"
+        )
+    return achieved
+
+
+def prune_to(model: nn.Module, spec: PruningSpec, sparsity: float, generator: torch.Generator | None = None) -> None:
+    """Attach masks with exactly the target headline sparsity by `spec.criterion` (already-zero weights first)."""
+    fn = PRUNING_CRITERIA.get(spec.criterion)
+    masks = fn(model, criterion_sparsity(model, spec, sparsity), generator, exclude=tuple(spec.exclude))
+    apply_masks(model, masks)
+
+
+def copy_weights(src: nn.Module, dst: nn.Module) -> None:
+    """Load `src`'s effective weights (and its prune masks, if any) into `dst` of the same architecture."""
+    folded, masks = fold_pruned_state_dict(src.state_dict())
+    remove_masks(dst)
+    dst.load_state_dict(folded, strict=True)
+    if masks:
+        apply_masks(dst, masks)
+
+
+def scratch_init(model: nn.Module, masks: dict[str, torch.Tensor], scheme: str, generator: torch.Generator) -> None:
+    """Re-initialised weights under a fixed mask (Liu et al. arXiv 1810.05270). `model` already holds a fresh init
+    drawn with the run's seed. `sparse_kaiming` follows the reference code (cifar/weight-level/cifar_E.py): conv
+    weights ~ N(0, 2/n) with n = surviving weights / in_channels, i.e. Kaiming fan-out counted over the
+    connections that survive; Linear layers keep the architecture's init. `default` keeps the fresh init as is.
+    """
+    remove_masks(model)
+    if scheme == "sparse_kaiming":
+        with torch.no_grad():
+            for name, module in prunable_modules(model):
+                if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d) and name in masks:
+                    n = float(masks[name].sum()) / module.in_channels
+                    if n > 0:
+                        draw = torch.randn(module.weight.shape, generator=generator, dtype=module.weight.dtype)
+                        module.weight.copy_(draw * math.sqrt(2.0 / n))
+    apply_masks(model, masks)
+
+
+class ScheduledPruning(Callback):
+    """Drives the masks during `fit`: prunes at step t (t optimizer steps done) to the schedule's target.
+
+    `history` holds one record per mask update: {"step", "target", "achieved"}.
+    """
+
+    def __init__(self, spec: PruningSpec, sparsity: float, *, generator: torch.Generator | None = None) -> None:
+        if spec.schedule == "iterative":
+            raise ValueError("iterative pruning runs as rounds of fit (train_with_pruning), not as one callback")
+        self.spec = spec
+        self.sparsity = check_sparsity(sparsity)
+        self.generator = generator
+        self.history: list[dict[str, Any]] = []
+        self.total = 0
+        self.start = 0.0
+        self.current = 0.0
+
+    # -- the schedule as a pure function of the step ------------------------------------------------------------
+    def _interval(self) -> int:
+        return self.spec.interval or max(1, self.total // AUTO_UPDATES)
+
+    def _agp_plan(self) -> tuple[int, int, float, int]:
+        """(t0, n updates, dt, t_end): updates at t0 + k*dt (rounded), k = 0..n, the last exactly at t_end."""
+        t0 = round(self.spec.start_fraction * self.total)
+        t_end = max(t0 + 1, round(self.spec.end_fraction * self.total))
+        n = max(1, math.ceil((t_end - t0) / self._interval()))
+        return t0, n, (t_end - t0) / n, t_end
+
+    def target_at(self, t: int) -> float | None:
+        """The target sparsity if the masks are updated after `t` steps, else None."""
+        s_i, s_f = min(self.start, self.sparsity), self.sparsity
+        if self.total == 0 or self.spec.schedule == "one_shot":
+            return s_f if t == 0 else None
+        if self.spec.schedule == "agp":
+            t0, n, dt, t_end = self._agp_plan()
+            k = (t - t0) / dt
+            if t < t0 or t > t_end or round(t0 + round(k) * dt) != t:
+                return None
+            return agp_sparsity(t, s_i, s_f, t0, n, dt)
+        # one_cycle: every interval steps and on the last one
+        if t % self._interval() and t != self.total:
+            return None
+        return one_cycle_sparsity(t, self.total, s_f, self.spec.alpha, self.spec.beta, s_i)
+
+    # -- hooks ----------------------------------------------------------------------------------------------------
+    def on_train_begin(self, ctx: StepContext) -> None:
+        self.total = ctx.total_steps
+        self.start = achieved_sparsity(ctx.model)  # AGP starts from the parent's sparsity, not from 0
+        self._update(0, ctx.model)
+
+    def on_step_end(self, ctx: StepContext) -> None:
+        self._update(ctx.step + 1, ctx.model)
+
+    def on_epoch_end(self, ctx: StepContext) -> dict[str, Any]:
+        return {"target_sparsity": self.current, "sparsity": achieved_sparsity(ctx.model)}
+
+    def _update(self, t: int, model: nn.Module) -> None:
+        target = self.target_at(t)
+        if target is None:
+            return
+        target = max(target, self.current)  # never un-prune: rounding must not revive weights
+        prune_to(model, self.spec, target, self.generator)
+        self.current = target
+        self.history.append({"step": t, "target": target, "achieved": achieved_sparsity(model)})
+
+
+def _final_metrics(model: nn.Module, val: Dataset, recipe: Recipe) -> dict[str, Any]:
+    spec = recipe.train
+    x, y = val.x[: spec.probe_size], val.y[: spec.probe_size]
+    has_relu = any(isinstance(m, nn.ReLU) for m in model.modules())
+    return {
+        "val_acc": accuracy(model, val.x, val.y),
+        "pgd_acc": pgd_probe(model, x, y, spec.probe_eps, spec.probe_steps),
+        "probe": {"attack": "pgd_linf", "eps": spec.probe_eps, "steps": spec.probe_steps, "examples": len(y),
+                  "split": val.split},
+        "dead_relu_rate": dead_relu_rate(model, x) if has_relu else None,
+    }
+
+
+def train_with_pruning(model: nn.Module, train: Dataset, val: Dataset, recipe: Recipe, *, loss: Loss,
+                       callbacks: Callable[[], Sequence[Callback]] = lambda: (), sparsity: float,
+                       parent: nn.Module | None, seed: int, progress: bool = False) -> Artifact:
+    """Train `model` in place with `loss` while realising the recipe's pruning plan; returns the Artifact.
+
+    `model` arrives freshly initialised with the run's seed; it starts from `parent`'s weights when a parent is
+    given (unless the plan re-initialises). `callbacks` builds the defense's own callbacks (fresh per fit; the
+    iterative schedule runs one fit per round). Ends with the sparsity check (RuntimeError on a miss).
+    """
+    sparsity = check_sparsity(sparsity)
+    spec, defaulted = resolve_pruning(recipe, sparsity, parent is not None)
+    validate_pruning(model, recipe, sparsity, has_parent=parent is not None, epochs=recipe.train.epochs)
+    generator = torch.Generator().manual_seed(seed)
+    events: list[dict[str, Any]] = []
+    if parent is not None and not (spec is not None and spec.reinit):
+        copy_weights(parent, model)
+        events.append({"event": "start_from_parent", "sparsity": achieved_sparsity(model)})
+
+    log: list[dict[str, Any]] = []
+    if spec is None:
+        log = fit(model, train, val, recipe.train, loss=loss, callbacks=list(callbacks()), seed=seed,
+                  progress=progress)
+    elif spec.reinit:
+        assert parent is not None  # validate_pruning refuses reinit without a parent
+        fn = PRUNING_CRITERIA.get(spec.criterion)
+        masks = fn(parent, criterion_sparsity(parent, spec, sparsity), generator, exclude=tuple(spec.exclude))
+        scratch_init(model, masks, spec.reinit_scheme, generator)
+        events.append({"event": "scratch_reinit", "scheme": spec.reinit_scheme, "sparsity": achieved_sparsity(model)})
+        log = fit(model, train, val, recipe.train, loss=loss, callbacks=list(callbacks()), seed=seed,
+                  progress=progress)
+    elif spec.schedule == "iterative":
+        targets = iterative_sparsities(sparsity, spec.rounds)
+        epochs = [recipe.train.epochs // spec.rounds + (r < recipe.train.epochs % spec.rounds)
+                  for r in range(spec.rounds)]
+        for r, (target, n_epochs) in enumerate(zip(targets, epochs, strict=True)):
+            prune_to(model, spec, target, generator)
+            events.append({"event": "prune", "round": r + 1, "target": target, "achieved": achieved_sparsity(model)})
+            round_log = fit(model, train, val, replace(recipe.train, epochs=n_epochs), loss=loss,
+                            callbacks=list(callbacks()), seed=seed + 10_007 * r, progress=progress)
+            for entry in round_log:
+                entry.update({"round": r + 1, "round_epoch": entry["epoch"], "epoch": len(log) + 1,
+                              "target_sparsity": target, "sparsity": achieved_sparsity(model)})
+                log.append(entry)
+            if round_log and round_log[-1].get("stopped_early"):
+                break  # a defense's guard stopped training: the final check below still enforces the target
+    else:
+        driver = ScheduledPruning(spec, sparsity, generator=generator)
+        log = fit(model, train, val, recipe.train, loss=loss, callbacks=[driver, *callbacks()], seed=seed,
+                  progress=progress)
+        events += [{"event": "prune", **h} for h in driver.history]
+
+    if spec is not None and achieved_sparsity(model) < sparsity - SPARSITY_TOLERANCE:
+        # Training stopped before the schedule finished (e.g. the FGSM-RS guard): reach the target now, loudly.
+        prune_to(model, spec, sparsity, generator)
+        events.append({"event": "final_prune_without_training", "target": sparsity,
+                       "achieved": achieved_sparsity(model)})
+    achieved = check_achieved(model, sparsity)
+    model.eval()
+    extra = {
+        "pruning": spec.to_dict() if spec is not None else None,
+        "pruning_defaulted": defaulted,
+        "pruning_events": events,
+        "target_sparsity": sparsity,
+        "achieved_sparsity": achieved,
+        "final": _final_metrics(model, val, recipe),
+    }
+    return Artifact(model=model, log=log, extra=extra)

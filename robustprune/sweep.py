@@ -1,0 +1,263 @@
+"""Sweeps: recipes x target sparsities x seeds. Each cell trains (or prunes) a model and scores it on the same
+fixed examples; its files live under a key derived from its full resolved configuration.
+
+Resumable by construction: every file is written atomically and a cell's `cell.json` is written last, so a cell
+with a readable cell.json is complete and one without is recomputed from scratch. Parents (the dense model a
+pruning recipe starts from) are cells too, run in a first stage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import robustprune
+from robustprune.atomic import write_json
+from robustprune.config import canonical_key, load_battery, read_toml
+from robustprune.errors import UsageError
+
+log = logging.getLogger("robustprune.sweep")
+
+EXECUTORS = ("inprocess", "process", "ray")
+CELL_FILE = "cell.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepSpec:
+    recipes: tuple[str, ...]
+    sparsities: tuple[float, ...] = (0.0,)
+    seeds: tuple[int, ...] = (0,)
+    dataset: str = "digits"
+    battery: str = "standard"
+    norm: str | None = None
+    eps: float | None = None
+    n: int | None = None
+    epochs: int | None = None  # overrides every recipe's train.epochs when set
+    batch_size: int = 256
+    threads: int = 1  # per worker; fixed so that every executor computes the same numbers
+    parent_recipe: str = "dense"
+
+    def __post_init__(self) -> None:
+        if not self.recipes:
+            raise UsageError("the sweep lists no recipes: pass --recipes dense,magnitude,...")
+        if not self.seeds:
+            raise UsageError("the sweep lists no seeds: pass --seeds 0,1")
+        for s in self.sparsities:
+            if not 0 <= s < 1:
+                raise UsageError(f"sparsity {s} is impossible: use values in [0, 1)")
+        if self.threads < 1 or self.batch_size < 1:
+            raise UsageError("--threads and --batch-size must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_sweep_toml(path: str | Path) -> dict[str, Any]:
+    data = read_toml(Path(path))
+    allowed = set(SweepSpec.__dataclass_fields__)
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise UsageError(f"{path}: unknown key {unknown[0]!r}; allowed keys are {', '.join(sorted(allowed))}")
+    for key in ("recipes", "sparsities", "seeds"):
+        if key in data and not isinstance(data[key], list):
+            raise UsageError(f"{path}: {key} must be a list")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+
+
+@dataclass(frozen=True)
+class Cell:
+    recipe: str
+    sparsity: float
+    seed: int
+    key: str
+    parent_key: str | None
+    config: dict[str, Any] = field(repr=False)
+
+    @property
+    def label(self) -> str:
+        return f"{self.recipe} s={self.sparsity:g} seed={self.seed}"
+
+
+def _recipe_prunes(recipe: Any) -> bool:
+    from robustprune.defenses.base import DEFENSES
+
+    return recipe.pruning is not None or bool(getattr(DEFENSES.get(recipe.defense), "prunes_itself", False))
+
+
+def plan_cells(spec: SweepSpec) -> list[Cell]:
+    """Every cell of the grid, parents first; validates recipes, battery and data before anything runs."""
+    from robustprune.data import load_dataset
+    from robustprune.defenses.base import load_recipe
+
+    battery = load_battery(spec.battery, norm=spec.norm, eps=spec.eps)
+    data = load_dataset(spec.dataset, "test").subset(spec.n)
+    overrides = [f"train.epochs={spec.epochs}"] if spec.epochs is not None else []
+    recipes = {name: load_recipe(name, overrides) for name in dict.fromkeys((*spec.recipes, spec.parent_recipe))}
+    common = {
+        "dataset": spec.dataset, "data_fingerprint": data.fingerprint(), "n": len(data),
+        "battery": {k: v for k, v in battery.to_dict().items() if k != "source"},
+        "batch_size": spec.batch_size, "threads": spec.threads, "robustprune": robustprune.__version__,
+    }
+
+    def make(name: str, sparsity: float, seed: int, parent: Cell | None) -> Cell:
+        recipe = {k: v for k, v in recipes[name].to_dict().items() if k != "source"}
+        config = common | {"recipe": recipe, "recipe_name": name, "sparsity": sparsity, "seed": seed,
+                           "epochs": spec.epochs, "parent": parent.key if parent else None}
+        return Cell(name, sparsity, seed, canonical_key(config), parent.key if parent else None, config)
+
+    parents: dict[int, Cell] = {}
+    cells: list[Cell] = []
+    for name in spec.recipes:
+        for seed in spec.seeds:
+            for sparsity in spec.sparsities:
+                if sparsity > 0 and not _recipe_prunes(recipes[name]):
+                    continue  # a recipe with no pruning plan only has a dense cell
+                parent = None
+                if recipes[name].needs_parent:
+                    if seed not in parents:
+                        parents[seed] = make(spec.parent_recipe, 0.0, seed, None)
+                    parent = parents[seed]
+                cells.append(make(name, sparsity, seed, parent))
+    if not cells:
+        raise UsageError("the sweep has no cells: a recipe without pruning only runs at sparsity 0")
+    return list({c.key: c for c in [*parents.values(), *cells]}.values())
+
+
+def load_complete_cell(cell_dir: Path, key: str) -> dict[str, Any] | None:
+    """The stored summary of a finished cell, or None when the cell must be (re)computed."""
+    path = cell_dir / CELL_FILE
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        if record.get("key") != key:
+            raise ValueError("key mismatch")
+        json.loads((cell_dir / "score" / "results.json").read_text())
+        return record
+    except (ValueError, OSError, json.JSONDecodeError) as exc:
+        log.warning("cell %s: stored result is damaged (%s); recomputing it", key, exc)
+        return None
+
+
+def run_cell(cell: Cell, root: str) -> dict[str, Any]:
+    """Train (or reuse) and score one cell; safe to call in any worker process."""
+    import time
+
+    import torch
+
+    from robustprune.config import BatterySpec
+    from robustprune.data import load_dataset
+    from robustprune.defenses.base import load_recipe
+    from robustprune.defenses.pipeline import train_model
+    from robustprune.models import build_model, load_checkpoint, save_checkpoint
+    from robustprune.scoring import score
+
+    torch.set_num_threads(int(cell.config["threads"]))
+    cell_dir = Path(root) / "cells" / cell.key
+    done = load_complete_cell(cell_dir, cell.key)
+    if done is not None:
+        return done
+    for stale in cell_dir.glob("**/.*.tmp"):  # temporaries of a killed run: never trusted, never reused
+        stale.unlink()
+    ckpt = cell_dir / "model.safetensors"
+    if ckpt.exists():  # written atomically, so complete; the cell stopped while scoring
+        manifest = json.loads((cell_dir / "model.manifest.json").read_text())
+    else:
+        overrides = [f"train.epochs={cell.config['epochs']}"] if cell.config["epochs"] is not None else []
+        parent = str(Path(root) / "cells" / cell.parent_key / "model.safetensors") if cell.parent_key else None
+        started = time.perf_counter()
+        artifact, manifest = train_model(load_recipe(cell.recipe, overrides), dataset=cell.config["dataset"],
+                                         sparsity=cell.sparsity, parent=parent, seed=cell.seed,
+                                         epochs=cell.config["epochs"])
+        manifest = manifest | {"train_seconds": time.perf_counter() - started, "cell_key": cell.key}
+        save_checkpoint(artifact.model, ckpt, manifest=manifest)
+    data = load_dataset(cell.config["dataset"], "test").subset(cell.config["n"])
+    model, info = load_checkpoint(build_model(manifest["architecture"], data.num_classes, data.input_shape), ckpt)
+    result = score(model, data, BatterySpec.from_dict(cell.config["battery"]), batch_size=cell.config["batch_size"],
+                   seed=cell.seed, architecture=manifest["architecture"], checkpoint=info.to_dict())
+    result.save(str(cell_dir / "score"), html=False)
+    record = summarize(cell, result.document, manifest)
+    write_json(cell_dir / CELL_FILE, record)
+    return record
+
+
+def summarize(cell: Cell, doc: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
+    """The per-cell record the sweep report and `check` read (the full result stays in score/results.json)."""
+    calibration = doc["calibration"]
+    return {
+        "key": cell.key, "recipe": cell.recipe, "sparsity": cell.sparsity, "seed": cell.seed,
+        "parent_key": cell.parent_key, "config": cell.config, "architecture": manifest["architecture"],
+        "achieved_sparsity": (doc["sparsity"] or {}).get("sparsity"),
+        "clean_acc": doc["clean_acc"], "robust_acc": doc["robust_acc"],
+        "attacks": {a["label"]: a["robust_acc"] for a in doc["attacks"]},
+        "ece_clean": calibration["clean"]["ece"]["value"], "ece_adv": calibration["adversarial"]["ece"]["value"],
+        "nll_clean": calibration["clean"]["nll"]["value"], "nll_adv": calibration["adversarial"]["nll"]["value"],
+        "randomized": doc["randomized"],
+        "train_seconds": manifest.get("train_seconds"), "score_seconds": doc["cost"]["seconds"],
+        "n_forward": doc["cost"]["n_forward"], "n_backward": doc["cost"]["n_backward"],
+        "result": f"cells/{cell.key}/score/results.json",
+    }
+
+
+def _stage(cells: Sequence[Cell], root: str, executor: str, workers: int, address: str | None,
+           on_done: Callable[[dict[str, Any]], None]) -> None:
+    if not cells:
+        return
+    if executor == "inprocess":
+        for cell in cells:
+            on_done(run_cell(cell, root))
+    elif executor == "process":
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            for record in pool.map(run_cell, cells, [root] * len(cells)):
+                on_done(record)
+    else:
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False,
+                     log_to_driver=False)
+        remote = ray.remote(num_cpus=1)(run_cell)
+        for record in ray.get([remote.remote(cell, root) for cell in cells]):
+            on_done(record)
+
+
+def run_sweep(spec: SweepSpec, out: str | Path, *, executor: str = "inprocess", workers: int = 2,
+              address: str | None = None, progress: bool = False) -> list[dict[str, Any]]:
+    """Run every cell not already complete under `out` (parents first) and write the sweep's results.json."""
+    if executor not in EXECUTORS:
+        raise UsageError(f"unknown executor {executor!r}: use one of {', '.join(EXECUTORS)}")
+    if executor == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise UsageError("--executor ray needs Ray: pip install 'robustprune[ray]'") from None
+    cells = plan_cells(spec)
+    root = Path(out)
+    write_json(root / "sweep.json", {"spec": spec.to_dict(), "cells": [c.key for c in cells]})
+    parent_keys = {c.parent_key for c in cells if c.parent_key}
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(cells), desc="cells", unit="cell", disable=not progress or None)
+    records: dict[str, dict[str, Any]] = {}
+
+    def done(record: dict[str, Any]) -> None:
+        records[record["key"]] = record
+        bar.update(1)
+
+    _stage([c for c in cells if c.key in parent_keys], str(root), executor, workers, address, done)
+    _stage([c for c in cells if c.key not in parent_keys], str(root), executor, workers, address, done)
+    bar.close()
+    ordered = [records[c.key] for c in cells]
+    write_json(root / "results.json", sweep_document(spec, ordered))
+    return ordered
+
+
+def sweep_document(spec: SweepSpec, records: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"schema_version": "1.0", "kind": "sweep", "spec": spec.to_dict(),
+            "cells": sorted(records, key=lambda r: (r["recipe"], r["sparsity"], r["seed"]))}
