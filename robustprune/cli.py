@@ -1,4 +1,4 @@
-"""Command line: `robustprune score | train | demo | ls` (also `python -m robustprune`).
+"""Command line: `robustprune score | train | sweep | report | check | demo | ls` (also `python -m robustprune`).
 
 Exit codes: 0 ok, 2 bad input (one line on stderr, nothing written), 1 internal error or failed verification.
 """
@@ -65,6 +65,57 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_demo)
 
 
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+
+
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="train and score a grid of recipes x sparsities x seeds, then report")
+    p.add_argument("--config", help="a sweep TOML file (keys as the options below); options given here override it")
+    p.add_argument("--recipes", type=lambda t: tuple(r for r in t.split(",") if r), help="e.g. dense,magnitude,pgd_at")
+    p.add_argument("--sparsities", type=_floats, help="e.g. 0,0.5,0.8,0.9")
+    p.add_argument("--seeds", type=_ints, help="e.g. 0,1")
+    p.add_argument("--dataset")
+    p.add_argument("--battery")
+    p.add_argument("--norm", choices=["Linf", "L2"])
+    p.add_argument("--eps", type=float)
+    p.add_argument("--n", type=int, help="score the first N test examples in every cell")
+    p.add_argument("--epochs", type=int, help="override every recipe's epochs")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--threads", type=int, help="torch threads per worker (default 1)")
+    p.add_argument("--executor", choices=["inprocess", "process", "ray"], default="inprocess")
+    p.add_argument("--workers", type=int, default=2, help="parallel workers for process / local ray")
+    p.add_argument("--address", help="Ray cluster address (with --executor ray)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_sweep)
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="rebuild a sweep's report from its stored results (recomputes nothing)")
+    p.add_argument("dir")
+    p.set_defaults(func=cmd_report)
+
+
+def _add_check(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check", help="compare results with a baseline; exit 1 if robustness dropped beyond chance")
+    p.add_argument("results", help="a sweep directory, a score directory or a results.json")
+    p.add_argument("--baseline", required=True)
+    p.add_argument("--tolerance", type=float, default=1.0, help="allowed drop in accuracy points (default 1.0)")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance of the paired test (default 0.05)")
+    p.add_argument("--calibration-tolerance", type=float, default=0.02, help="allowed rise in ECE / NLL")
+    p.set_defaults(func=cmd_check)
+
+
 def _add_ls(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ls", help="list models, attacks and batteries")
     p.set_defaults(func=cmd_ls)
@@ -74,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="robustprune", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_add_score, _add_train, _add_demo, _add_ls):
+    for add in (_add_score, _add_train, _add_sweep, _add_report, _add_check, _add_demo, _add_ls):
         add(sub)
     return parser
 
@@ -111,6 +162,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(summary)
     print(f"\nHTML report: {Path(paths['html']).resolve()}")
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from robustprune.jobs import sweep_job
+
+    keys = ("recipes", "sparsities", "seeds", "dataset", "battery", "norm", "eps", "n", "epochs", "batch_size",
+            "threads")
+    given = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    paths = sweep_job(config=args.config, options=given, out=args.out, executor=args.executor, workers=args.workers,
+                      address=args.address)
+    print(f"HTML report: {Path(paths['html']).resolve()}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from robustprune.reporting.sweep_report import build_sweep_report
+
+    paths = build_sweep_report(args.dir)
+    print(f"HTML report: {Path(paths['html']).resolve()}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from robustprune.regression import check_main
+
+    return check_main(args.results, args.baseline, tolerance=args.tolerance, alpha=args.alpha,
+                      calibration_tolerance=args.calibration_tolerance)
 
 
 def cmd_ls(args: argparse.Namespace) -> int:

@@ -75,3 +75,21 @@ def demo_job(*, out: str, seed: int) -> tuple[dict[str, str], str]:
     result: ScoreResult = score(model, "digits", "standard", eps=0.1, seed=seed, architecture="digits_cnn",
                                 checkpoint=info, command=["robustprune", "demo"], progress=True)
     return result.save(str(out_dir)), summary_table(result.document)
+
+
+def sweep_job(*, config: str | None, options: dict[str, Any], out: str, executor: str, workers: int,
+              address: str | None) -> dict[str, str]:
+    """Resolve the grid (TOML file, then command-line options), run the missing cells, build the report."""
+    from robustprune.reporting.sweep_report import build_sweep_report
+    from robustprune.sweep import SweepSpec, read_sweep_toml, run_sweep
+
+    values = read_sweep_toml(config) if config else {}
+    values |= options
+    if "recipes" not in values:
+        raise UsageError("the sweep needs recipes: pass --recipes dense,magnitude,... or a --config file")
+    if workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {workers}")
+    spec = SweepSpec(**values)
+    check_out_dir(out)
+    run_sweep(spec, out, executor=executor, workers=workers, address=address, progress=True)
+    return build_sweep_report(out)

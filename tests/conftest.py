@@ -37,3 +37,12 @@ def trained_mlp(_trained_mlp_state: dict[str, torch.Tensor]) -> torch.nn.Module:
     model = build_model("mlp", 10, (1, 8, 8))
     model.load_state_dict(_trained_mlp_state)
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One real local Ray instance for the whole session (starting one costs seconds)."""
+    import ray  # installed by `make test` (the ray extra): a missing Ray must fail, not skip
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 1024 * 1024)
+    yield ray
+    ray.shutdown()
