@@ -53,10 +53,11 @@ def main() -> None:
         with torch.no_grad():
             correct = model(test.x).argmax(1) == test.y
         x, y = test.x[correct], test.y[correct]
-        direct = best_of(args.repeats, lambda: [direct_factory(model)(x[i:i + 256], y[i:i + 256])
-                                                for i in range(0, len(x), 256)])
+        attack = direct_factory(model)
+        direct = best_of(args.repeats, lambda a=attack, x=x, y=y: [a(x[i:i + 256], y[i:i + 256])
+                                                                   for i in range(0, len(x), 256)])
         battery = BatterySpec(name="bench", threat=threat, attacks=(spec,))
-        engine = best_of(args.repeats, lambda: run_battery(model, test.x, test.y, battery, num_classes=10))
+        engine = best_of(args.repeats, lambda b=battery: run_battery(model, test.x, test.y, b, num_classes=10))
         print(f"{label:<12} {direct:9.3f} {engine:9.3f} {engine / direct:6.2f}")
 
 

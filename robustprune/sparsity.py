@@ -8,6 +8,7 @@ and counting zeros there would report ~0 % sparsity (ecosystem.md §2).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
@@ -25,6 +26,7 @@ __all__ = [
     "dead_relu_rate",
     "effective_weight",
     "fold_pruned_state_dict",
+    "fold_pruning_pairs",
     "prunable_modules",
     "remove_masks",
     "sparsity_report",
@@ -113,11 +115,11 @@ def remove_masks(model: nn.Module) -> None:
             prune.remove(module, hook._tensor_name)
 
 
-def fold_pruned_state_dict(state_dict: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """Turn `X.<p>_orig` + `X.<p>_mask` pairs into `X.<p> = orig * mask`; other keys pass through in order.
+def fold_pruning_pairs(state_dict: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Turn `X.<p>_orig` + `X.<p>_mask` pairs (torch.nn.utils.prune) into `X.<p> = orig * mask`.
 
-    Returns (folded state_dict, weight masks keyed by module name `X`, as bool). Lets a checkpoint saved from a
-    pruned model load into an unpruned instance of the architecture.
+    Returns (folded state_dict, masks keyed by parameter name "X.<p>"); other keys pass through in order, so a
+    strict load still reports anything unexpected.
     """
     folded: dict[str, Tensor] = {}
     masks: dict[str, Tensor] = {}
@@ -131,13 +133,26 @@ def fold_pruned_state_dict(state_dict: dict[str, Tensor]) -> tuple[dict[str, Ten
                 raise UsageError(f"state_dict holds both {base!r} and {key!r}: cannot tell which weight is meant")
             mask = state_dict[base + "_mask"]
             if tuple(mask.shape) != tuple(value.shape):
-                raise UsageError(f"{base}_mask has shape {list(mask.shape)} but {key} has {list(value.shape)}")
+                raise UsageError(f"{base}_mask has shape {list(mask.shape)} but {key} has {list(value.shape)}; "
+                                 "the state_dict is inconsistent, re-save it")
             folded[base] = value * mask.to(value.dtype)
-            if base.endswith(".weight") or base == "weight":
-                masks[base[: -len(".weight")] if "." in base else ""] = mask.to(torch.bool)
+            masks[base] = mask
             continue
         folded[key] = value
     return folded, masks
+
+
+def fold_pruned_state_dict(state_dict: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Like fold_pruning_pairs, but returns only weight masks, keyed by module name `X`, as bool.
+
+    Lets a checkpoint saved from a pruned model load into an unpruned instance of the architecture.
+    """
+    folded, masks = fold_pruning_pairs(state_dict)
+    by_module = {}
+    for name, mask in masks.items():
+        if name == "weight" or name.endswith(".weight"):
+            by_module[name[: -len(".weight")] if "." in name else ""] = mask.to(torch.bool)
+    return folded, by_module
 
 
 def _all_parameter_counts(model: nn.Module) -> tuple[int, int]:

@@ -17,7 +17,8 @@ from torch.nn.utils import prune
 
 from robustprune.errors import UsageError
 from robustprune.models import CheckpointInfo, build_model, load_checkpoint, save_checkpoint, sha256_file
-from robustprune.models.checkpoint import TrustedCheckpointWarning, _fold_pruning_keys, manifest_path
+from robustprune.models.checkpoint import TrustedCheckpointWarning, manifest_path
+from robustprune.sparsity import fold_pruning_pairs
 
 SHAPE = (1, 8, 8)
 
@@ -215,9 +216,9 @@ def test_torch_prune_state_dict_is_folded(tmp_path):
     assert zeros.any() and (model.features[0].weight[zeros] == 0).all()
 
 
-def test_fold_pruning_keys():
+def testfold_pruning_pairs():
     sd = {"a.weight_orig": torch.tensor([1.0, 2.0]), "a.weight_mask": torch.tensor([0.0, 1.0]), "a.bias": torch.ones(2)}
-    folded, masks = _fold_pruning_keys(sd)
+    folded, masks = fold_pruning_pairs(sd)
     assert set(folded) == {"a.weight", "a.bias"}
     assert torch.equal(folded["a.weight"], torch.tensor([0.0, 2.0]))
     assert set(masks) == {"a.weight"}

@@ -54,7 +54,7 @@ def test_score_writes_results_and_reports(mlp_checkpoint, tmp_path, capsys):
 
 
 def assert_bad_input(args: list[str], capsys, out: Path, match: str) -> None:
-    code, stdout, stderr = run_cli(args, capsys)
+    code, _, stderr = run_cli(args, capsys)
     assert code == 2
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("robustprune: error:"), stderr
@@ -176,8 +176,8 @@ def test_bad_battery_files(mlp_checkpoint, tmp_path, capsys):
 
 
 def test_python_dash_m_entry_point():
-    proc = subprocess.run([sys.executable, "-m", "robustprune", "ls"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "robustprune", "ls"], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "digits_cnn" in proc.stdout and "standard" in proc.stdout and "autoattack" in proc.stdout
-    bad = subprocess.run([sys.executable, "-m", "robustprune", "score"], capture_output=True, text=True, timeout=120)
+    bad = subprocess.run([sys.executable, "-m", "robustprune", "score"], capture_output=True, text=True, timeout=120, check=False)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1

@@ -35,6 +35,7 @@ from torch.nn.utils import prune
 
 from robustprune.atomic import dumps_json, write_text, write_with
 from robustprune.errors import UsageError
+from robustprune.sparsity import fold_pruning_pairs
 
 FORMATS = ("safetensors", "state_dict", "pickled_module", "torchscript", "pt2")
 MASK_PREFIX = "__mask__."
@@ -99,7 +100,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, manifest: dict | None = 
     bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise UsageError(f"cannot save {path}: state_dict entry {bad[0]!r} is not a tensor; safetensors holds tensors")
-    folded, masks = _fold_pruning_keys(sd)
+    folded, masks = fold_pruning_pairs(sd)
     # Clone: save_file refuses tensors that share memory (tied weights) and non-contiguous views.
     tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in folded.items()}
     tensors.update({MASK_PREFIX + k: m.detach().to("cpu").bool().contiguous() for k, m in masks.items()})
@@ -182,7 +183,7 @@ def load_checkpoint(
         sd = {k: v for k, v in tensors.items() if not k.startswith(MASK_PREFIX)}
         stored = {k[len(MASK_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MASK_PREFIX)}
         trusted = False
-        sd, masks = _fold_pruning_keys(sd)  # tolerate *_orig/*_mask written by other tools
+        sd, masks = fold_pruning_pairs(sd)  # tolerate *_orig/*_mask written by other tools
         folded = bool(masks)
         masks.update(_resolve_mask_names(stored, sd))
     else:
@@ -191,7 +192,7 @@ def load_checkpoint(
         if isinstance(found, nn.Module):  # a whole module, or {"model": <module>} from a training script
             _check_finite(found.state_dict(), shown)
             return info(_eval(found), "pickled_module", trusted)
-        sd, masks = _fold_pruning_keys(found)
+        sd, masks = fold_pruning_pairs(found)
         folded = bool(masks)
 
     if model is None:
@@ -213,31 +214,6 @@ def load_checkpoint(
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _fold_pruning_keys(sd: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Fold torch.nn.utils.prune pairs `X.p_orig` + `X.p_mask` into `X.p = orig * mask`.
-
-    Returns (folded state_dict, masks keyed by parameter name "X.p"); unpaired keys pass through unchanged so the
-    strict fit reports them.
-    """
-    folded: dict[str, torch.Tensor] = {}
-    masks: dict[str, torch.Tensor] = {}
-    for key, value in sd.items():
-        if key.endswith("_mask") and key[: -len("_mask")] + "_orig" in sd:
-            continue
-        if key.endswith("_orig") and (mask_key := key[: -len("_orig")] + "_mask") in sd:
-            name, mask = key[: -len("_orig")], sd[mask_key]
-            if mask.shape != value.shape:
-                raise UsageError(
-                    f"checkpoint mask {mask_key} has shape {_shape(mask)} but {key} has {_shape(value)}; "
-                    "the file is inconsistent, re-save it"
-                )
-            folded[name] = value * mask.to(value.dtype)
-            masks[name] = mask
-        else:
-            folded[key] = value
-    return folded, masks
 
 
 def _detect(path: Path, size: int) -> str:
