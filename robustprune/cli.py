@@ -112,7 +112,9 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", required=True)
     p.add_argument("--tolerance", type=float, default=1.0, help="allowed drop in accuracy points (default 1.0)")
     p.add_argument("--alpha", type=float, default=0.05, help="significance of the paired test (default 0.05)")
-    p.add_argument("--calibration-tolerance", type=float, default=0.02, help="allowed rise in ECE / NLL")
+    p.add_argument("--calibration-tolerance", type=float, default=0.02, help="allowed rise in ECE (default 0.02)")
+    p.add_argument("--nll-tolerance", type=float, default=0.1, help="allowed rise in NLL (default 0.1)")
+    p.add_argument("--allow-missing", action="store_true", help="baseline cells absent from the results do not fail")
     p.set_defaults(func=cmd_check)
 
 
@@ -188,7 +190,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from robustprune.regression import check_main
 
     return check_main(args.results, args.baseline, tolerance=args.tolerance, alpha=args.alpha,
-                      calibration_tolerance=args.calibration_tolerance)
+                      calibration_tolerance=args.calibration_tolerance, nll_tolerance=args.nll_tolerance,
+                      allow_missing=args.allow_missing)
 
 
 def cmd_ls(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from robustprune.errors import UsageError
+from robustprune.reporting.sweep_report import build_sweep_report
 from robustprune.sweep import SweepSpec, plan_cells, run_sweep
 
 GRID = {"recipes": ("dense", "magnitude"), "sparsities": (0.0, 0.5), "seeds": (0,), "battery": "quick", "eps": 0.1,
@@ -86,12 +87,26 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(reference, tmp_path):
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)  # mid-sweep: at least one cell done, the next one in flight
     proc.wait()
-    assert not (root / "results.json").exists() or proc.returncode == 0
+    assert proc.returncode == -signal.SIGKILL
+    finished = len(list(root.glob("cells/*/cell.json")))
+    assert 1 <= finished < 3 and not (root / "results.json").exists()  # really killed mid-sweep
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     resumed = json.loads((root / "results.json").read_text())["cells"]
     assert comparable(resumed) == comparable(json.loads((reference / "results.json").read_text())["cells"])
     assert per_sample(root) == per_sample(reference)
+    # The report is identical too, but for the wall-clock cost table at its end.
+    build_sweep_report(reference)
+    assert without_cost(root / "report.md") == without_cost(reference / "report.md")
+    figures = sorted(p.name for p in (reference / "figures").glob("*.svg"))
+    assert figures and figures == sorted(p.name for p in (root / "figures").glob("*.svg"))
+    assert all((root / "figures" / f).read_bytes() == (reference / "figures" / f).read_bytes() for f in figures)
+
+
+def without_cost(path: Path) -> str:
+    text = path.read_text()
+    assert "## Cost" in text
+    return text.split("## Cost")[0]
 
 
 def test_process_pool_agrees_with_in_process(reference, tmp_path):
