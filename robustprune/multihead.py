@@ -41,7 +41,7 @@ def with_adaptive_attack(battery: BatterySpec) -> tuple[BatterySpec, dict[str, A
         label, n = f"{ADAPTIVE_ATTACK.label}_{n}", n + 1
     spec = dataclasses.replace(ADAPTIVE_ATTACK, label=label)
     added = dataclasses.replace(battery, attacks=(spec, *battery.attacks))
-    return added, {"attack": spec.name, "label": label, "position": 0, "settings": dict(spec.params),
+    return added, {"attack": spec.name, "label": label, "added": True, "position": 0, "settings": dict(spec.params),
                    "reason": ADDITION_REASON}
 
 
@@ -50,7 +50,7 @@ def prepare(model: nn.Module, battery: BatterySpec) -> tuple[BatterySpec, dict[s
     if not is_multi_head(model):
         return battery, None
     added, record = with_adaptive_attack(battery)
-    return added, record or {"attack": ADAPTIVE_ATTACK.name, "reason": "already in the battery"}
+    return added, record or {"attack": ADAPTIVE_ATTACK.name, "added": False, "reason": "already in the battery"}
 
 
 @contextlib.contextmanager

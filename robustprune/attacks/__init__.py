@@ -1,7 +1,6 @@
 """Attack adapters (one module each) and the battery engine."""
 
-from robustprune.attacks import apgd, autoattack, fab, fgsm, pgd, square  # noqa: F401  (registration)
-from robustprune.attacks import adaptive  # noqa: F401  (registration: all_heads_pgd)
+from robustprune.attacks import adaptive, apgd, autoattack, fab, fgsm, pgd, square  # noqa: F401  (registration)
 from robustprune.attacks.base import ATTACKS, Attack
 from robustprune.attacks.battery import BatteryOutcome, Predictions, predict, run_battery
 

@@ -9,4 +9,5 @@ from robustprune.defenses import (
     standard,  # noqa: F401
     trades,  # noqa: F401
 )
+
 from robustprune.defenses import deadwooding, dio  # noqa: F401  isort: skip  (DIO and Deadwooding)

@@ -73,7 +73,8 @@ class PruningSpec:
         if self.interval < 0:
             raise UsageError(f"[pruning] interval must be >= 0 (0 = auto), got {self.interval}")
         if self.reinit_scheme not in REINIT_SCHEMES:
-            raise UsageError(f"[pruning] reinit_scheme {self.reinit_scheme!r} is not one of {', '.join(REINIT_SCHEMES)}")
+            known = ", ".join(REINIT_SCHEMES)
+            raise UsageError(f"[pruning] reinit_scheme {self.reinit_scheme!r} is not one of {known}")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -219,7 +220,8 @@ def load_recipe(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> Recip
         raise UsageError(f"{where}: unknown key {unknown[0]!r}; allowed keys are {', '.join(sorted(_RECIPE_KEYS))}")
     if "defense" not in data or not isinstance(data["defense"], str):
         raise UsageError(f"{where} must set defense = \"<name>\"")
-    top = {"name": path.stem, "architecture": "digits_cnn", "description": "", "paper_settings": "", "needs_parent": False}
+    top = {"name": path.stem, "architecture": "digits_cnn", "description": "", "paper_settings": "",
+           "needs_parent": False}
     top = {key: coerce_setting(data.get(key, default), default, f"{where} {key!r}") for key, default in top.items()}
     settings = data.get("settings", {})
     if not isinstance(settings, dict):

@@ -29,8 +29,14 @@ from torch import nn
 from robustprune.data import Dataset
 from robustprune.defenses.base import Artifact, Defense, PruningSpec, register_defense
 from robustprune.defenses.perturb import pgd_linf
-from robustprune.defenses.pruning_driver import _final_metrics, achieved_sparsity, check_achieved, copy_weights
-from robustprune.defenses.pruning_driver import criterion_sparsity, prune_to
+from robustprune.defenses.pruning_driver import (
+    _final_metrics,
+    achieved_sparsity,
+    check_achieved,
+    copy_weights,
+    criterion_sparsity,
+    prune_to,
+)
 from robustprune.defenses.train_loop import Callback, StepContext, fit
 from robustprune.errors import UsageError
 from robustprune.pruning import check_sparsity
@@ -148,7 +154,7 @@ class Deadwooding(Defense):
         if int(s["finetune_epochs"]) < 0:
             raise UsageError(f"{where}: finetune_epochs must be >= 0, got {s['finetune_epochs']}")
         pruning = self.recipe.pruning
-        if pruning and (pruning.criterion != "global_magnitude" or pruning.schedule != "one_shot"):
+        if pruning and (pruning.criterion != "global_magnitude" or pruning.schedule != "one_shot" or pruning.reinit):
             raise UsageError(f"{where}: deadwooding prunes one-shot by global magnitude itself; its [pruning] table "
                              "may only set exclude")
 

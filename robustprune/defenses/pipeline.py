@@ -21,6 +21,7 @@ from robustprune.data import Dataset, load_dataset
 from robustprune.defenses.base import DEFENSES, Artifact, Defense, Recipe, load_recipe
 from robustprune.defenses.pruning_driver import SPARSITY_TOLERANCE, validate_pruning
 from robustprune.errors import UsageError
+from robustprune.models.checkpoint import CheckpointInfo
 from robustprune.pruning import check_sparsity
 from robustprune.sparsity import fold_pruned_state_dict, sparsity_report
 
@@ -28,7 +29,7 @@ MANIFEST_KIND = "robustprune.train"
 MANIFEST_VERSION = 1
 CHECKPOINT_NAME = "model.safetensors"
 
-__all__ = ["CHECKPOINT_NAME", "TrainPlan", "execute", "prepare", "train_job", "train_model"]
+__all__ = ["CHECKPOINT_NAME", "TrainPlan", "execute", "prepare", "save_trained", "summary", "train_job", "train_model"]
 
 
 @dataclass
@@ -106,15 +107,22 @@ def prepare(recipe: str | Recipe, *, dataset: str = "digits", sparsity: float = 
     if isinstance(parent, nn.Module):
         _check_fits(parent, model, recipe.architecture)
         parent_model = parent
-        record = {"path": None, "sha256": None, "state_sha256": _state_sha256(parent)}
+        record = {"path": None, "sha256": None, "state_sha256": _state_sha256(parent),
+                  "sparsity": float(sparsity_report(parent)["sparsity"])}
     elif parent is not None:
         shell = defense.build_model(train.num_classes, train.input_shape)
-        parent_model, info = load_checkpoint(shell, parent)  # UsageError (one line) when it does not fit
-        manifest = info.manifest or {}
+        try:
+            parent_model, info = load_checkpoint(shell, parent)  # safetensors / state_dict only: no trust flag
+        except UsageError as err:  # one line already; point at the flags of `train`, not of `score`
+            hint = f"check --parent and the recipe's architecture ({recipe.architecture})"
+            raise UsageError(f"--parent: {str(err).replace('check --model and the dataset', hint + ' and the dataset')}"
+                             ) from None
+        origin = (info.manifest or {}).get("recipe")  # a train manifest holds the recipe dict; others may not
         record = {"path": str(parent), "sha256": info.sha256, "format": info.format,
-                  "recipe": (manifest.get("recipe") or {}).get("name") if isinstance(manifest, dict) else None,
+                  "recipe": origin.get("name") if isinstance(origin, dict) else origin,
                   "sparsity": float(sparsity_report(parent_model)["sparsity"])}
-    validate_pruning(model, recipe, sparsity, has_parent=parent_model is not None, epochs=recipe.train.epochs)
+    validate_pruning(model, recipe, sparsity, has_parent=parent_model is not None, epochs=recipe.train.epochs,
+                     parent_sparsity=record["sparsity"] if record else 0.0)
     return TrainPlan(recipe=recipe, overrides=overrides, defense=defense, dataset=str(dataset), train=train, val=val,
                      sparsity=sparsity, seed=seed, model=model, parent=parent_model, parent_record=record)
 
@@ -190,28 +198,39 @@ def train_model(recipe: str | Recipe, dataset: str = "digits", sparsity: float =
     return execute(plan, progress=progress, command=command)
 
 
+def _num(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, int | float) else "n/a"
+
+
 def summary(manifest: dict) -> str:
+    """The few lines `train` prints: what ran, final accuracy / PGD probe / dead-ReLU rate, achieved sparsity."""
     final = manifest.get("final") or {}
     probe = final.get("probe") or {}
     sp = manifest["sparsity"]
     pruning = manifest.get("pruning")
-    plan = f"{pruning['criterion']} {pruning['schedule']}{' +reinit' if pruning['reinit'] else ''}" if pruning else "dense"
+    plan = "dense"
+    if pruning:
+        plan = f"{pruning['criterion']} {pruning['schedule']}{' +reinit' if pruning['reinit'] else ''}"
     epochs = len(manifest["log"])
-    dead = final.get("dead_relu_rate")
-    lines = [
-        f"trained {manifest['recipe']['name']} (defense {manifest['defense']}, {manifest['architecture']}) on "
-        f"{manifest['dataset']['name']}, seed {manifest['seed']}: {epochs} epoch{'s' * (epochs != 1)} in "
-        f"{manifest['train_seconds']:.1f} s",
-        f"  val acc {final.get('val_acc', float('nan')):.3f} | PGD acc {final.get('pgd_acc', float('nan')):.3f} "
-        f"(PGD-{probe.get('steps')} eps {probe.get('eps')}, first {probe.get('examples')} {probe.get('split')} "
-        f"examples)" + (f" | dead ReLU {dead:.3f}" if dead is not None else ""),
-        f"  sparsity {sp['achieved']:.4f} achieved, target {sp['target']:.4f} ({plan})",
-    ]
-    if any(e.get("catastrophic_overfitting") for e in manifest["log"]):
-        hit = next(e for e in manifest["log"] if e.get("catastrophic_overfitting"))
+    head = (f"trained {manifest['recipe']['name']} (defense {manifest['defense']}, {manifest['architecture']}) on "
+            f"{manifest['dataset']['name']}, seed {manifest['seed']}: {epochs} epoch{'s' * (epochs != 1)} in "
+            f"{manifest['train_seconds']:.1f} s")
+    probe_text = (f"  val acc {_num(final.get('val_acc'))} | PGD acc {_num(final.get('pgd_acc'))} "
+                  f"(PGD-{probe.get('steps')} eps {probe.get('eps')}, first {probe.get('examples')} "
+                  f"{probe.get('split')} examples) | dead ReLU {_num(final.get('dead_relu_rate'))}")
+    lines = [head, probe_text, f"  sparsity {sp['achieved']:.4f} achieved, target {sp['target']:.4f} ({plan})"]
+    hit = next((e for e in manifest["log"] if e.get("catastrophic_overfitting")), None)
+    if hit is not None:
         lines.append(f"  catastrophic overfitting at epoch {hit['epoch']}: stopped, restored epoch "
                      f"{hit['restored_epoch']}'s weights")
     return "\n".join(lines)
+
+
+def save_trained(artifact: Artifact, manifest: dict, out_dir: str | Path) -> CheckpointInfo:
+    """Write `out_dir/model.safetensors` (masks included) and its manifest, each atomically."""
+    from robustprune.models import save_checkpoint
+
+    return save_checkpoint(artifact.model, Path(out_dir) / CHECKPOINT_NAME, manifest)
 
 
 def train_job(*, recipe: str, dataset: str = "digits", sparsity: float = 0.0, parent: str | None = None,
@@ -221,7 +240,6 @@ def train_job(*, recipe: str, dataset: str = "digits", sparsity: float = 0.0, pa
     """The CLI's `train`: validate everything, train, then write DIR/model.safetensors + its manifest."""
     from robustprune.config import canonical_key
     from robustprune.jobs import check_out_dir, set_threads
-    from robustprune.models import save_checkpoint
     from robustprune.models.checkpoint import manifest_path
 
     set_threads(threads)
@@ -234,6 +252,6 @@ def train_job(*, recipe: str, dataset: str = "digits", sparsity: float = 0.0, pa
     if target.exists() and not target.is_file():
         raise UsageError(f"{target} exists and is not a file; choose another --out")
     artifact, manifest = execute(plan, progress=progress, command=command)
-    info = save_checkpoint(artifact.model, target, manifest)
+    info = save_trained(artifact, manifest, out_dir)
     text = summary(manifest) + f"\ncheckpoint: {info.path}\nmanifest:   {manifest_path(info.path)}"
     return {"checkpoint": info.path, "manifest": str(manifest_path(info.path))}, text

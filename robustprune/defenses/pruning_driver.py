@@ -32,8 +32,14 @@ from robustprune.defenses.base import Artifact, PruningSpec, Recipe
 from robustprune.defenses.train_loop import Callback, Loss, StepContext, accuracy, fit, pgd_probe
 from robustprune.errors import UsageError
 from robustprune.pruning import PRUNING_CRITERIA, agp_sparsity, check_sparsity, iterative_sparsities, one_cycle_sparsity
-from robustprune.sparsity import apply_masks, dead_relu_rate, fold_pruned_state_dict, prunable_modules, remove_masks
-from robustprune.sparsity import sparsity_report
+from robustprune.sparsity import (
+    apply_masks,
+    dead_relu_rate,
+    fold_pruned_state_dict,
+    prunable_modules,
+    remove_masks,
+    sparsity_report,
+)
 
 SPARSITY_TOLERANCE = 0.005  # 0.5 percentage points
 AUTO_UPDATES = 32  # interval = 0: about this many mask updates over a gradual (agp / one_cycle) run
@@ -44,6 +50,8 @@ __all__ = [
     "achieved_sparsity",
     "check_achieved",
     "copy_weights",
+    "criterion_sparsity",
+    "final_metrics",
     "prune_to",
     "resolve_pruning",
     "scratch_init",
@@ -93,14 +101,24 @@ def criterion_sparsity(model: nn.Module, spec: PruningSpec, sparsity: float) -> 
     return scaled
 
 
-def validate_pruning(model: nn.Module, recipe: Recipe, sparsity: float, *, has_parent: bool, epochs: int) -> None:
+def validate_pruning(model: nn.Module, recipe: Recipe, sparsity: float, *, has_parent: bool, epochs: int,
+                     parent_sparsity: float = 0.0) -> None:
     """Every check that needs no training: run before anything is trained or written."""
     spec, _ = resolve_pruning(recipe, sparsity, has_parent)
+    reinit = spec is not None and spec.reinit
+    if has_parent and not reinit and parent_sparsity > sparsity + SPARSITY_TOLERANCE:
+        # The parent's masks come along (a sparse parent stays sparse); pruning only ever removes weights.
+        raise UsageError(
+            f"the parent is already {parent_sparsity:.4f} sparse, above the target {sparsity:.4f}: pruning never "
+            f"restores weights; pass --sparsity {parent_sparsity:.4f} or more, or use a denser parent"
+        )
     if spec is None:
         return
     criterion_sparsity(model, spec, sparsity)
     if spec.reinit and not has_parent:
         raise UsageError(f"recipe {recipe.name!r} re-initialises a parent's mask (pruning.reinit): give --parent")
+    if spec.reinit and spec.schedule != "one_shot":
+        raise UsageError("pruning.reinit takes the parent's mask at the target once: use pruning.schedule = one_shot")
     if spec.schedule == "iterative" and epochs < spec.rounds:
         raise UsageError(
             f"iterative pruning with {spec.rounds} rounds needs at least {spec.rounds} epochs, got {epochs}; "
@@ -223,7 +241,8 @@ class ScheduledPruning(Callback):
         self.history.append({"step": t, "target": target, "achieved": achieved_sparsity(model)})
 
 
-def _final_metrics(model: nn.Module, val: Dataset, recipe: Recipe) -> dict[str, Any]:
+def final_metrics(model: nn.Module, val: Dataset, recipe: Recipe) -> dict[str, Any]:
+    """Validation accuracy, the PGD probe and the dead-ReLU rate of the finished model (the manifest's `final`)."""
     spec = recipe.train
     x, y = val.x[: spec.probe_size], val.y[: spec.probe_size]
     has_relu = any(isinstance(m, nn.ReLU) for m in model.modules())
@@ -234,6 +253,9 @@ def _final_metrics(model: nn.Module, val: Dataset, recipe: Recipe) -> dict[str, 
                   "split": val.split},
         "dead_relu_rate": dead_relu_rate(model, x) if has_relu else None,
     }
+
+
+_final_metrics = final_metrics  # the name an earlier revision exported; deadwooding.py imports it
 
 
 def train_with_pruning(model: nn.Module, train: Dataset, val: Dataset, recipe: Recipe, *, loss: Loss,
@@ -247,7 +269,8 @@ def train_with_pruning(model: nn.Module, train: Dataset, val: Dataset, recipe: R
     """
     sparsity = check_sparsity(sparsity)
     spec, defaulted = resolve_pruning(recipe, sparsity, parent is not None)
-    validate_pruning(model, recipe, sparsity, has_parent=parent is not None, epochs=recipe.train.epochs)
+    validate_pruning(model, recipe, sparsity, has_parent=parent is not None, epochs=recipe.train.epochs,
+                     parent_sparsity=achieved_sparsity(parent) if parent is not None else 0.0)
     generator = torch.Generator().manual_seed(seed)
     events: list[dict[str, Any]] = []
     if parent is not None and not (spec is not None and spec.reinit):
@@ -300,6 +323,6 @@ def train_with_pruning(model: nn.Module, train: Dataset, val: Dataset, recipe: R
         "pruning_events": events,
         "target_sparsity": sparsity,
         "achieved_sparsity": achieved,
-        "final": _final_metrics(model, val, recipe),
+        "final": final_metrics(model, val, recipe),
     }
     return Artifact(model=model, log=log, extra=extra)

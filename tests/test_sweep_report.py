@@ -1,0 +1,270 @@
+"""The sweep report: files, self-contained HTML, figures, fixed recipe styles, determinism, paired comparisons."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
+from sweep_factory import make_sweep
+
+from robustprune.atomic import dumps_json, write_json
+from robustprune.metrics.accuracy import mcnemar_test
+from robustprune.regression import WORST, correct_vectors
+from robustprune.reporting import sweep_report as sr
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("sweep")
+    make_sweep(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(sweep: Path) -> dict[str, str]:
+    return sr.build_sweep_report(sweep)
+
+
+def records(root: Path) -> list[dict[str, Any]]:
+    return json.loads((root / "results.json").read_text())["cells"]
+
+
+def key_of(root: Path, recipe: str, sparsity: float, seed: int) -> str:
+    return next(r["key"] for r in records(root) if (r["recipe"], r["sparsity"], r["seed"]) == (recipe, sparsity, seed))
+
+
+def stored_copy(src: Path, dst: Path) -> Path:
+    """Only the stored inputs of a report (no report outputs), at another path."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("report.*", "comparisons.json", "figures"))
+    return dst
+
+
+# ---------------------------------------------------------------- files
+
+
+def test_report_files_are_written(sweep, built):
+    for name in ("markdown", "html", "comparisons"):
+        assert Path(built[name]).is_file() and Path(built[name]).parent == sweep
+    stems = {"robust_worst", "robust_after_fgsm", "robust_after_pgd", "calibration"}
+    stems |= {f"reliability_{r}_{key_of(sweep, r, s, 0)}" for r, s in
+              (("dense", 0.0), ("magnitude", 0.9), ("pgd_at", 0.0), ("pgd_at_agp", 0.5))}
+    written = {p.name for p in (sweep / "figures").iterdir()}
+    assert written == {f"{stem}.{fmt}" for stem in stems for fmt in ("png", "svg")}
+    for stem in stems:
+        assert (sweep / "figures" / f"{stem}.png").read_bytes().startswith(PNG_MAGIC)
+        svg = (sweep / "figures" / f"{stem}.svg").read_text()
+        assert svg.startswith("<?xml") and "<svg" in svg
+    assert (sweep / "results.json").read_text() == dumps_json(json.loads((sweep / "results.json").read_text()))
+
+
+class _Resources(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.refs: list[tuple[str, str, str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if name in ("src", "href", "srcset", "data") and value is not None:
+                self.refs.append((tag, name, value))
+        if tag in ("link", "script", "iframe", "object"):
+            self.refs.append((tag, "tag", ""))
+
+
+def test_html_is_self_contained_and_embeds_every_figure(sweep, built):
+    html = (sweep / "report.html").read_text()
+    parser = _Resources()
+    parser.feed(html)
+    assert parser.refs, "the report should embed its figures"
+    assert all(tag == "img" and name == "src" and value.startswith("data:image/png;base64,")
+               for tag, name, value in parser.refs), parser.refs
+    assert "url(" not in html and "@import" not in html
+    embedded = {base64.b64decode(value.split(",", 1)[1]) for _, _, value in parser.refs}
+    assert embedded == {p.read_bytes() for p in (sweep / "figures").glob("*.png")}
+
+
+def test_markdown_holds_every_cell_and_the_cost(sweep, built):
+    md = (sweep / "report.md").read_text()
+    assert "TARGET sparsity" in md
+    for record in records(sweep):
+        row = next(line for line in md.splitlines() if f"| {record['key']} |" in line and "ECE" not in line
+                   and re.search(r"\|\s+[\d.]+ %", line))
+        assert f"{record['robust_acc']:.2f}" in row and f"{record['clean_acc']:.2f}" in row
+        assert f"{record['ece_adv']:.4f}" in row and f"{record['nll_clean']:.4f}" in row
+        cost = next(line for line in md.split("## Cost")[1].splitlines() if f"| {record['key']} |" in line)
+        assert f"{record['train_seconds']:.3f}" in cost and f"{record['n_forward']:,}" in cost
+    for stem in ("robust_worst", "robust_after_fgsm", "calibration"):
+        assert f"](figures/{stem}.png)" in md
+
+
+# ---------------------------------------------------------------- comparisons
+
+
+def test_mcnemar_comparisons_against_parent_and_dense_baseline(sweep, built):
+    comparisons = json.loads((sweep / "comparisons.json").read_text())["comparisons"]
+    by = {(c["cell"], c["against"]): c for c in comparisons}
+    docs = {r["key"]: json.loads((sweep / r["result"]).read_text()) for r in records(sweep)}
+    dense0, at0 = key_of(sweep, "dense", 0.0, 0), key_of(sweep, "pgd_at", 0.0, 0)
+    pruned = key_of(sweep, "magnitude", 0.9, 0)
+    entry = by[(pruned, "parent = dense baseline")]
+    expected = mcnemar_test(correct_vectors(docs[dense0])[WORST], correct_vectors(docs[pruned])[WORST])
+    assert entry["reference"] == dense0 and entry["status"] == "ok"
+    assert entry["robust"]["p_value"] == pytest.approx(expected["p_value"]) and entry["robust"]["p_value"] < 0.05
+    assert entry["robust"]["delta_pp"] == pytest.approx(expected["delta_pct"]) and expected["delta_pct"] < 0
+    assert entry["robust"]["lost"] == expected["a_only"] and entry["robust"]["gained"] == expected["b_only"]
+    agp = key_of(sweep, "pgd_at_agp", 0.5, 0)
+    assert by[(agp, "parent")]["reference"] == at0  # a parent that is not the dense baseline: both rows
+    assert by[(agp, "dense baseline")]["reference"] == dense0
+    assert by[(at0, "dense baseline")]["reference"] == dense0  # trained from scratch: the dense baseline only
+    assert not any(c["cell"] == dense0 for c in comparisons)  # the baseline is not compared with itself
+    md = (sweep / "report.md").read_text()
+    assert "McNemar p" in md and md.count("parent = dense baseline") == 4
+
+
+def test_different_data_is_marked_not_comparable(sweep, tmp_path):
+    copy = stored_copy(sweep, tmp_path / "copy")
+    doc = json.loads((copy / "results.json").read_text())
+    target = key_of(copy, "magnitude", 0.5, 1)
+    for cell in doc["cells"]:
+        if cell["key"] == target:
+            cell["config"]["data_fingerprint"] = "f" * 64
+    write_json(copy / "results.json", doc)
+    comparisons = sr.prepare_report(copy).comparisons
+    entry = next(c for c in comparisons if c["cell"] == target)
+    assert entry["status"].startswith("not comparable") and "data fingerprint differs" in entry["status"]
+    assert "robust" not in entry
+    others = [c for c in comparisons if c["cell"] != target]
+    assert others and all(c["status"] == "ok" for c in others)
+
+
+# ---------------------------------------------------------------- determinism
+
+
+def test_rebuild_gives_byte_identical_tables(sweep, built, tmp_path):
+    first_md = (sweep / "report.md").read_bytes()
+    first_json = (sweep / "comparisons.json").read_bytes()
+    # From the same stored files at another path (no figure drawing needed for the tables).
+    copy = stored_copy(sweep, tmp_path / "copy")
+    report = sr.prepare_report(copy)
+    assert sr.render_sweep_markdown(report).encode() == first_md
+    assert dumps_json({"schema_version": "1.0", "kind": "sweep_comparisons", "test": "mcnemar-exact (two-sided)",
+                       "comparisons": report.comparisons}).encode() == first_json
+    # A full rebuild in place: same Markdown, same comparisons, same figure bytes.
+    figures = {p.name: p.read_bytes() for p in (sweep / "figures").iterdir()}
+    sr.build_sweep_report(sweep)
+    assert (sweep / "report.md").read_bytes() == first_md
+    assert (sweep / "comparisons.json").read_bytes() == first_json
+    assert {p.name: p.read_bytes() for p in (sweep / "figures").iterdir()} == figures
+
+
+def test_partial_sweep_is_reported_from_its_cells(sweep, tmp_path):
+    copy = stored_copy(sweep, tmp_path / "copy")
+    (copy / "results.json").unlink()
+    md = sr.render_sweep_markdown(sr.prepare_report(copy))
+    assert "partial" in md
+    assert all(r["key"] in md for r in records(sweep))
+
+
+# ---------------------------------------------------------------- styles and curves
+
+
+def _capture(monkeypatch) -> list[Figure]:
+    figures: list[Figure] = []
+
+    def fake_render(draw, size, fmt):
+        fig = Figure(figsize=size)
+        draw(fig)
+        figures.append(fig)
+        return b""
+
+    monkeypatch.setattr(sr, "_render", fake_render)
+    return figures
+
+
+def _styles(fig: Figure) -> set[tuple[str, str]]:
+    return {(to_hex(line.get_color()), str(line.get_marker())) for ax in fig.axes for line in ax.lines
+            if line.get_marker() not in (None, "None", "none", "")}
+
+
+def test_recipe_colors_do_not_depend_on_order(sweep, tmp_path, monkeypatch):
+    copy = stored_copy(sweep, tmp_path / "copy")
+    doc = json.loads((copy / "results.json").read_text())
+    for cell in doc["cells"]:  # one recipe the fixed table does not know
+        if cell["recipe"] == "pgd_at_agp":
+            cell["recipe"] = "my_new_recipe"
+    doc["spec"]["recipes"] = list(reversed(doc["spec"]["recipes"]))
+    write_json(copy / "results.json", doc)
+    figures = _capture(monkeypatch)
+    sr.accuracy_figure(sr.prepare_report(sweep).view, None, "png")
+    sr.accuracy_figure(sr.prepare_report(copy).view, None, "png")
+    forward, backward = (_styles(f) for f in figures)
+    for recipe in ("dense", "magnitude", "pgd_at"):
+        color, marker = sr.recipe_style(recipe)
+        assert color == sr.RECIPE_STYLES[recipe][0]
+        assert (color, marker) in forward and (color, marker) in backward
+    new = sr.recipe_style("my_new_recipe")
+    assert new in backward and new not in forward
+    assert new[0] not in {c for c, _ in sr.RECIPE_STYLES.values()}
+    colors = [c for c, _ in sr.RECIPE_STYLES.values()]
+    assert len(set(colors)) == len(colors) == 13  # every known recipe has its own colour
+    # a stable hash, not Python's salted hash(): another interpreter with another hash seed agrees
+    code = "from robustprune.reporting.sweep_report import recipe_style; print(recipe_style('my_new_recipe'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120,
+                         env={"PYTHONHASHSEED": "12345", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(new)
+
+
+def test_curves_dense_reference_clean_dashed_and_bands(sweep, monkeypatch):
+    figures = _capture(monkeypatch)
+    view = sr.prepare_report(sweep).view
+    sr.accuracy_figure(view, None, "png")
+    ax = figures[0].axes[0]
+    at_color = sr.recipe_style("pgd_at")[0]
+    at_robust = next(r["robust_acc"] for r in records(sweep) if r["recipe"] == "pgd_at")
+    # pgd_at has only a dense cell: a horizontal reference line spanning the axes at its robust accuracy
+    hlines = [line for line in ax.lines if to_hex(line.get_color()) == at_color and list(line.get_xdata()) == [0, 1]]
+    assert any(list(line.get_ydata()) == [at_robust, at_robust] and line.get_linestyle() == "-" for line in hlines)
+    assert any(line.get_linestyle() == "--" for line in hlines)  # its clean accuracy, dashed
+    # magnitude: solid robust line and dashed clean line in the same colour through its target sparsities (in %)
+    mag_color = sr.recipe_style("magnitude")[0]
+    mag = [line for line in ax.lines if to_hex(line.get_color()) == mag_color and len(line.get_xdata()) == 2]
+    assert {line.get_linestyle() for line in mag} >= {"-", "--"}
+    assert all(list(line.get_xdata()) == [50.0, 90.0] for line in mag if line.get_linestyle() in ("-", "--"))
+    # two seeds give a band (fill_between) for magnitude; pgd_at_agp (one seed) gets none
+    band_colors = {to_hex(c.get_facecolor()[0][:3]) for c in ax.collections}
+    assert mag_color in band_colors and sr.recipe_style("pgd_at_agp")[0] not in band_colors
+
+
+def test_mean_band_is_t_based_clipped_and_absent_for_one_seed():
+    from scipy import stats
+
+    assert sr.mean_band([42.0]) == (42.0, None, None)
+    mean, lo, hi = sr.mean_band([60.0, 62.0, 64.0])
+    half = stats.t.ppf(0.975, 2) * 2.0 / 3 ** 0.5
+    assert mean == 62.0 and lo == pytest.approx(62.0 - half) and hi == pytest.approx(62.0 + half)
+    assert sr.mean_band([95.0, 100.0], bounds=sr.ACC_BOUNDS)[2] == 100.0
+    assert sr.mean_band([0.0, 5.0], bounds=sr.ACC_BOUNDS)[1] == 0.0
+
+
+def test_reliability_cells_default_and_explicit(sweep):
+    view = sr.prepare_report(sweep).view
+    chosen = {(c.recipe, c.sparsity, c.seed) for c in sr.reliability_cells(view)}
+    assert chosen == {("dense", 0.0, 0), ("magnitude", 0.9, 0), ("pgd_at", 0.0, 0), ("pgd_at_agp", 0.5, 0)}
+    key = key_of(sweep, "magnitude", 0.5, 1)
+    assert [c.key for c in sr.reliability_cells(view, [key])] == [key]
+    from robustprune.errors import UsageError
+
+    with pytest.raises(UsageError, match="no cell"):
+        sr.reliability_cells(view, ["nope"])
