@@ -85,9 +85,9 @@ class Cell:
 
 
 def _recipe_prunes(recipe: Any) -> bool:
-    from robustprune.defenses.base import DEFENSES
-
-    return recipe.pruning is not None or bool(getattr(DEFENSES.get(recipe.defense), "prunes_itself", False))
+    """Plain training with no pruning plan is the dense reference; every other recipe prunes to the target
+    (defenses without a [pruning] table default to global magnitude pruning, see pruning_driver.resolve_pruning)."""
+    return recipe.pruning is not None or recipe.defense != "standard"
 
 
 def plan_cells(spec: SweepSpec) -> list[Cell]:
