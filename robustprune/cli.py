@@ -33,6 +33,7 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
                    help="allow pickled modules, TorchScript and .pt2 (they can run code when loaded)")
     p.add_argument("--dataset", default="digits", help="digits (default) or a path: .npz, MNIST IDX, CIFAR batches")
     p.add_argument("--battery", default="standard", help="quick | standard | autoattack | full | FILE.toml")
+    p.add_argument("--head-battery", help="multi-head (DIO) models: battery for the per-head report (default: --battery)")
     p.add_argument("--norm", choices=["Linf", "L2"], help="threat model norm (default: the battery's)")
     p.add_argument("--eps", type=float, help="threat model radius in pixel units of [0,1] inputs")
     p.add_argument("--n", type=int, help="score the first N test examples (default: all)")
@@ -87,6 +88,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=_ints, help="e.g. 0,1")
     p.add_argument("--dataset")
     p.add_argument("--battery")
+    p.add_argument("--head-battery", help="battery for the per-head report of multi-head (DIO) models")
     p.add_argument("--norm", choices=["Linf", "L2"])
     p.add_argument("--eps", type=float)
     p.add_argument("--n", type=int, help="score the first N test examples in every cell")
@@ -138,7 +140,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     paths, summary = score_job(
         model=args.model, checkpoint=args.checkpoint, trust=args.trust_checkpoint, dataset=args.dataset,
         battery=args.battery, norm=args.norm, eps=args.eps, n=args.n, batch_size=args.batch_size, seed=args.seed,
-        threads=args.threads, out=args.out, command=["robustprune", *sys.argv[1:]],
+        threads=args.threads, out=args.out, command=["robustprune", *sys.argv[1:]], head_battery=args.head_battery,
     )
     print(summary)
     print(f"\nresults: {paths['results']}\nreport:  {paths.get('html', paths['markdown'])}")
@@ -169,8 +171,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from robustprune.jobs import sweep_job
 
-    keys = ("recipes", "sparsities", "seeds", "dataset", "battery", "norm", "eps", "n", "epochs", "batch_size",
-            "threads")
+    keys = ("recipes", "sparsities", "seeds", "dataset", "battery", "head_battery", "norm", "eps", "n", "epochs",
+            "batch_size", "threads")
     given = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     paths = sweep_job(config=args.config, options=given, out=args.out, executor=args.executor, workers=args.workers,
                       address=args.address)

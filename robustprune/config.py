@@ -148,25 +148,34 @@ def _reject_unknown(data: dict[str, Any], allowed: set[str], where: str) -> None
         raise UsageError(f"{where}: unknown key {unknown[0]!r}; allowed keys are {', '.join(sorted(allowed))}")
 
 
-def battery_dirs() -> list[Path]:
-    """Where battery names are looked up: $ROBUSTPRUNE_BATTERIES, ./attacks, then the repository's attacks/."""
-    dirs = [Path(p) for p in os.environ.get("ROBUSTPRUNE_BATTERIES", "").split(os.pathsep) if p]
-    dirs += [Path.cwd() / "attacks", Path(__file__).resolve().parents[1] / "attacks"]
+def spec_dirs(env_var: str, folder: str) -> list[Path]:
+    """Where names of declarative files are looked up: $<env_var> (os.pathsep-separated), ./<folder>, then the
+    repository's <folder>/."""
+    dirs = [Path(p) for p in os.environ.get(env_var, "").split(os.pathsep) if p]
+    dirs += [Path.cwd() / folder, Path(__file__).resolve().parents[1] / folder]
     return [d for d in dict.fromkeys(dirs) if d.is_dir()]
 
 
-def find_battery(spec: str) -> Path:
+def find_spec_file(kind: str, spec: str, dirs: list[Path]) -> Path:
+    """A path (`*.toml` or containing a separator) as given, else `<spec>.toml` in the first of `dirs` holding it."""
     if spec.endswith(".toml") or os.sep in spec:
         path = Path(spec)
         if not path.is_file():
-            raise UsageError(f"battery file {spec} not found")
+            raise UsageError(f"{kind} file {spec} not found")
         return path
-    for directory in battery_dirs():
-        candidate = directory / f"{spec}.toml"
-        if candidate.is_file():
-            return candidate
-    known = sorted({p.stem for d in battery_dirs() for p in d.glob("*.toml")})
-    raise UsageError(f"unknown battery {spec!r}: use one of {', '.join(known) or '(none found)'} or a .toml file")
+    for directory in dirs:
+        if (directory / f"{spec}.toml").is_file():
+            return directory / f"{spec}.toml"
+    known = sorted({p.stem for d in dirs for p in d.glob("*.toml")})
+    raise UsageError(f"unknown {kind} {spec!r}: use one of {', '.join(known) or '(none found)'} or a .toml file")
+
+
+def battery_dirs() -> list[Path]:
+    return spec_dirs("ROBUSTPRUNE_BATTERIES", "attacks")
+
+
+def find_battery(spec: str) -> Path:
+    return find_spec_file("battery", spec, battery_dirs())
 
 
 def load_battery(spec: str, *, norm: str | None = None, eps: float | None = None) -> BatterySpec:

@@ -31,7 +31,7 @@ def check_out_dir(out: str | Path) -> Path:
 
 def score_job(*, model: str, checkpoint: str | None, trust: bool, dataset: str, battery: str, norm: str | None,
               eps: float | None, n: int | None, batch_size: int, seed: int, threads: int | None, out: str | None,
-              command: list[str] | None) -> tuple[dict[str, str], str]:
+              command: list[str] | None, head_battery: str | None = None) -> tuple[dict[str, str], str]:
     set_threads(threads)
     spec = load_battery(battery, norm=norm, eps=eps)
     data = load_dataset(dataset, split="test").subset(n)
@@ -40,11 +40,13 @@ def score_job(*, model: str, checkpoint: str | None, trust: bool, dataset: str, 
     if checkpoint:
         net, loaded = load_checkpoint(net, checkpoint, trust=trust)
         info = loaded.to_dict()
+    heads = load_battery(head_battery, norm=spec.threat.norm, eps=spec.threat.eps) if head_battery else None
     key = canonical_key({"model": model, "checkpoint": info and info["sha256"], "data": data.fingerprint(),
-                         "battery": spec.to_dict(), "seed": seed, "batch_size": batch_size})
+                         "battery": spec.to_dict(), "seed": seed, "batch_size": batch_size,
+                         "head_battery": heads and heads.to_dict()})
     out_dir = check_out_dir(out or Path("reports") / f"score-{key}")
     result = score(net, data, spec, batch_size=batch_size, seed=seed, architecture=model, checkpoint=info,
-                   command=command, progress=True)
+                   command=command, progress=True, head_battery=heads)
     return result.save(str(out_dir)), summary_table(result.document)
 
 

@@ -25,6 +25,16 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def register_named(self, name: str) -> Callable[[T], T]:
+        """Register a class and set its `name` attribute to the registry key (one spelling everywhere)."""
+
+        def decorator(cls: T) -> T:
+            cls.name = name  # type: ignore[attr-defined]
+            self.add(name, cls)
+            return cls
+
+        return decorator
+
     def add(self, name: str, obj: T) -> None:
         if name in self._items:
             raise ValueError(f"{self.kind} {name!r} is registered twice")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,7 +91,8 @@ def _sanity_findings(model: nn.Module, data: Dataset, batch_size: int) -> tuple[
 def score(model: nn.Module, data: Dataset | str | tuple, battery: BatterySpec | str, *, norm: str | None = None,
           eps: float | None = None, n: int | None = None, batch_size: int = 256, seed: int = 0,
           architecture: str | None = None, checkpoint: dict[str, Any] | None = None,
-          command: list[str] | None = None, progress: bool = False) -> ScoreResult:
+          command: list[str] | None = None, progress: bool = False,
+          head_battery: BatterySpec | str | None = None) -> ScoreResult:
     """Score `model` on `data` under `battery`.
 
     Args:
@@ -98,13 +100,16 @@ def score(model: nn.Module, data: Dataset | str | tuple, battery: BatterySpec | 
         battery: a BatterySpec, a battery name ("standard") or a TOML path; `norm`/`eps` override its threat model.
         n: score the first n examples (all when None).
         checkpoint: the CheckpointInfo dict of the weights, recorded in the provenance.
+        head_battery: for multi-head (DIO) models, the battery run against each head in fixed mode for the
+            per-head report (default: `battery`); it gets the same threat model and its name is recorded.
     """
     if batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
     data = _as_data(data, n)
     battery = _as_battery(battery, norm, eps)
     battery.threat.check_input_dim(int(np.prod(data.input_shape)))
-    base_battery, (battery, addition) = battery, multihead.prepare(model, battery)  # multi-head: adaptive attack
+    per_head = battery if head_battery is None else _as_battery(head_battery, battery.threat.norm, battery.threat.eps)
+    battery, addition = multihead.prepare(model, battery)  # multi-head: adaptive attack first
     warnings: list[Finding] = []
     in_train_mode = train_mode_modules(model)
     if in_train_mode:
@@ -129,8 +134,10 @@ def score(model: nn.Module, data: Dataset | str | tuple, battery: BatterySpec | 
                          | {"checkpoint": checkpoint, "batch_size": batch_size})
     if addition is not None:
         document["provenance"]["battery_additions"] = [addition]
-        document["multi_head"] = multihead.multihead_report(model, data, base_battery, seed=seed,
-                                                            batch_size=batch_size)
+        started = time.perf_counter()
+        report = multihead.multihead_report(model, data, per_head, seed=seed, batch_size=batch_size)
+        document["multi_head"] = report | {"seconds": time.perf_counter() - started}
+        document["cost"]["seconds"] += document["multi_head"]["seconds"]  # the per-head runs are part of the cost
     return ScoreResult(document=document, clean_probs=outcome.clean.probs, adversarial_probs=outcome.worst_probs)
 
 

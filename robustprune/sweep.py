@@ -35,6 +35,7 @@ class SweepSpec:
     seeds: tuple[int, ...] = (0,)
     dataset: str = "digits"
     battery: str = "standard"
+    head_battery: str | None = None  # multi-head (DIO) models: battery for the per-head report (default: battery)
     norm: str | None = None
     eps: float | None = None
     n: int | None = None
@@ -96,12 +97,14 @@ def plan_cells(spec: SweepSpec) -> list[Cell]:
     from robustprune.defenses.base import load_recipe
 
     battery = load_battery(spec.battery, norm=spec.norm, eps=spec.eps)
+    head = load_battery(spec.head_battery, norm=battery.threat.norm, eps=battery.threat.eps) if spec.head_battery else None
     data = load_dataset(spec.dataset, "test").subset(spec.n)
     overrides = [f"train.epochs={spec.epochs}"] if spec.epochs is not None else []
     recipes = {name: load_recipe(name, overrides) for name in dict.fromkeys((*spec.recipes, spec.parent_recipe))}
     common = {
         "dataset": spec.dataset, "data_fingerprint": data.fingerprint(), "n": len(data),
         "battery": {k: v for k, v in battery.to_dict().items() if k != "source"},
+        "head_battery": head and {k: v for k, v in head.to_dict().items() if k != "source"},
         "batch_size": spec.batch_size, "threads": spec.threads, "robustprune": robustprune.__version__,
     }
 
@@ -180,7 +183,9 @@ def run_cell(cell: Cell, root: str) -> dict[str, Any]:
     data = load_dataset(cell.config["dataset"], "test").subset(cell.config["n"])
     model, info = load_checkpoint(build_model(manifest["architecture"], data.num_classes, data.input_shape), ckpt)
     result = score(model, data, BatterySpec.from_dict(cell.config["battery"]), batch_size=cell.config["batch_size"],
-                   seed=cell.seed, architecture=manifest["architecture"], checkpoint=info.to_dict())
+                   seed=cell.seed, architecture=manifest["architecture"], checkpoint=info.to_dict(),
+                   head_battery=BatterySpec.from_dict(cell.config["head_battery"]) if cell.config.get("head_battery")
+                   else None)
     result.save(str(cell_dir / "score"), html=False)
     record = summarize(cell, result.document, manifest)
     write_json(cell_dir / CELL_FILE, record)
@@ -201,6 +206,7 @@ def summarize(cell: Cell, doc: dict[str, Any], manifest: dict[str, Any]) -> dict
         "randomized": doc["randomized"],
         "train_seconds": manifest.get("train_seconds"), "score_seconds": doc["cost"]["seconds"],
         "n_forward": doc["cost"]["n_forward"], "n_backward": doc["cost"]["n_backward"],
+        "worst_head_robust_acc": (doc.get("multi_head") or {}).get("worst_head_robust_acc"),
         "result": f"cells/{cell.key}/score/results.json",
     }
 

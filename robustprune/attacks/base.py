@@ -22,13 +22,7 @@ ATTACKS: Registry[type[Attack]] = Registry("attack")
 
 def register_attack(name: str) -> Callable[[type[Attack]], type[Attack]]:
     """Register an adapter class under `name`, which also becomes its `name` attribute."""
-
-    def decorator(cls: type[Attack]) -> type[Attack]:
-        cls.name = name
-        ATTACKS.add(name, cls)
-        return cls
-
-    return decorator
+    return ATTACKS.register_named(name)
 
 
 def library_version(module_name: str) -> str:

@@ -7,7 +7,6 @@ possibly pruned model plus a training log, always through the shared loop in tra
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -16,7 +15,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from robustprune.config import ParamValue, coerce_setting, read_toml
+from robustprune.config import ParamValue, coerce_setting, find_spec_file, read_toml, spec_dirs
 from robustprune.data import Dataset
 from robustprune.defenses.train_loop import TrainSpec
 from robustprune.errors import UsageError
@@ -26,12 +25,7 @@ DEFENSES: Registry[type[Defense]] = Registry("defense")
 
 
 def register_defense(name: str) -> Callable[[type[Defense]], type[Defense]]:
-    def decorator(cls: type[Defense]) -> type[Defense]:
-        cls.name = name
-        DEFENSES.add(name, cls)
-        return cls
-
-    return decorator
+    return DEFENSES.register_named(name)
 
 
 SCHEDULES = ("one_shot", "iterative", "agp", "one_cycle")
@@ -148,22 +142,11 @@ _RECIPE_KEYS = {
 
 
 def recipe_dirs() -> list[Path]:
-    dirs = [Path(p) for p in os.environ.get("ROBUSTPRUNE_RECIPES", "").split(os.pathsep) if p]
-    dirs += [Path.cwd() / "defenses", Path(__file__).resolve().parents[2] / "defenses"]
-    return [d for d in dict.fromkeys(dirs) if d.is_dir()]
+    return spec_dirs("ROBUSTPRUNE_RECIPES", "defenses")
 
 
 def find_recipe(spec: str) -> Path:
-    if spec.endswith(".toml") or os.sep in spec:
-        path = Path(spec)
-        if not path.is_file():
-            raise UsageError(f"recipe file {spec} not found")
-        return path
-    for directory in recipe_dirs():
-        if (directory / f"{spec}.toml").is_file():
-            return directory / f"{spec}.toml"
-    known = sorted({p.stem for d in recipe_dirs() for p in d.glob("*.toml")})
-    raise UsageError(f"unknown recipe {spec!r}: use one of {', '.join(known) or '(none found)'} or a .toml file")
+    return find_spec_file("recipe", spec, recipe_dirs())
 
 
 def _typed_section(cls: type, data: Any, where: str) -> Any:
