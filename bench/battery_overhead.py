@@ -44,18 +44,23 @@ def main() -> None:
     threat = ThreatModel(norm="Linf", eps=0.1)
     cases = {
         "pgd-40": (lambda m: torchattacks.PGD(m, eps=0.1, alpha=0.1 / 16, steps=40), AttackSpec(name="pgd")),
-        "apgd-ce-100": (lambda m: torchattacks.APGD(m, eps=0.1, steps=100, seed=0),
-                        AttackSpec(name="apgd", params={"steps": 100})),
+        "apgd-ce-100": (
+            lambda m: torchattacks.APGD(m, eps=0.1, steps=100, seed=0),
+            AttackSpec(name="apgd", params={"steps": 100}),
+        ),
     }
-    print(f"{'attack':<12} {'direct s':>9} {'engine s':>9} {'ratio':>6}   (n={len(test)}, threads={torch.get_num_threads()})")
+    print(
+        f"{'attack':<12} {'direct s':>9} {'engine s':>9} {'ratio':>6}   (n={len(test)}, threads={torch.get_num_threads()})"
+    )
     for label, (direct_factory, spec) in cases.items():
         # The engine attacks only clean-correct examples, so the direct run gets exactly those too.
         with torch.no_grad():
             correct = model(test.x).argmax(1) == test.y
         x, y = test.x[correct], test.y[correct]
         attack = direct_factory(model)
-        direct = best_of(args.repeats, lambda a=attack, x=x, y=y: [a(x[i:i + 256], y[i:i + 256])
-                                                                   for i in range(0, len(x), 256)])
+        direct = best_of(
+            args.repeats, lambda a=attack, x=x, y=y: [a(x[i : i + 256], y[i : i + 256]) for i in range(0, len(x), 256)]
+        )
         battery = BatterySpec(name="bench", threat=threat, attacks=(spec,))
         engine = best_of(args.repeats, lambda b=battery: run_battery(model, test.x, test.y, b, num_classes=10))
         print(f"{label:<12} {direct:9.3f} {engine:9.3f} {engine / direct:6.2f}")

@@ -38,18 +38,24 @@ def _no_parent_recipes() -> list[str]:
 
 
 def _run(name: str, epochs: int | None, sparsity: float, seed: int) -> list[dict]:
-    plan = prepare(name, sparsity=sparsity if load_recipe(name).pruning is not None else 0.0, seed=seed,
-                   epochs=epochs)
+    plan = prepare(name, sparsity=sparsity if load_recipe(name).pruning is not None else 0.0, seed=seed, epochs=epochs)
     _, manifest = execute(plan)
     return manifest["log"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipes", nargs="*", help=f"recipes to time (default: {' '.join(DEFAULT)} and every other "
-                        "recipe that needs no parent)")
-    parser.add_argument("--epochs", type=int, help="epochs per run (default: each recipe's own, so that gradual "
-                        "pruning updates its masks as often as it does in a real run)")
+    parser.add_argument(
+        "--recipes",
+        nargs="*",
+        help=f"recipes to time (default: {' '.join(DEFAULT)} and every other recipe that needs no parent)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        help="epochs per run (default: each recipe's own, so that gradual "
+        "pruning updates its masks as often as it does in a real run)",
+    )
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per recipe (default 2)")
     parser.add_argument("--sparsity", type=float, default=0.8, help="target for recipes with a [pruning] table")
     parser.add_argument("--threads", type=int, default=1)
@@ -81,11 +87,15 @@ def main() -> None:
 
     data = load_dataset("digits", "train")
     steps = -(-len(data) // train.train.batch_size)
-    print(f"defense epoch cost: {train.architecture} on digits ({len(data)} train examples, batch "
-          f"{train.train.batch_size}, {steps} steps/epoch), {args.threads} thread(s), torch {torch.__version__}")
+    print(
+        f"defense epoch cost: {train.architecture} on digits ({len(data)} train examples, batch "
+        f"{train.train.batch_size}, {steps} steps/epoch), {args.threads} thread(s), torch {torch.__version__}"
+    )
     per_run = f"{args.epochs} epochs" if args.epochs else "each recipe's own epochs"
-    print(f"median over {args.repeats} runs x {per_run}; ratio = median / median of `{BASELINE}`; "
-          f"pruning recipes at sparsity {args.sparsity}")
+    print(
+        f"median over {args.repeats} runs x {per_run}; ratio = median / median of `{BASELINE}`; "
+        f"pruning recipes at sparsity {args.sparsity}"
+    )
     print()
     base_train = statistics.median(train_s[BASELINE])
     base_epoch = statistics.median(epoch_s[BASELINE])

@@ -29,11 +29,16 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("score", help="score one model against one battery")
     p.add_argument("--model", required=True, help="registry name (see `robustprune ls`) or package.module:factory")
     p.add_argument("--checkpoint", help="weights: .safetensors or a state_dict saved with torch.save")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="allow pickled modules, TorchScript and .pt2 (they can run code when loaded)")
+    p.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow pickled modules, TorchScript and .pt2 (they can run code when loaded)",
+    )
     p.add_argument("--dataset", default="digits", help="digits (default) or a path: .npz, MNIST IDX, CIFAR batches")
     p.add_argument("--battery", default="standard", help="quick | standard | autoattack | full | FILE.toml")
-    p.add_argument("--head-battery", help="multi-head (DIO) models: battery for the per-head report (default: --battery)")
+    p.add_argument(
+        "--head-battery", help="multi-head (DIO) models: battery for the per-head report (default: --battery)"
+    )
     p.add_argument("--norm", choices=["Linf", "L2"], help="threat model norm (default: the battery's)")
     p.add_argument("--eps", type=float, help="threat model radius in pixel units of [0,1] inputs")
     p.add_argument("--n", type=int, help="score the first N test examples (default: all)")
@@ -52,8 +57,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--parent", help="checkpoint to start from / prune (required by recipes with needs_parent)")
     p.add_argument("--epochs", type=int, help="override the recipe's train.epochs")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a recipe value, e.g. --set settings.eps=0.2 --set train.lr=0.01 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a recipe value, e.g. --set settings.eps=0.2 --set train.lr=0.01 (repeatable)",
+    )
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", help="output directory (default: reports/train-<recipe>-<config hash>)")
     p.set_defaults(func=cmd_train)
@@ -138,9 +149,20 @@ def cmd_score(args: argparse.Namespace) -> int:
     from robustprune.jobs import score_job
 
     paths, summary = score_job(
-        model=args.model, checkpoint=args.checkpoint, trust=args.trust_checkpoint, dataset=args.dataset,
-        battery=args.battery, norm=args.norm, eps=args.eps, n=args.n, batch_size=args.batch_size, seed=args.seed,
-        threads=args.threads, out=args.out, command=["robustprune", *sys.argv[1:]], head_battery=args.head_battery,
+        model=args.model,
+        checkpoint=args.checkpoint,
+        trust=args.trust_checkpoint,
+        dataset=args.dataset,
+        battery=args.battery,
+        norm=args.norm,
+        eps=args.eps,
+        n=args.n,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        threads=args.threads,
+        out=args.out,
+        command=["robustprune", *sys.argv[1:]],
+        head_battery=args.head_battery,
     )
     print(summary)
     print(f"\nresults: {paths['results']}\nreport:  {paths.get('html', paths['markdown'])}")
@@ -151,8 +173,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     from robustprune.defenses.pipeline import train_job
 
     _, summary = train_job(
-        recipe=args.recipe, dataset=args.dataset, sparsity=args.sparsity, parent=args.parent, epochs=args.epochs,
-        seed=args.seed, overrides=args.overrides, out=args.out, threads=args.threads,
+        recipe=args.recipe,
+        dataset=args.dataset,
+        sparsity=args.sparsity,
+        parent=args.parent,
+        epochs=args.epochs,
+        seed=args.seed,
+        overrides=args.overrides,
+        out=args.out,
+        threads=args.threads,
         command=["robustprune", *sys.argv[1:]],
     )
     print(summary)
@@ -171,11 +200,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from robustprune.jobs import sweep_job
 
-    keys = ("recipes", "sparsities", "seeds", "dataset", "battery", "head_battery", "norm", "eps", "n", "epochs",
-            "batch_size", "threads")
+    keys = (
+        "recipes",
+        "sparsities",
+        "seeds",
+        "dataset",
+        "battery",
+        "head_battery",
+        "norm",
+        "eps",
+        "n",
+        "epochs",
+        "batch_size",
+        "threads",
+    )
     given = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
-    paths = sweep_job(config=args.config, options=given, out=args.out, executor=args.executor, workers=args.workers,
-                      address=args.address)
+    paths = sweep_job(
+        config=args.config,
+        options=given,
+        out=args.out,
+        executor=args.executor,
+        workers=args.workers,
+        address=args.address,
+    )
     print(f"HTML report: {Path(paths['html']).resolve()}")
     return 0
 
@@ -191,9 +238,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from robustprune.regression import check_main
 
-    return check_main(args.results, args.baseline, tolerance=args.tolerance, alpha=args.alpha,
-                      calibration_tolerance=args.calibration_tolerance, nll_tolerance=args.nll_tolerance,
-                      allow_missing=args.allow_missing)
+    return check_main(
+        args.results,
+        args.baseline,
+        tolerance=args.tolerance,
+        alpha=args.alpha,
+        calibration_tolerance=args.calibration_tolerance,
+        nll_tolerance=args.nll_tolerance,
+        allow_missing=args.allow_missing,
+    )
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -213,8 +266,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     return args.func(args)
 
 
@@ -234,6 +290,8 @@ def run(job: Callable[[], int]) -> int:
     except Exception as exc:  # noqa: BLE001 - the last line of defence turns any crash into exit 1
         if os.environ.get("ROBUSTPRUNE_DEBUG"):
             traceback.print_exc()
-        print(f"robustprune: internal error: {type(exc).__name__}: {exc} "
-              "(set ROBUSTPRUNE_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(
+            f"robustprune: internal error: {type(exc).__name__}: {exc} (set ROBUSTPRUNE_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
         return 1

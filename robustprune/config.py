@@ -103,10 +103,17 @@ class BatterySpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BatterySpec:
         """Inverse of to_dict: a resolved battery travels with results and sweep cells."""
-        attacks = tuple(AttackSpec(name=a["name"], label=a["label"], norms=tuple(a["norms"]), params=dict(a["params"]))
-                        for a in data["attacks"])
-        return cls(name=data["name"], threat=ThreatModel(**data["threat"]), attacks=attacks,
-                   description=data.get("description", ""), source=data.get("source", ""))
+        attacks = tuple(
+            AttackSpec(name=a["name"], label=a["label"], norms=tuple(a["norms"]), params=dict(a["params"]))
+            for a in data["attacks"]
+        )
+        return cls(
+            name=data["name"],
+            threat=ThreatModel(**data["threat"]),
+            attacks=attacks,
+            description=data.get("description", ""),
+            source=data.get("source", ""),
+        )
 
 
 def coerce_setting(value: ParamValue, default: ParamValue, where: str) -> ParamValue:

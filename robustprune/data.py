@@ -104,9 +104,7 @@ def validate_examples(x: torch.Tensor, y: torch.Tensor, num_classes: int, where:
     if not x.is_floating_point():
         raise UsageError(f"{where}: x has dtype {x.dtype}; convert it to float32 with values in [0,1]")
     if x.dim() != 4:
-        raise UsageError(
-            f"{where}: x has shape {tuple(x.shape)} (rank {x.dim()}); inputs must be rank 4 (N, C, H, W)"
-        )
+        raise UsageError(f"{where}: x has shape {tuple(x.shape)} (rank {x.dim()}); inputs must be rank 4 (N, C, H, W)")
     if x.shape[0] == 0:
         raise UsageError(f"{where}: there are no examples (x has shape {tuple(x.shape)}); provide at least one")
     finite = torch.isfinite(x)

@@ -29,9 +29,23 @@ def check_out_dir(out: str | Path) -> Path:
     return path
 
 
-def score_job(*, model: str, checkpoint: str | None, trust: bool, dataset: str, battery: str, norm: str | None,
-              eps: float | None, n: int | None, batch_size: int, seed: int, threads: int | None, out: str | None,
-              command: list[str] | None, head_battery: str | None = None) -> tuple[dict[str, str], str]:
+def score_job(
+    *,
+    model: str,
+    checkpoint: str | None,
+    trust: bool,
+    dataset: str,
+    battery: str,
+    norm: str | None,
+    eps: float | None,
+    n: int | None,
+    batch_size: int,
+    seed: int,
+    threads: int | None,
+    out: str | None,
+    command: list[str] | None,
+    head_battery: str | None = None,
+) -> tuple[dict[str, str], str]:
     set_threads(threads)
     spec = load_battery(battery, norm=norm, eps=eps)
     data = load_dataset(dataset, split="test").subset(n)
@@ -41,12 +55,30 @@ def score_job(*, model: str, checkpoint: str | None, trust: bool, dataset: str, 
         net, loaded = load_checkpoint(net, checkpoint, trust=trust)
         info = loaded.to_dict()
     heads = load_battery(head_battery, norm=spec.threat.norm, eps=spec.threat.eps) if head_battery else None
-    key = canonical_key({"model": model, "checkpoint": info and info["sha256"], "data": data.fingerprint(),
-                         "battery": spec.to_dict(), "seed": seed, "batch_size": batch_size,
-                         "head_battery": heads and heads.to_dict()})
+    key = canonical_key(
+        {
+            "model": model,
+            "checkpoint": info and info["sha256"],
+            "data": data.fingerprint(),
+            "battery": spec.to_dict(),
+            "seed": seed,
+            "batch_size": batch_size,
+            "head_battery": heads and heads.to_dict(),
+        }
+    )
     out_dir = check_out_dir(out or Path("reports") / f"score-{key}")
-    result = score(net, data, spec, batch_size=batch_size, seed=seed, architecture=model, checkpoint=info,
-                   command=command, progress=True, head_battery=heads)
+    result = score(
+        net,
+        data,
+        spec,
+        batch_size=batch_size,
+        seed=seed,
+        architecture=model,
+        checkpoint=info,
+        command=command,
+        progress=True,
+        head_battery=heads,
+    )
     return result.save(str(out_dir)), summary_table(result.document)
 
 
@@ -66,21 +98,40 @@ def train_demo_model(cache_dir: Path, seed: int) -> tuple[torch.nn.Module, dict[
     torch.manual_seed(seed)
     model = build_model("digits_cnn", train.num_classes, train.input_shape)
     log = fit(model, train, test, spec, seed=seed, progress=True)
-    info = save_checkpoint(model, path, manifest={"architecture": "digits_cnn", "recipe": "dense (demo)",
-                                                  "train": spec.to_dict(), "seed": seed, "log": log})
+    info = save_checkpoint(
+        model,
+        path,
+        manifest={
+            "architecture": "digits_cnn",
+            "recipe": "dense (demo)",
+            "train": spec.to_dict(),
+            "seed": seed,
+            "log": log,
+        },
+    )
     return model, info.to_dict()
 
 
 def demo_job(*, out: str, seed: int) -> tuple[dict[str, str], str]:
     out_dir = check_out_dir(out)
     model, info = train_demo_model(out_dir / "model", seed)
-    result: ScoreResult = score(model, "digits", "standard", eps=0.1, seed=seed, architecture="digits_cnn",
-                                checkpoint=info, command=["robustprune", "demo"], progress=True)
+    result: ScoreResult = score(
+        model,
+        "digits",
+        "standard",
+        eps=0.1,
+        seed=seed,
+        architecture="digits_cnn",
+        checkpoint=info,
+        command=["robustprune", "demo"],
+        progress=True,
+    )
     return result.save(str(out_dir)), summary_table(result.document)
 
 
-def sweep_job(*, config: str | None, options: dict[str, Any], out: str, executor: str, workers: int,
-              address: str | None) -> dict[str, str]:
+def sweep_job(
+    *, config: str | None, options: dict[str, Any], out: str, executor: str, workers: int, address: str | None
+) -> dict[str, str]:
     """Resolve the grid (TOML file, then command-line options), run the missing cells, build the report."""
     from robustprune.reporting.sweep_report import build_sweep_report
     from robustprune.sweep import SweepSpec, read_sweep_toml, run_sweep

@@ -22,10 +22,15 @@ from torch import nn
 from robustprune.config import AttackSpec, BatterySpec
 from robustprune.data import Dataset
 
-ADAPTIVE_ATTACK = AttackSpec(name="all_heads_pgd", label="all_heads_pgd",
-                             params={"steps": 40, "rel_step": 0.0625, "eot_iter": 10, "random_start": True})
-ADDITION_REASON = ("the model is a multi-head randomized defense (all_head_logits/set_mode/n_heads): a random-head "
-                   "forward pass flatters it, so PGD on the mean cross-entropy over all heads was added first")
+ADAPTIVE_ATTACK = AttackSpec(
+    name="all_heads_pgd",
+    label="all_heads_pgd",
+    params={"steps": 40, "rel_step": 0.0625, "eot_iter": 10, "random_start": True},
+)
+ADDITION_REASON = (
+    "the model is a multi-head randomized defense (all_head_logits/set_mode/n_heads): a random-head "
+    "forward pass flatters it, so PGD on the mean cross-entropy over all heads was added first"
+)
 
 
 def is_multi_head(model: nn.Module) -> bool:
@@ -41,8 +46,14 @@ def with_adaptive_attack(battery: BatterySpec) -> tuple[BatterySpec, dict[str, A
         label, n = f"{ADAPTIVE_ATTACK.label}_{n}", n + 1
     spec = dataclasses.replace(ADAPTIVE_ATTACK, label=label)
     added = dataclasses.replace(battery, attacks=(spec, *battery.attacks))
-    return added, {"attack": spec.name, "label": label, "added": True, "position": 0, "settings": dict(spec.params),
-                   "reason": ADDITION_REASON}
+    return added, {
+        "attack": spec.name,
+        "label": label,
+        "added": True,
+        "position": 0,
+        "settings": dict(spec.params),
+        "reason": ADDITION_REASON,
+    }
 
 
 def prepare(model: nn.Module, battery: BatterySpec) -> tuple[BatterySpec, dict[str, Any] | None]:
@@ -67,8 +78,9 @@ def mode(model: nn.Module, name: str, head: int | None = None) -> Iterator[None]
         model.set_mode(*saved)
 
 
-def multihead_report(model: nn.Module, data: Dataset, battery: BatterySpec, *, seed: int,
-                     batch_size: int) -> dict[str, Any] | None:
+def multihead_report(
+    model: nn.Module, data: Dataset, battery: BatterySpec, *, seed: int, batch_size: int
+) -> dict[str, Any] | None:
     """None for ordinary models; else per-head clean / robust accuracy (percent) under `battery` in fixed mode."""
     from robustprune.attacks.battery import run_battery
 
@@ -77,8 +89,9 @@ def multihead_report(model: nn.Module, data: Dataset, battery: BatterySpec, *, s
     clean, robust = [], []
     for head in range(int(model.n_heads)):
         with mode(model, "fixed", head):
-            outcome = run_battery(model, data.x, data.y, battery, num_classes=data.num_classes, seed=seed,
-                                  batch_size=batch_size)
+            outcome = run_battery(
+                model, data.x, data.y, battery, num_classes=data.num_classes, seed=seed, batch_size=batch_size
+            )
         clean.append(100.0 * float(np.mean(outcome.clean.correct)))
         robust.append(100.0 * float(np.mean(~outcome.broken)))
     adaptive, _ = with_adaptive_attack(battery)

@@ -24,18 +24,35 @@ UPDATE_OPTION = "--robustprune-update-baselines"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("robustprune")
-    group.addoption(UPDATE_OPTION, action="store_true", default=False,
-                    help="rewrite stored robustness baselines from the current results instead of comparing")
-    group.addoption("--robustprune-tolerance", type=float, default=None, metavar="PP",
-                    help="default allowed drop of an accuracy in percentage points before the paired test "
-                         "is consulted (default 1.0; a tolerance passed in the test wins)")
-    group.addoption("--robustprune-alpha", type=float, default=None, metavar="ALPHA",
-                    help="default significance level of the one-sided paired test (default 0.05)")
+    group.addoption(
+        UPDATE_OPTION,
+        action="store_true",
+        default=False,
+        help="rewrite stored robustness baselines from the current results instead of comparing",
+    )
+    group.addoption(
+        "--robustprune-tolerance",
+        type=float,
+        default=None,
+        metavar="PP",
+        help="default allowed drop of an accuracy in percentage points before the paired test "
+        "is consulted (default 1.0; a tolerance passed in the test wins)",
+    )
+    group.addoption(
+        "--robustprune-alpha",
+        type=float,
+        default=None,
+        metavar="ALPHA",
+        help="default significance level of the one-sided paired test (default 0.05)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "robustness: a robustness regression test that compares a score result with a "
-                                       "stored baseline (select with -m robustness)")
+    config.addinivalue_line(
+        "markers",
+        "robustness: a robustness regression test that compares a score result with a "
+        "stored baseline (select with -m robustness)",
+    )
 
 
 @pytest.fixture
@@ -56,11 +73,15 @@ def _document(result: Any) -> dict[str, Any]:
     elif isinstance(result, str | Path):
         doc = load_document(result)
     else:
-        raise UsageError(f"robustness_baseline needs a ScoreResult, a score document or a results.json path, "
-                         f"got {type(result).__name__}")
+        raise UsageError(
+            f"robustness_baseline needs a ScoreResult, a score document or a results.json path, "
+            f"got {type(result).__name__}"
+        )
     if doc.get("kind") != "score":
-        raise UsageError(f"robustness_baseline compares single score results, got a {doc.get('kind')!r} document; "
-                         "compare sweeps with `robustprune check`")
+        raise UsageError(
+            f"robustness_baseline compares single score results, got a {doc.get('kind')!r} document; "
+            "compare sweeps with `robustprune check`"
+        )
     return doc
 
 
@@ -78,8 +99,15 @@ def robustness_baseline(request: pytest.FixtureRequest) -> Callable[..., Any]:
     update = bool(config.getoption(UPDATE_OPTION))
     test_dir = Path(str(request.path)).parent
 
-    def check(result: Any, baseline_path: str | Path, *, tolerance: float | None = None, alpha: float | None = None,
-              calibration_tolerance: float = 0.02, nll_tolerance: float | None = None) -> Any:
+    def check(
+        result: Any,
+        baseline_path: str | Path,
+        *,
+        tolerance: float | None = None,
+        alpha: float | None = None,
+        calibration_tolerance: float = 0.02,
+        nll_tolerance: float | None = None,
+    ) -> Any:
         from robustprune.atomic import write_json
         from robustprune.regression import compare
 
@@ -91,12 +119,21 @@ def robustness_baseline(request: pytest.FixtureRequest) -> Callable[..., Any]:
             write_json(path, doc)
             return None
         if not path.exists():
-            pytest.fail(f"no robustness baseline at {path}; create it from this result with "
-                        f"`pytest {UPDATE_OPTION}` (and commit it)", pytrace=False)
+            pytest.fail(
+                f"no robustness baseline at {path}; create it from this result with "
+                f"`pytest {UPDATE_OPTION}` (and commit it)",
+                pytrace=False,
+            )
         tol = tolerance if tolerance is not None else config.getoption("--robustprune-tolerance")
         alp = alpha if alpha is not None else config.getoption("--robustprune-alpha")
-        comparison = compare(doc, path, tolerance=1.0 if tol is None else tol, alpha=0.05 if alp is None else alp,
-                             calibration_tolerance=calibration_tolerance, nll_tolerance=nll_tolerance)
+        comparison = compare(
+            doc,
+            path,
+            tolerance=1.0 if tol is None else tol,
+            alpha=0.05 if alp is None else alp,
+            calibration_tolerance=calibration_tolerance,
+            nll_tolerance=nll_tolerance,
+        )
         # Name the new side in the table header: the path it came from, or the test that produced it.
         comparison.results = str(result) if isinstance(result, str | Path) else f"the result of {request.node.nodeid}"
         if not comparison.passed:

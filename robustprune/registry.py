@@ -46,9 +46,7 @@ class Registry(Generic[T]):
         except KeyError:
             close = difflib.get_close_matches(name, list(self._items), n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise UsageError(
-                f"unknown {self.kind} {name!r}{hint}; known: {', '.join(sorted(self._items))}"
-            ) from None
+            raise UsageError(f"unknown {self.kind} {name!r}{hint}; known: {', '.join(sorted(self._items))}") from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

@@ -27,12 +27,18 @@ from robustprune.sweepdata import StoredCell, load_cells
 
 PASS, FAIL, NOT_COMPARABLE = "PASS", "FAIL", "NOT-COMPARABLE"
 CLEAN, WORST = "clean acc", "robust acc (worst case)"
-CALIBRATION = (("ECE clean", "clean", "ece"), ("ECE adv", "adversarial", "ece"),
-               ("NLL clean", "clean", "nll"), ("NLL adv", "adversarial", "nll"))
+CALIBRATION = (
+    ("ECE clean", "clean", "ece"),
+    ("ECE adv", "adversarial", "ece"),
+    ("NLL clean", "clean", "nll"),
+    ("NLL adv", "adversarial", "nll"),
+)
 
 
-UNITS_NOTE = ("accuracies in %, deltas in percentage points (new - baseline); "
-              "p (drop): one-sided exact McNemar p-value that the new result is worse.")
+UNITS_NOTE = (
+    "accuracies in %, deltas in percentage points (new - baseline); "
+    "p (drop): one-sided exact McNemar p-value that the new result is worse."
+)
 
 
 def attack_metric(label: str) -> str:
@@ -50,8 +56,10 @@ def correct_vectors(doc: dict[str, Any]) -> dict[str, np.ndarray]:
     """
     table = doc.get("per_sample")
     if not isinstance(table, dict) or "clean_correct" not in table or "broken" not in table:
-        raise UsageError("the result has no per-sample table (per_sample.clean_correct / broken); "
-                         "paired comparisons need it: rescore with robustprune >= 0.1")
+        raise UsageError(
+            "the result has no per-sample table (per_sample.clean_correct / broken); "
+            "paired comparisons need it: rescore with robustprune >= 0.1"
+        )
     clean = np.asarray(table["clean_correct"], dtype=bool)
     vectors = {CLEAN: clean}
     broken = ~clean
@@ -73,33 +81,57 @@ def _battery(doc: dict[str, Any]) -> tuple[Any, Any]:
     """(threat, attacks as resolved) of a score document; the battery's name and description do not matter."""
     resolved = (doc.get("provenance") or {}).get("battery") or {}
     threat = (doc.get("norm"), doc.get("eps"))
-    attacks = [(a.get("name"), a.get("label"), sorted(a.get("norms") or []), a.get("params") or {})
-               for a in resolved.get("attacks") or []]
+    attacks = [
+        (a.get("name"), a.get("label"), sorted(a.get("norms") or []), a.get("params") or {})
+        for a in resolved.get("attacks") or []
+    ]
     if not attacks:  # an older document without the resolved battery: the attacks that ran, by label
         attacks = [(a.get("name"), a.get("label")) for a in doc.get("attacks") or []]
     return threat, attacks
+
+
+def added_attacks(baseline: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Labels of the attacks `new` ran beyond `baseline`'s, when it ran every one of those unchanged; else []."""
+    b_attacks, n_attacks = _battery(baseline)[1], _battery(new)[1]
+    if len(n_attacks) <= len(b_attacks) or any(a not in n_attacks for a in b_attacks):
+        return []
+    return [str(a[1]) for a in n_attacks if a not in b_attacks]
 
 
 def _attack_names(attacks: list[tuple]) -> str:
     return "[" + ", ".join(str(a[1]) for a in attacks) + "]"
 
 
-def incomparable_reason(baseline: dict[str, Any], new: dict[str, Any], baseline_config: dict[str, Any] | None = None,
-                        new_config: dict[str, Any] | None = None) -> str | None:
-    """Why two score documents cannot be compared example by example, or None when they can."""
+def incomparable_reason(
+    baseline: dict[str, Any],
+    new: dict[str, Any],
+    baseline_config: dict[str, Any] | None = None,
+    new_config: dict[str, Any] | None = None,
+    *,
+    allow_added_attacks: bool = False,
+) -> str | None:
+    """Why two score documents cannot be compared example by example, or None when they can.
+
+    `allow_added_attacks`: `new` may run every attack of `baseline` plus more (the adaptive attack a randomized
+    model gets). Its worst case can then only be lower, so a worst-case comparison cannot flatter `new`.
+    """
     reasons = []
     (b_threat, b_attacks), (n_threat, n_attacks) = _battery(baseline), _battery(new)
     if b_threat != n_threat:
         reasons.append(f"threat model differs ({b_threat[0]} eps={b_threat[1]} vs {n_threat[0]} eps={n_threat[1]})")
-    if b_attacks != n_attacks:
-        reasons.append(f"battery differs ({baseline.get('battery')} {_attack_names(b_attacks)} vs "
-                       f"{new.get('battery')} {_attack_names(n_attacks)}, or their settings)")
+    if b_attacks != n_attacks and not (allow_added_attacks and added_attacks(baseline, new)):
+        reasons.append(
+            f"battery differs ({baseline.get('battery')} {_attack_names(b_attacks)} vs "
+            f"{new.get('battery')} {_attack_names(n_attacks)}, or their settings)"
+        )
     fingerprints = [((baseline.get("data") or {}).get("fingerprint"), (new.get("data") or {}).get("fingerprint"))]
     if baseline_config is not None and new_config is not None:
         fingerprints.append((baseline_config.get("data_fingerprint"), new_config.get("data_fingerprint")))
     if any(b != n for b, n in fingerprints) or baseline.get("n_examples") != new.get("n_examples"):
-        reasons.append(f"data fingerprint differs (different examples: n={baseline.get('n_examples')} vs "
-                       f"n={new.get('n_examples')})")
+        reasons.append(
+            f"data fingerprint differs (different examples: n={baseline.get('n_examples')} vs "
+            f"n={new.get('n_examples')})"
+        )
     elif (baseline.get("per_sample") or {}).get("label") != (new.get("per_sample") or {}).get("label"):
         reasons.append("per-sample labels differ although the data fingerprints match")
     return "; ".join(reasons) or None
@@ -150,8 +182,10 @@ class Comparison:
         if incomparable:
             parts.append(f"{incomparable} cell{'s' * (incomparable != 1)} not comparable")
         if self.missing:
-            parts.append(f"{len(self.missing)} baseline cell{'s' * (len(self.missing) != 1)} missing"
-                         + (" (allowed)" if self.allow_missing else ""))
+            parts.append(
+                f"{len(self.missing)} baseline cell{'s' * (len(self.missing) != 1)} missing"
+                + (" (allowed)" if self.allow_missing else "")
+            )
         if self.added:
             parts.append(f"{len(self.added)} new cell{'s' * (len(self.added) != 1)} not in the baseline")
         if not self.rows:
@@ -159,23 +193,45 @@ class Comparison:
         return ("PASS: " if self.passed else "FAIL: ") + ", ".join(parts)
 
     def rule(self) -> str:
-        nll = (f"NLL by more than {self.nll_tolerance:g}" if self.nll_tolerance != self.calibration_tolerance
-               else "NLL by more than the same")
-        return (f"rule: an accuracy FAILS when it drops by more than {self.tolerance:g} pp (percentage points) AND "
-                f"the one-sided exact paired test on the same examples gives p < {self.alpha:g}; calibration FAILS "
-                f"when ECE rises by more than {self.calibration_tolerance:g} or {nll} (no paired test is applied "
-                "to calibration).")
+        nll = (
+            f"NLL by more than {self.nll_tolerance:g}"
+            if self.nll_tolerance != self.calibration_tolerance
+            else "NLL by more than the same"
+        )
+        return (
+            f"rule: an accuracy FAILS when it drops by more than {self.tolerance:g} pp (percentage points) AND "
+            f"the one-sided exact paired test on the same examples gives p < {self.alpha:g}; calibration FAILS "
+            f"when ECE rises by more than {self.calibration_tolerance:g} or {nll} (no paired test is applied "
+            "to calibration)."
+        )
 
     def render(self) -> str:
         """A fixed-width table of every comparison, the added/missing cells, and a one-line verdict (last line)."""
         headers = ("cell", "metric", "baseline", "new", "delta", "p (drop)", "status", "note")
-        body = [(r.cell, r.metric, _fmt_value(r.metric, r.baseline), _fmt_value(r.metric, r.new),
-                 _fmt_delta(r.metric, r.delta), _fmt_p(r.p_value), r.status, r.note) for r in self.rows]
-        lines = [f"robustprune check: {self.results or '<results>'} against baseline {self.baseline or '<baseline>'}",
-                 self.rule(), UNITS_NOTE, ""]
+        body = [
+            (
+                r.cell,
+                r.metric,
+                _fmt_value(r.metric, r.baseline),
+                _fmt_value(r.metric, r.new),
+                _fmt_delta(r.metric, r.delta),
+                _fmt_p(r.p_value),
+                r.status,
+                r.note,
+            )
+            for r in self.rows
+        ]
+        lines = [
+            f"robustprune check: {self.results or '<results>'} against baseline {self.baseline or '<baseline>'}",
+            self.rule(),
+            UNITS_NOTE,
+            "",
+        ]
         lines += _fixed_width(headers, body, "llrrrrll") if body else ["(no comparisons)"]
-        for title, cells in (("added cells (in the results, not in the baseline; not compared)", self.added),
-                             ("missing cells (in the baseline, not in the results)", self.missing)):
+        for title, cells in (
+            ("added cells (in the results, not in the baseline; not compared)", self.added),
+            ("missing cells (in the baseline, not in the results)", self.missing),
+        ):
             if cells:
                 lines += ["", f"{title}:", *(f"  {c}" for c in cells)]
         lines += [*([""] + self.notes if self.notes else []), "", self.verdict()]
@@ -183,13 +239,20 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "passed": self.passed, "verdict": self.verdict(), "rule": self.rule(),
-            "results": self.results, "baseline": self.baseline,
-            "tolerance_pp": self.tolerance, "alpha": self.alpha,
-            "calibration_tolerance": self.calibration_tolerance, "nll_tolerance": self.nll_tolerance,
+            "passed": self.passed,
+            "verdict": self.verdict(),
+            "rule": self.rule(),
+            "results": self.results,
+            "baseline": self.baseline,
+            "tolerance_pp": self.tolerance,
+            "alpha": self.alpha,
+            "calibration_tolerance": self.calibration_tolerance,
+            "nll_tolerance": self.nll_tolerance,
             "paired_test": "one-sided exact binomial on discordant pairs (McNemar); none for calibration",
             "allow_missing": self.allow_missing,
-            "rows": [_json_row(r) for r in self.rows], "added": self.added, "missing": self.missing,
+            "rows": [_json_row(r) for r in self.rows],
+            "added": self.added,
+            "missing": self.missing,
         }
 
 
@@ -233,10 +296,18 @@ def _calibration_value(doc: dict[str, Any], side: str, metric: str) -> tuple[flo
     return entry.get("value"), (entry.get("binning"), entry.get("n_bins"))
 
 
-def compare_documents(baseline: dict[str, Any], new: dict[str, Any], *, cell: str = "score", tolerance: float = 1.0,
-                      alpha: float = 0.05, calibration_tolerance: float = 0.02, nll_tolerance: float | None = None,
-                      baseline_config: dict[str, Any] | None = None,
-                      new_config: dict[str, Any] | None = None) -> list[Row]:
+def compare_documents(
+    baseline: dict[str, Any],
+    new: dict[str, Any],
+    *,
+    cell: str = "score",
+    tolerance: float = 1.0,
+    alpha: float = 0.05,
+    calibration_tolerance: float = 0.02,
+    nll_tolerance: float | None = None,
+    baseline_config: dict[str, Any] | None = None,
+    new_config: dict[str, Any] | None = None,
+) -> list[Row]:
     """Every comparison row for one pair of score documents (one NOT-COMPARABLE row when they cannot be paired)."""
     reason = incomparable_reason(baseline, new, baseline_config, new_config)
     if reason:
@@ -251,9 +322,15 @@ def compare_documents(baseline: dict[str, Any], new: dict[str, Any], *, cell: st
         p = one_sided_drop_pvalue(b, n)
         big, significant = -delta > tolerance, p < alpha
         status = FAIL if big and significant else PASS
-        note = ("dropped beyond tolerance, more than chance" if status == FAIL
-                else "dropped beyond tolerance, within chance" if big
-                else "significant drop within tolerance" if significant and delta < 0 else "")
+        note = (
+            "dropped beyond tolerance, more than chance"
+            if status == FAIL
+            else "dropped beyond tolerance, within chance"
+            if big
+            else "significant drop within tolerance"
+            if significant and delta < 0
+            else ""
+        )
         rows.append(Row(cell, metric, b_acc, n_acc, delta, p, status, note))
     for metric, side, key in CALIBRATION:
         (b, b_bins), (n, n_bins) = _calibration_value(baseline, side, key), _calibration_value(new, side, key)
@@ -264,8 +341,18 @@ def compare_documents(baseline: dict[str, Any], new: dict[str, Any], *, cell: st
             continue
         delta = n - b
         status = FAIL if delta > limit else PASS
-        rows.append(Row(cell, metric, b, n, delta, None, status, f"rose by more than {limit:g}" if status == FAIL
-                        else "no paired test"))
+        rows.append(
+            Row(
+                cell,
+                metric,
+                b,
+                n,
+                delta,
+                None,
+                status,
+                f"rose by more than {limit:g}" if status == FAIL else "no paired test",
+            )
+        )
     return rows
 
 
@@ -276,9 +363,16 @@ def _cell_documents(cell: StoredCell) -> dict[str, Any] | str:
         return f"score document unreadable: {exc}"
 
 
-def compare(results: str | Path | dict[str, Any], baseline: str | Path | dict[str, Any], *, tolerance: float = 1.0,
-            alpha: float = 0.05, calibration_tolerance: float = 0.02, nll_tolerance: float | None = None,
-            allow_missing: bool = False) -> Comparison:
+def compare(
+    results: str | Path | dict[str, Any],
+    baseline: str | Path | dict[str, Any],
+    *,
+    tolerance: float = 1.0,
+    alpha: float = 0.05,
+    calibration_tolerance: float = 0.02,
+    nll_tolerance: float | None = None,
+    allow_missing: bool = False,
+) -> Comparison:
     """Compare `results` with `baseline`: each a sweep directory / sweep results.json, a score results.json (or the
     directory holding one), or a loaded score document. Cells pair by (recipe, target sparsity, seed); two single
     scores form one pair.
@@ -298,8 +392,10 @@ def compare(results: str | Path | dict[str, Any], baseline: str | Path | dict[st
     new_kind, new_cells, new_name = load_cells(results)
     base_kind, base_cells, base_name = load_cells(baseline)
     if new_kind != base_kind:
-        raise UsageError(f"cannot compare a {new_kind} ({new_name}) with a {base_kind} baseline ({base_name}): "
-                         "compare a sweep with a sweep or a score with a score")
+        raise UsageError(
+            f"cannot compare a {new_kind} ({new_name}) with a {base_kind} baseline ({base_name}): "
+            "compare a sweep with a sweep or a score with a score"
+        )
     new_by, base_by = {c.match_key: c for c in new_cells}, {c.match_key: c for c in base_cells}
     if new_kind == "score":  # one cell each: pair them whatever their seeds say
         new_by, base_by = {("score",): new_cells[0]}, {("score",): base_cells[0]}
@@ -313,26 +409,59 @@ def compare(results: str | Path | dict[str, Any], baseline: str | Path | dict[st
             rows.append(Row(label, "*", None, None, None, None, NOT_COMPARABLE, str(reason)))
             continue
         configs = (base_cell.config, new_cell.config) if new_kind == "sweep" else (None, None)
-        rows += compare_documents(base_doc, new_doc, cell=label, tolerance=tolerance, alpha=alpha,
-                                  calibration_tolerance=calibration_tolerance, nll_tolerance=nll_tolerance,
-                                  baseline_config=configs[0], new_config=configs[1])
+        rows += compare_documents(
+            base_doc,
+            new_doc,
+            cell=label,
+            tolerance=tolerance,
+            alpha=alpha,
+            calibration_tolerance=calibration_tolerance,
+            nll_tolerance=nll_tolerance,
+            baseline_config=configs[0],
+            new_config=configs[1],
+        )
     added = [new_by[k].label for k in sorted(set(new_by) - set(base_by))]
     missing = [base_by[k].label for k in sorted(set(base_by) - set(new_by))]
-    return Comparison(rows, added, missing, float(tolerance), float(alpha), float(calibration_tolerance),
-                      float(nll_tolerance), allow_missing, str(new_name), str(base_name))
+    return Comparison(
+        rows,
+        added,
+        missing,
+        float(tolerance),
+        float(alpha),
+        float(calibration_tolerance),
+        float(nll_tolerance),
+        allow_missing,
+        str(new_name),
+        str(base_name),
+    )
 
 
-def check_main(results: str | Path, baseline: str | Path, tolerance: float = 1.0, alpha: float = 0.05,
-               calibration_tolerance: float = 0.02, *, nll_tolerance: float | None = None,
-               allow_missing: bool = False, json_out: str | Path | None = None, stream: TextIO | None = None) -> int:
+def check_main(
+    results: str | Path,
+    baseline: str | Path,
+    tolerance: float = 1.0,
+    alpha: float = 0.05,
+    calibration_tolerance: float = 0.02,
+    *,
+    nll_tolerance: float | None = None,
+    allow_missing: bool = False,
+    json_out: str | Path | None = None,
+    stream: TextIO | None = None,
+) -> int:
     """`robustprune check`: print the comparison table and verdict; 0 when it passes, 1 when it fails.
 
     Bad input (missing files, a sweep against a score, bad tolerances) raises UsageError (exit 2 in the CLI).
     `json_out` also writes Comparison.to_dict() there, atomically.
     """
-    comparison = compare(results, baseline, tolerance=tolerance, alpha=alpha,
-                         calibration_tolerance=calibration_tolerance, nll_tolerance=nll_tolerance,
-                         allow_missing=allow_missing)
+    comparison = compare(
+        results,
+        baseline,
+        tolerance=tolerance,
+        alpha=alpha,
+        calibration_tolerance=calibration_tolerance,
+        nll_tolerance=nll_tolerance,
+        allow_missing=allow_missing,
+    )
     (stream or sys.stdout).write(comparison.render())
     if json_out is not None:
         from robustprune.atomic import write_json

@@ -51,8 +51,9 @@ def load_document(path: str | Path) -> dict[str, Any]:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UsageError(f"result file {path} is truncated or not JSON ({exc.msg} at line {exc.lineno}); "
-                         "rerun the job that wrote it") from None
+        raise UsageError(
+            f"result file {path} is truncated or not JSON ({exc.msg} at line {exc.lineno}); rerun the job that wrote it"
+        ) from None
     if not isinstance(doc, dict) or "schema_version" not in doc:
         raise UsageError(f"{path} is not a robustprune result (no schema_version)")
     return doc

@@ -75,8 +75,10 @@ def _sanity_findings(model: nn.Module, data: Dataset, batch_size: int) -> tuple[
     with torch.no_grad():
         logits = model(x)
     if logits.ndim != 2 or logits.shape[1] != data.num_classes:
-        raise UsageError(f"the model outputs shape {tuple(logits.shape)} for {len(x)} examples but the data has "
-                         f"{data.num_classes} classes; it must return (N, {data.num_classes}) logits")
+        raise UsageError(
+            f"the model outputs shape {tuple(logits.shape)} for {len(x)} examples but the data has "
+            f"{data.num_classes} classes; it must return (N, {data.num_classes}) logits"
+        )
     for finding in (check_probability_output(logits), check_determinism(model, x)):
         if finding:
             findings.append(finding)
@@ -88,11 +90,22 @@ def _sanity_findings(model: nn.Module, data: Dataset, batch_size: int) -> tuple[
     return findings, randomized
 
 
-def score(model: nn.Module, data: Dataset | str | tuple, battery: BatterySpec | str, *, norm: str | None = None,
-          eps: float | None = None, n: int | None = None, batch_size: int = 256, seed: int = 0,
-          architecture: str | None = None, checkpoint: dict[str, Any] | None = None,
-          command: list[str] | None = None, progress: bool = False,
-          head_battery: BatterySpec | str | None = None) -> ScoreResult:
+def score(
+    model: nn.Module,
+    data: Dataset | str | tuple,
+    battery: BatterySpec | str,
+    *,
+    norm: str | None = None,
+    eps: float | None = None,
+    n: int | None = None,
+    batch_size: int = 256,
+    seed: int = 0,
+    architecture: str | None = None,
+    checkpoint: dict[str, Any] | None = None,
+    command: list[str] | None = None,
+    progress: bool = False,
+    head_battery: BatterySpec | str | None = None,
+) -> ScoreResult:
     """Score `model` on `data` under `battery`.
 
     Args:
@@ -113,25 +126,46 @@ def score(model: nn.Module, data: Dataset | str | tuple, battery: BatterySpec | 
     warnings: list[Finding] = []
     in_train_mode = train_mode_modules(model)
     if in_train_mode:
-        warnings.append(Finding("S3", f"the model was handed over in train mode ({', '.join(in_train_mode[:3])}); "
-                                      "it was scored in eval mode"))
+        warnings.append(
+            Finding(
+                "S3",
+                f"the model was handed over in train mode ({', '.join(in_train_mode[:3])}); it was scored in eval mode",
+            )
+        )
     torch.manual_seed(seed)
     with frozen_eval(model), multihead.mode(model, "random"):
         findings, randomized = _sanity_findings(model, data, batch_size)
         randomized = randomized or addition is not None  # multi-head random mode is randomized even if S2 missed it
         warnings += findings
         n_passes = RANDOMIZED_PASSES if randomized else 1
-        outcome = run_battery(model, data.x, data.y, battery, num_classes=data.num_classes, seed=seed,
-                              batch_size=batch_size, n_passes=n_passes, progress=progress)
+        outcome = run_battery(
+            model,
+            data.x,
+            data.y,
+            battery,
+            num_classes=data.num_classes,
+            seed=seed,
+            batch_size=batch_size,
+            n_passes=n_passes,
+            progress=progress,
+        )
     try:
         sparsity = sparsity_report(model, data.input_shape)
     except UsageError as exc:  # e.g. a TorchScript module exposes no nn.Linear / nn.Conv layers
         sparsity = None
         warnings.append(Finding("sparsity", f"sparsity not measured: {exc}"))
-    document = _document(outcome, data, battery, sparsity=sparsity, warnings=warnings, randomized=randomized,
-                         n_passes=n_passes, architecture=architecture or getattr(model, "robustprune_model", type(model).__name__),
-                         provenance=collect(seed=seed, command=command, device=str(data.x.device))
-                         | {"checkpoint": checkpoint, "batch_size": batch_size})
+    document = _document(
+        outcome,
+        data,
+        battery,
+        sparsity=sparsity,
+        warnings=warnings,
+        randomized=randomized,
+        n_passes=n_passes,
+        architecture=architecture or getattr(model, "robustprune_model", type(model).__name__),
+        provenance=collect(seed=seed, command=command, device=str(data.x.device))
+        | {"checkpoint": checkpoint, "batch_size": batch_size},
+    )
     if addition is not None:
         document["provenance"]["battery_additions"] = [addition]
         started = time.perf_counter()
@@ -141,8 +175,18 @@ def score(model: nn.Module, data: Dataset | str | tuple, battery: BatterySpec | 
     return ScoreResult(document=document, clean_probs=outcome.clean.probs, adversarial_probs=outcome.worst_probs)
 
 
-def _document(outcome: BatteryOutcome, data: Dataset, battery: BatterySpec, *, sparsity: dict, warnings: list[Finding],
-              randomized: bool, n_passes: int, architecture: str, provenance: dict) -> dict[str, Any]:
+def _document(
+    outcome: BatteryOutcome,
+    data: Dataset,
+    battery: BatterySpec,
+    *,
+    sparsity: dict,
+    warnings: list[Finding],
+    randomized: bool,
+    n_passes: int,
+    architecture: str,
+    provenance: dict,
+) -> dict[str, Any]:
     n = len(data)
     clean = accuracy_with_ci(outcome.clean.correct)
     robust = accuracy_with_ci(~outcome.broken)
@@ -152,12 +196,19 @@ def _document(outcome: BatteryOutcome, data: Dataset, battery: BatterySpec, *, s
         cols = outcome.columns[record.label]
         broken_so_far = broken_so_far | cols.broken
         after = accuracy_with_ci(~broken_so_far)
-        attacks.append(record.description | {
-            "n_attempted": record.n_attempted, "n_broken": record.n_broken,
-            "robust_acc": after["value"], "robust_acc_ci": after["ci"],
-            "seconds": record.seconds, "n_forward": record.n_forward, "n_backward": record.n_backward,
-            "flags": record.flags,
-        })
+        attacks.append(
+            record.description
+            | {
+                "n_attempted": record.n_attempted,
+                "n_broken": record.n_broken,
+                "robust_acc": after["value"],
+                "robust_acc_ci": after["ci"],
+                "seconds": record.seconds,
+                "n_forward": record.n_forward,
+                "n_backward": record.n_backward,
+                "flags": record.flags,
+            }
+        )
     for record in outcome.records:
         warnings = warnings + [Finding("autoattack", flag) for flag in record.flags]
     is_reference_aa = [a["name"] for a in attacks] == ["autoattack"]
@@ -194,8 +245,12 @@ def _document(outcome: BatteryOutcome, data: Dataset, battery: BatterySpec, *, s
             "n_forward": sum(a["n_forward"] for a in attacks),
             "n_backward": sum(a["n_backward"] for a in attacks),
         },
-        "data": {"source": data.source, "split": data.split, "fingerprint": data.fingerprint(),
-                 "input_shape": list(data.input_shape)},
+        "data": {
+            "source": data.source,
+            "split": data.split,
+            "fingerprint": data.fingerprint(),
+            "input_shape": list(data.input_shape),
+        },
         "per_sample": _per_sample(outcome, labels),
         "provenance": provenance | {"battery": battery.to_dict()},
     }

@@ -123,7 +123,9 @@ def fold_pruning_pairs(state_dict: Mapping[str, Tensor]) -> tuple[dict[str, Tens
     """
     folded: dict[str, Tensor] = {}
     masks: dict[str, Tensor] = {}
-    paired = {k[: -len("_orig")] for k in state_dict if k.endswith("_orig") and k[: -len("_orig")] + "_mask" in state_dict}
+    paired = {
+        k[: -len("_orig")] for k in state_dict if k.endswith("_orig") and k[: -len("_orig")] + "_mask" in state_dict
+    }
     for key, value in state_dict.items():
         if key.endswith("_mask") and key[: -len("_mask")] in paired:
             continue
@@ -133,8 +135,10 @@ def fold_pruning_pairs(state_dict: Mapping[str, Tensor]) -> tuple[dict[str, Tens
                 raise UsageError(f"state_dict holds both {base!r} and {key!r}: cannot tell which weight is meant")
             mask = state_dict[base + "_mask"]
             if tuple(mask.shape) != tuple(value.shape):
-                raise UsageError(f"{base}_mask has shape {list(mask.shape)} but {key} has {list(value.shape)}; "
-                                 "the state_dict is inconsistent, re-save it")
+                raise UsageError(
+                    f"{base}_mask has shape {list(mask.shape)} but {key} has {list(value.shape)}; "
+                    "the state_dict is inconsistent, re-save it"
+                )
             folded[base] = value * mask.to(value.dtype)
             masks[base] = mask
             continue
@@ -209,8 +213,10 @@ def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
 
 def _output_positions(model: nn.Module, modules: dict[str, nn.Module], input_shape: tuple[int, ...]) -> dict[str, int]:
     """Output positions per prunable layer for one example (summed over calls if a layer is reused)."""
-    if not isinstance(input_shape, tuple | list) or not input_shape or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in input_shape
+    if (
+        not isinstance(input_shape, tuple | list)
+        or not input_shape
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in input_shape)
     ):
         raise UsageError(f"input_shape must be a tuple of positive ints such as (1, 8, 8), got {input_shape!r}")
     positions = dict.fromkeys(modules, 0)

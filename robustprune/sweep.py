@@ -97,21 +97,33 @@ def plan_cells(spec: SweepSpec) -> list[Cell]:
     from robustprune.defenses.base import load_recipe
 
     battery = load_battery(spec.battery, norm=spec.norm, eps=spec.eps)
-    head = load_battery(spec.head_battery, norm=battery.threat.norm, eps=battery.threat.eps) if spec.head_battery else None
+    head = (
+        load_battery(spec.head_battery, norm=battery.threat.norm, eps=battery.threat.eps) if spec.head_battery else None
+    )
     data = load_dataset(spec.dataset, "test").subset(spec.n)
     overrides = [f"train.epochs={spec.epochs}"] if spec.epochs is not None else []
     recipes = {name: load_recipe(name, overrides) for name in dict.fromkeys((*spec.recipes, spec.parent_recipe))}
     common = {
-        "dataset": spec.dataset, "data_fingerprint": data.fingerprint(), "n": len(data),
+        "dataset": spec.dataset,
+        "data_fingerprint": data.fingerprint(),
+        "n": len(data),
         "battery": {k: v for k, v in battery.to_dict().items() if k != "source"},
         "head_battery": head and {k: v for k, v in head.to_dict().items() if k != "source"},
-        "batch_size": spec.batch_size, "threads": spec.threads, "robustprune": robustprune.__version__,
+        "batch_size": spec.batch_size,
+        "threads": spec.threads,
+        "robustprune": robustprune.__version__,
     }
 
     def make(name: str, sparsity: float, seed: int, parent: Cell | None) -> Cell:
         recipe = {k: v for k, v in recipes[name].to_dict().items() if k != "source"}
-        config = common | {"recipe": recipe, "recipe_name": name, "sparsity": sparsity, "seed": seed,
-                           "epochs": spec.epochs, "parent": parent.key if parent else None}
+        config = common | {
+            "recipe": recipe,
+            "recipe_name": name,
+            "sparsity": sparsity,
+            "seed": seed,
+            "epochs": spec.epochs,
+            "parent": parent.key if parent else None,
+        }
         return Cell(name, sparsity, seed, canonical_key(config), parent.key if parent else None, config)
 
     parents: dict[int, Cell] = {}
@@ -175,17 +187,28 @@ def run_cell(cell: Cell, root: str) -> dict[str, Any]:
         overrides = [f"train.epochs={cell.config['epochs']}"] if cell.config["epochs"] is not None else []
         parent = str(Path(root) / "cells" / cell.parent_key / "model.safetensors") if cell.parent_key else None
         started = time.perf_counter()
-        artifact, manifest = train_model(load_recipe(cell.recipe, overrides), dataset=cell.config["dataset"],
-                                         sparsity=cell.sparsity, parent=parent, seed=cell.seed,
-                                         epochs=cell.config["epochs"])
+        artifact, manifest = train_model(
+            load_recipe(cell.recipe, overrides),
+            dataset=cell.config["dataset"],
+            sparsity=cell.sparsity,
+            parent=parent,
+            seed=cell.seed,
+            epochs=cell.config["epochs"],
+        )
         manifest = manifest | {"train_seconds": time.perf_counter() - started, "cell_key": cell.key}
         save_checkpoint(artifact.model, ckpt, manifest=manifest)
     data = load_dataset(cell.config["dataset"], "test").subset(cell.config["n"])
     model, info = load_checkpoint(build_model(manifest["architecture"], data.num_classes, data.input_shape), ckpt)
-    result = score(model, data, BatterySpec.from_dict(cell.config["battery"]), batch_size=cell.config["batch_size"],
-                   seed=cell.seed, architecture=manifest["architecture"], checkpoint=info.to_dict(),
-                   head_battery=BatterySpec.from_dict(cell.config["head_battery"]) if cell.config.get("head_battery")
-                   else None)
+    result = score(
+        model,
+        data,
+        BatterySpec.from_dict(cell.config["battery"]),
+        batch_size=cell.config["batch_size"],
+        seed=cell.seed,
+        architecture=manifest["architecture"],
+        checkpoint=info.to_dict(),
+        head_battery=BatterySpec.from_dict(cell.config["head_battery"]) if cell.config.get("head_battery") else None,
+    )
     result.save(str(cell_dir / "score"), html=False)
     record = summarize(cell, result.document, manifest)
     write_json(cell_dir / CELL_FILE, record)
@@ -196,23 +219,39 @@ def summarize(cell: Cell, doc: dict[str, Any], manifest: dict[str, Any]) -> dict
     """The per-cell record the sweep report and `check` read (the full result stays in score/results.json)."""
     calibration = doc["calibration"]
     return {
-        "key": cell.key, "recipe": cell.recipe, "sparsity": cell.sparsity, "seed": cell.seed,
-        "parent_key": cell.parent_key, "config": cell.config, "architecture": manifest["architecture"],
+        "key": cell.key,
+        "recipe": cell.recipe,
+        "sparsity": cell.sparsity,
+        "seed": cell.seed,
+        "parent_key": cell.parent_key,
+        "config": cell.config,
+        "architecture": manifest["architecture"],
         "achieved_sparsity": (doc["sparsity"] or {}).get("sparsity"),
-        "clean_acc": doc["clean_acc"], "robust_acc": doc["robust_acc"],
+        "clean_acc": doc["clean_acc"],
+        "robust_acc": doc["robust_acc"],
         "attacks": {a["label"]: a["robust_acc"] for a in doc["attacks"]},
-        "ece_clean": calibration["clean"]["ece"]["value"], "ece_adv": calibration["adversarial"]["ece"]["value"],
-        "nll_clean": calibration["clean"]["nll"]["value"], "nll_adv": calibration["adversarial"]["nll"]["value"],
+        "ece_clean": calibration["clean"]["ece"]["value"],
+        "ece_adv": calibration["adversarial"]["ece"]["value"],
+        "nll_clean": calibration["clean"]["nll"]["value"],
+        "nll_adv": calibration["adversarial"]["nll"]["value"],
         "randomized": doc["randomized"],
-        "train_seconds": manifest.get("train_seconds"), "score_seconds": doc["cost"]["seconds"],
-        "n_forward": doc["cost"]["n_forward"], "n_backward": doc["cost"]["n_backward"],
+        "train_seconds": manifest.get("train_seconds"),
+        "score_seconds": doc["cost"]["seconds"],
+        "n_forward": doc["cost"]["n_forward"],
+        "n_backward": doc["cost"]["n_backward"],
         "worst_head_robust_acc": (doc.get("multi_head") or {}).get("worst_head_robust_acc"),
         "result": f"cells/{cell.key}/score/results.json",
     }
 
 
-def _stage(cells: Sequence[Cell], root: str, executor: str, workers: int, address: str | None,
-           on_done: Callable[[dict[str, Any]], None]) -> None:
+def _stage(
+    cells: Sequence[Cell],
+    root: str,
+    executor: str,
+    workers: int,
+    address: str | None,
+    on_done: Callable[[dict[str, Any]], None],
+) -> None:
     if not cells:
         return
     if executor == "inprocess":
@@ -226,15 +265,23 @@ def _stage(cells: Sequence[Cell], root: str, executor: str, workers: int, addres
         import ray
 
         if not ray.is_initialized():
-            ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False,
-                     log_to_driver=False)
+            ray.init(
+                address=address, num_cpus=None if address else workers, include_dashboard=False, log_to_driver=False
+            )
         remote = ray.remote(num_cpus=1)(run_cell)
         for record in ray.get([remote.remote(cell, root) for cell in cells]):
             on_done(record)
 
 
-def run_sweep(spec: SweepSpec, out: str | Path, *, executor: str = "inprocess", workers: int = 2,
-              address: str | None = None, progress: bool = False) -> list[dict[str, Any]]:
+def run_sweep(
+    spec: SweepSpec,
+    out: str | Path,
+    *,
+    executor: str = "inprocess",
+    workers: int = 2,
+    address: str | None = None,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
     """Run every cell not already complete under `out` (parents first) and write the sweep's results.json."""
     if executor not in EXECUTORS:
         raise UsageError(f"unknown executor {executor!r}: use one of {', '.join(EXECUTORS)}")
@@ -265,5 +312,9 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, executor: str = "inprocess", 
 
 
 def sweep_document(spec: SweepSpec, records: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"schema_version": "1.0", "kind": "sweep", "spec": spec.to_dict(),
-            "cells": sorted(records, key=lambda r: (r["recipe"], r["sparsity"], r["seed"]))}
+    return {
+        "schema_version": "1.0",
+        "kind": "sweep",
+        "spec": spec.to_dict(),
+        "cells": sorted(records, key=lambda r: (r["recipe"], r["sparsity"], r["seed"])),
+    }

@@ -59,8 +59,11 @@ class StoredCell:
         """Whether the score document exists (cheap: not read or validated)."""
         if self._document is not None:
             return True
-        return self.root is not None and bool(self.record.get("result")) and (
-            self.root / str(self.record["result"])).is_file()
+        return (
+            self.root is not None
+            and bool(self.record.get("result"))
+            and (self.root / str(self.record["result"])).is_file()
+        )
 
     def document(self, *, cache: bool = True) -> dict[str, Any]:
         """The cell's full score document (with the per-sample table); UsageError when it is missing or damaged.
@@ -113,8 +116,10 @@ def load_sweep(path: str | Path) -> StoredSweep:
     if results.exists():
         doc = load_document(results)
         if not is_sweep_document(doc):
-            raise UsageError(f"{results} is a {doc.get('kind', 'unknown')!r} result, not a sweep; "
-                             "pass a sweep directory (robustprune sweep --out DIR)")
+            raise UsageError(
+                f"{results} is a {doc.get('kind', 'unknown')!r} result, not a sweep; "
+                "pass a sweep directory (robustprune sweep --out DIR)"
+            )
         cells = [StoredCell(dict(r), root) for r in doc.get("cells") or []]
         return StoredSweep(root, doc.get("spec") or {}, sorted(cells, key=_sort_key), complete=True)
     if not (root / "cells").is_dir():
@@ -135,9 +140,15 @@ def load_sweep(path: str | Path) -> StoredSweep:
 def score_cell(doc: dict[str, Any], origin: Path | None = None) -> StoredCell:
     """A single score document as a one-cell 'sweep' (recipe "score"), so `check` treats both alike."""
     seed = (doc.get("provenance") or {}).get("seed")
-    record = {"key": "score", "recipe": "score", "sparsity": 0.0, "seed": seed if isinstance(seed, int) else 0,
-              "parent_key": None, "config": {"data_fingerprint": (doc.get("data") or {}).get("fingerprint")},
-              "result": str(origin) if origin else None}
+    record = {
+        "key": "score",
+        "recipe": "score",
+        "sparsity": 0.0,
+        "seed": seed if isinstance(seed, int) else 0,
+        "parent_key": None,
+        "config": {"data_fingerprint": (doc.get("data") or {}).get("fingerprint")},
+        "result": str(origin) if origin else None,
+    }
     return StoredCell(record, None, doc)
 
 

@@ -43,6 +43,7 @@ def trained_mlp(_trained_mlp_state: dict[str, torch.Tensor]) -> torch.nn.Module:
 def ray_local():
     """One real local Ray instance for the whole session (starting one costs seconds)."""
     import ray  # installed by `make test` (the ray extra): a missing Ray must fail, not skip
+
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 1024 * 1024)
     yield ray
     ray.shutdown()

@@ -36,9 +36,12 @@ class CellPlan:
 
 
 DEFAULT_PLAN = (
-    CellPlan("dense", 0.0, 0), CellPlan("dense", 0.0, 1),
-    CellPlan("magnitude", 0.5, 0, parent=("dense", 0.0)), CellPlan("magnitude", 0.5, 1, parent=("dense", 0.0)),
-    CellPlan("magnitude", 0.9, 0, parent=("dense", 0.0)), CellPlan("magnitude", 0.9, 1, parent=("dense", 0.0)),
+    CellPlan("dense", 0.0, 0),
+    CellPlan("dense", 0.0, 1),
+    CellPlan("magnitude", 0.5, 0, parent=("dense", 0.0)),
+    CellPlan("magnitude", 0.5, 1, parent=("dense", 0.0)),
+    CellPlan("magnitude", 0.9, 0, parent=("dense", 0.0)),
+    CellPlan("magnitude", 0.9, 1, parent=("dense", 0.0)),
     CellPlan("pgd_at", 0.0, 0, steps=40),
     CellPlan("pgd_at_agp", 0.5, 0, steps=40, parent=("pgd_at", 0.0)),
 )
@@ -69,21 +72,39 @@ def prune(model: nn.Module, sparsity: float) -> nn.Module:
     return model
 
 
-def make_sweep(root: Path, plan: tuple[CellPlan, ...] = DEFAULT_PLAN, *, battery: str = "quick", eps: float = EPS,
-               n: int = N, write_results: bool = True) -> list[dict[str, Any]]:
+def make_sweep(
+    root: Path,
+    plan: tuple[CellPlan, ...] = DEFAULT_PLAN,
+    *,
+    battery: str = "quick",
+    eps: float = EPS,
+    n: int = N,
+    write_results: bool = True,
+) -> list[dict[str, Any]]:
     """Write sweep.json, cells/<key>/{cell.json,score/results.json} and (optionally) results.json under `root`."""
     train = load_dataset("digits", "train")
     data = load_dataset("digits", "test").subset(n)
     spec_battery = load_battery(battery, eps=eps)
-    common = {"dataset": "digits", "data_fingerprint": data.fingerprint(), "n": n,
-              "battery": {k: v for k, v in spec_battery.to_dict().items() if k != "source"},
-              "batch_size": 64, "threads": 1, "robustprune": "test"}
+    common = {
+        "dataset": "digits",
+        "data_fingerprint": data.fingerprint(),
+        "n": n,
+        "battery": {k: v for k, v in spec_battery.to_dict().items() if k != "source"},
+        "batch_size": 64,
+        "threads": 1,
+        "robustprune": "test",
+    }
     keys: dict[tuple[str, float, int], str] = {}
     records = []
     for p in plan:
         parent_key = keys[(*p.parent, p.seed)] if p.parent else None
-        config = common | {"recipe_name": p.recipe, "sparsity": p.sparsity, "seed": p.seed, "steps": p.steps,
-                           "parent": parent_key}
+        config = common | {
+            "recipe_name": p.recipe,
+            "sparsity": p.sparsity,
+            "seed": p.seed,
+            "steps": p.steps,
+            "parent": parent_key,
+        }
         cell = Cell(p.recipe, p.sparsity, p.seed, canonical_key(config), parent_key, config)
         keys[(p.recipe, p.sparsity, p.seed)] = cell.key
         model = prune(train_mlp(p.seed, p.steps, train), p.sparsity).eval()
@@ -95,8 +116,14 @@ def make_sweep(root: Path, plan: tuple[CellPlan, ...] = DEFAULT_PLAN, *, battery
         write_json(cell_dir / "cell.json", record)
         records.append(record)
     recipes = tuple(dict.fromkeys(p.recipe for p in plan))
-    spec = SweepSpec(recipes=recipes, sparsities=tuple(sorted({p.sparsity for p in plan})),
-                     seeds=tuple(sorted({p.seed for p in plan})), battery=battery, eps=eps, n=n)
+    spec = SweepSpec(
+        recipes=recipes,
+        sparsities=tuple(sorted({p.sparsity for p in plan})),
+        seeds=tuple(sorted({p.seed for p in plan})),
+        battery=battery,
+        eps=eps,
+        n=n,
+    )
     write_json(root / "sweep.json", {"spec": spec.to_dict(), "cells": [r["key"] for r in records]})
     if write_results:
         write_json(root / "results.json", sweep_document(spec, records))

@@ -91,8 +91,10 @@ def test_passes_are_counted_per_attack(trained_mlp, digits_test):
     assert record.seconds > 0
 
 
-@pytest.mark.parametrize("name,what", [("test_outside_ball", "perturbation"), ("test_nan", "non-finite"),
-                                       ("test_outside_box", r"outside \[0,1\]")])
+@pytest.mark.parametrize(
+    "name,what",
+    [("test_outside_ball", "perturbation"), ("test_nan", "non-finite"), ("test_outside_box", r"outside \[0,1\]")],
+)
 def test_failed_verification_is_an_error_naming_the_attack(trained_mlp, digits_test, name, what):
     data = digits_test.subset(20)
     with pytest.raises(VerificationError, match=f"attack '{name}'.*{what}"):
@@ -111,17 +113,32 @@ def test_model_state_restored_after_battery(trained_mlp, digits_test):
 
 def test_unsupported_norm_is_bad_input():
     with pytest.raises(UsageError, match="does not support the L2 norm"):
-        run_battery(torch.nn.Flatten(), torch.zeros(1, 1, 2, 2), torch.zeros(1, dtype=torch.long),
-                    battery_of("fgsm", norm="L2", eps=0.5), num_classes=10)
+        run_battery(
+            torch.nn.Flatten(),
+            torch.zeros(1, 1, 2, 2),
+            torch.zeros(1, dtype=torch.long),
+            battery_of("fgsm", norm="L2", eps=0.5),
+            num_classes=10,
+        )
 
 
 def test_unknown_attack_setting_is_bad_input():
     with pytest.raises(UsageError, match="unknown setting 'stepz'.*allowed settings are"):
-        run_battery(torch.nn.Flatten(), torch.zeros(1, 1, 2, 2), torch.zeros(1, dtype=torch.long),
-                    battery_of("pgd", stepz=3), num_classes=10)
+        run_battery(
+            torch.nn.Flatten(),
+            torch.zeros(1, 1, 2, 2),
+            torch.zeros(1, dtype=torch.long),
+            battery_of("pgd", stepz=3),
+            num_classes=10,
+        )
 
 
 def test_wrong_setting_type_is_bad_input():
     with pytest.raises(UsageError, match="steps' must be an integer"):
-        run_battery(torch.nn.Flatten(), torch.zeros(1, 1, 2, 2), torch.zeros(1, dtype=torch.long),
-                    battery_of("pgd", steps="ten"), num_classes=10)
+        run_battery(
+            torch.nn.Flatten(),
+            torch.zeros(1, 1, 2, 2),
+            torch.zeros(1, dtype=torch.long),
+            battery_of("pgd", steps="ten"),
+            num_classes=10,
+        )

@@ -33,8 +33,24 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
 
 
 def score_args(ckpt: Path, out: Path, *extra: str) -> list[str]:
-    return ["score", "--model", "mlp", "--checkpoint", str(ckpt), "--battery", "quick", "--eps", "0.1",
-            "--n", "40", "--batch-size", "20", "--out", str(out), *extra]
+    return [
+        "score",
+        "--model",
+        "mlp",
+        "--checkpoint",
+        str(ckpt),
+        "--battery",
+        "quick",
+        "--eps",
+        "0.1",
+        "--n",
+        "40",
+        "--batch-size",
+        "20",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def test_score_writes_results_and_reports(mlp_checkpoint, tmp_path, capsys):
@@ -46,7 +62,9 @@ def test_score_writes_results_and_reports(mlp_checkpoint, tmp_path, capsys):
     doc = json.loads((out / "results.json").read_text())
     validate_document(doc)
     assert doc["provenance"]["checkpoint"]["sha256"] and doc["provenance"]["checkpoint"]["trusted"] is False
-    assert doc["provenance"]["command"][:2] == ["robustprune", "score"] or doc["provenance"]["command"][0] == "robustprune"
+    assert (
+        doc["provenance"]["command"][:2] == ["robustprune", "score"] or doc["provenance"]["command"][0] == "robustprune"
+    )
     assert doc["architecture"] == "mlp" and doc["dataset"] == "digits"
     probs = np.load(out / "probabilities.npz")
     assert probs["clean"].shape == (40, 10)
@@ -143,18 +161,21 @@ def test_bad_data(mlp_checkpoint, tmp_path, capsys):
         assert len(stderr.strip().splitlines()) == 1 and not out.exists()
 
 
-@pytest.mark.parametrize("extra,match", [
-    (["--eps", "-0.1"], "negative"),
-    (["--eps", "nan"], "finite"),
-    (["--eps", "5"], "absurd"),
-    (["--n", "100000"], "beyond the dataset"),
-    (["--battery", "nonesuch"], "unknown battery"),
-    (["--model", "resnet9000"], "unknown model"),
-    (["--model", "no_such_pkg.mod:factory"], "cannot import"),
-    (["--dataset", "cifar-11"], "not found"),
-    (["--batch-size", "0"], "batch-size"),
-    (["--frobnicate"], "unrecognized arguments"),
-])
+@pytest.mark.parametrize(
+    "extra,match",
+    [
+        (["--eps", "-0.1"], "negative"),
+        (["--eps", "nan"], "finite"),
+        (["--eps", "5"], "absurd"),
+        (["--n", "100000"], "beyond the dataset"),
+        (["--battery", "nonesuch"], "unknown battery"),
+        (["--model", "resnet9000"], "unknown model"),
+        (["--model", "no_such_pkg.mod:factory"], "cannot import"),
+        (["--dataset", "cifar-11"], "not found"),
+        (["--batch-size", "0"], "batch-size"),
+        (["--frobnicate"], "unrecognized arguments"),
+    ],
+)
 def test_bad_arguments(mlp_checkpoint, tmp_path, capsys, extra, match):
     out = tmp_path / "never"
     assert_bad_input(score_args(mlp_checkpoint, out, *extra), capsys, out, match)
@@ -168,16 +189,23 @@ def test_bad_battery_files(mlp_checkpoint, tmp_path, capsys):
     unknown_attack.write_text('eps = 0.1\n[[attack]]\nname = "deepfool9"\n')
     unknown_setting = tmp_path / "s.toml"
     unknown_setting.write_text('eps = 0.1\n[[attack]]\nname = "pgd"\nstepz = 3\n')
-    for path, match in [(unknown_key, "unknown key 'restarts'"), (unknown_attack, "unknown attack 'deepfool9'"),
-                        (unknown_setting, "unknown setting 'stepz'")]:
+    for path, match in [
+        (unknown_key, "unknown key 'restarts'"),
+        (unknown_attack, "unknown attack 'deepfool9'"),
+        (unknown_setting, "unknown setting 'stepz'"),
+    ]:
         args = score_args(mlp_checkpoint, out, "--battery", str(path))
         args.remove("--eps"), args.remove("0.1")
         assert_bad_input(args, capsys, out, match)
 
 
 def test_python_dash_m_entry_point():
-    proc = subprocess.run([sys.executable, "-m", "robustprune", "ls"], capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "robustprune", "ls"], capture_output=True, text=True, timeout=120, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     assert "digits_cnn" in proc.stdout and "standard" in proc.stdout and "autoattack" in proc.stdout
-    bad = subprocess.run([sys.executable, "-m", "robustprune", "score"], capture_output=True, text=True, timeout=120, check=False)
+    bad = subprocess.run(
+        [sys.executable, "-m", "robustprune", "score"], capture_output=True, text=True, timeout=120, check=False
+    )
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1

@@ -35,8 +35,25 @@ def dense_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def sparse_ckpt(tmp_path_factory: pytest.TempPathFactory, dense_ckpt: Path) -> Path:
     out = tmp_path_factory.mktemp("sparse")
-    assert main(["train", "--recipe", "magnitude", "--parent", str(dense_ckpt), "--sparsity", "0.5", "--epochs", "0",
-                 *FAST, "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--recipe",
+                "magnitude",
+                "--parent",
+                str(dense_ckpt),
+                "--sparsity",
+                "0.5",
+                "--epochs",
+                "0",
+                *FAST,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out / "model.safetensors"
 
 
@@ -53,21 +70,38 @@ BAD = {
     "unknown recipe": ["--recipe", "no_such_recipe"],
     "unknown defense": ["--recipe", "dense", "--set", "defense=nope"],
     "missing recipe file": ["--recipe", "nowhere/x.toml"],
-    "iterative epochs < rounds": ["--recipe", "magnitude_iterative", "--epochs", "2", "--sparsity", "0.5",
-                                  "--parent", "{dense}"],
+    "iterative epochs < rounds": [
+        "--recipe",
+        "magnitude_iterative",
+        "--epochs",
+        "2",
+        "--sparsity",
+        "0.5",
+        "--parent",
+        "{dense}",
+    ],
     "negative epochs": ["--recipe", "dense", "--epochs", "-1"],
     "unknown dataset": ["--recipe", "dense", "--dataset", "nowhere.npz"],
     "missing parent file": ["--recipe", "magnitude", "--parent", "nowhere.safetensors", "--sparsity", "0.5"],
     "parent does not fit": ["--recipe", "magnitude", "--parent", "{mlp}", "--sparsity", "0.5"],
     "parent sparser than target": ["--recipe", "pgd_at", "--parent", "{sparse}"],
-    "exclude unknown layer": ["--recipe", "magnitude", "--parent", "{dense}", "--sparsity", "0.5",
-                              "--set", "pruning.exclude=['nope']"],
+    "exclude unknown layer": [
+        "--recipe",
+        "magnitude",
+        "--parent",
+        "{dense}",
+        "--sparsity",
+        "0.5",
+        "--set",
+        "pruning.exclude=['nope']",
+    ],
 }
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
-def test_bad_input_exits_2_one_line_nothing_written(case: str, tmp_path: Path, mlp_ckpt: Path, dense_ckpt: Path,
-                                                    sparse_ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_exits_2_one_line_nothing_written(
+    case: str, tmp_path: Path, mlp_ckpt: Path, dense_ckpt: Path, sparse_ckpt: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
     args = [a.format(mlp=mlp_ckpt, dense=dense_ckpt, sparse=sparse_ckpt) for a in BAD[case]]
     epochs = [] if "--epochs" in args else ["--epochs", "1"]  # a mistake must never cost a training run
@@ -77,8 +111,9 @@ def test_bad_input_exits_2_one_line_nothing_written(case: str, tmp_path: Path, m
     assert not out.exists()
 
 
-def test_bad_input_messages_say_what_is_wrong(tmp_path: Path, mlp_ckpt: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_messages_say_what_is_wrong(
+    tmp_path: Path, mlp_ckpt: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     expectations = {
         "train.bogus=1": "bogus",
         "settings.bogus=1": "bogus",
@@ -94,11 +129,30 @@ def test_bad_input_messages_say_what_is_wrong(tmp_path: Path, mlp_ckpt: Path,
     assert "impossible" in capsys.readouterr().err
 
 
-def test_good_run_writes_checkpoint_and_manifest(tmp_path: Path, dense_ckpt: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_good_run_writes_checkpoint_and_manifest(
+    tmp_path: Path, dense_ckpt: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "run"
-    code = main(["train", "--recipe", "defenses/magnitude.toml", "--parent", str(dense_ckpt), "--sparsity", "0.7",
-                 "--epochs", "1", "--seed", "1", *FAST, "--set", "train.lr=0.02", "--out", str(out)])
+    code = main(
+        [
+            "train",
+            "--recipe",
+            "defenses/magnitude.toml",
+            "--parent",
+            str(dense_ckpt),
+            "--sparsity",
+            "0.7",
+            "--epochs",
+            "1",
+            "--seed",
+            "1",
+            *FAST,
+            "--set",
+            "train.lr=0.02",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     stdout = capsys.readouterr().out
     assert str(out / "model.safetensors") in stdout and "sparsity 0.7000 achieved" in stdout
@@ -114,8 +168,13 @@ def test_good_run_writes_checkpoint_and_manifest(tmp_path: Path, dense_ckpt: Pat
 
 def test_module_entry_point_exit_code(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "robustprune", "train", "--recipe", "pgd_at", "--sparsity", "1",
-                           "--out", str(out)], capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "robustprune", "train", "--recipe", "pgd_at", "--sparsity", "1", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "sparsity" in proc.stderr
     assert not out.exists()

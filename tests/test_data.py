@@ -272,8 +272,10 @@ def test_idx_truncated_wrong_magic_and_count_mismatch(tmp_path: Path) -> None:
     images.write_bytes(good[:-7])
     with pytest.raises(UsageError) as excinfo:
         load_dataset(str(tmp_path))
-    assert re.search(r"t10k-images-idx3-ubyte is truncated \(header says 4x7x5 = 140 bytes, found 133\)",
-                     _one_line_usage_error(excinfo))
+    assert re.search(
+        r"t10k-images-idx3-ubyte is truncated \(header says 4x7x5 = 140 bytes, found 133\)",
+        _one_line_usage_error(excinfo),
+    )
 
     images.write_bytes(good[:10])  # cut inside the header
     with pytest.raises(UsageError, match="truncated inside its IDX header"):
@@ -386,12 +388,23 @@ def test_cifar_python2_pickle_loads(tmp_path: Path) -> None:
     # numpy.core names, _reconstruct + BUILD state with the raw pixel string.
     pixels = bytes(range(256)) * 24  # 2 x 3072
     raw = (
-        b"\x80\x02}q\x00(" + _py2_str(b"data")
-        + b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85" + _py2_str(b"b") + b"\x87R"
-        + b"(K\x01K\x02M\x00\x0c\x86cnumpy\ndtype\n" + _py2_str(b"u1") + b"K\x00K\x01\x87R"
-        + b"(K\x03" + _py2_str(b"|") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
-        + b"\x89T" + len(pixels).to_bytes(4, "little") + pixels + b"tb"
-        + _py2_str(b"labels") + b"](K\x01K\x07eu."
+        b"\x80\x02}q\x00("
+        + _py2_str(b"data")
+        + b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85"
+        + _py2_str(b"b")
+        + b"\x87R"
+        + b"(K\x01K\x02M\x00\x0c\x86cnumpy\ndtype\n"
+        + _py2_str(b"u1")
+        + b"K\x00K\x01\x87R"
+        + b"(K\x03"
+        + _py2_str(b"|")
+        + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+        + b"\x89T"
+        + len(pixels).to_bytes(4, "little")
+        + pixels
+        + b"tb"
+        + _py2_str(b"labels")
+        + b"](K\x01K\x07eu."
     )
     path = tmp_path / "test_batch"
     path.write_bytes(raw)
@@ -450,8 +463,13 @@ def test_cifar_build_opcode_cannot_rewrite_admitted_functions(tmp_path: Path) ->
     key, value = b"__defaults__", b"C"
     path = tmp_path / "test_batch"
     path.write_bytes(
-        b"\x80\x02cnumpy._core.numeric\n_frombuffer\nN}X" + len(key).to_bytes(4, "little") + key
-        + b"X" + len(value).to_bytes(4, "little") + value + b"\x85s\x86b."
+        b"\x80\x02cnumpy._core.numeric\n_frombuffer\nN}X"
+        + len(key).to_bytes(4, "little")
+        + key
+        + b"X"
+        + len(value).to_bytes(4, "little")
+        + value
+        + b"\x85s\x86b."
     )
     with pytest.raises(UsageError, match="CIFAR batch test_batch could not be read"):
         load_dataset(str(path))
@@ -491,16 +509,36 @@ def test_validate_accepts_good_examples() -> None:
 @pytest.mark.parametrize(
     ("x", "y", "num_classes", "pattern"),
     [
-        (torch.tensor([[[[0.1, float("nan")]]]]).expand(4, 1, 1, 2), torch.tensor([0, 1, 2, 1]), 3,
-         r"^where: x has 4 NaN or infinite values; clean or drop"),
-        (torch.full((4, 1, 3, 3), 0.5).index_fill(0, torch.tensor([1]), float("inf")), torch.tensor([0, 1, 2, 1]), 3,
-         r"NaN or infinite"),
-        (torch.cat([torch.full((2, 1, 3, 3), -0.5), torch.full((2, 1, 3, 3), 3.0)]), torch.tensor([0, 1, 2, 1]), 3,
-         r"^where: x has values outside \[0,1\] \(min -0\.5, max 3\); scale inputs to \[0,1\] and put normalization"),
-        (torch.rand(4, 9), torch.tensor([0, 1, 2, 1]), 3,
-         r"^where: x has shape \(4, 9\) \(rank 2\); inputs must be rank 4"),
-        (torch.rand(4, 1, 3, 3), torch.tensor([0, 1, 3, 1]), 3,
-         r"^where: labels must be in \[0, 3\) but range from 0 to 3; .*num_classes to at least 4"),
+        (
+            torch.tensor([[[[0.1, float("nan")]]]]).expand(4, 1, 1, 2),
+            torch.tensor([0, 1, 2, 1]),
+            3,
+            r"^where: x has 4 NaN or infinite values; clean or drop",
+        ),
+        (
+            torch.full((4, 1, 3, 3), 0.5).index_fill(0, torch.tensor([1]), float("inf")),
+            torch.tensor([0, 1, 2, 1]),
+            3,
+            r"NaN or infinite",
+        ),
+        (
+            torch.cat([torch.full((2, 1, 3, 3), -0.5), torch.full((2, 1, 3, 3), 3.0)]),
+            torch.tensor([0, 1, 2, 1]),
+            3,
+            r"^where: x has values outside \[0,1\] \(min -0\.5, max 3\); scale inputs to \[0,1\] and put normalization",
+        ),
+        (
+            torch.rand(4, 9),
+            torch.tensor([0, 1, 2, 1]),
+            3,
+            r"^where: x has shape \(4, 9\) \(rank 2\); inputs must be rank 4",
+        ),
+        (
+            torch.rand(4, 1, 3, 3),
+            torch.tensor([0, 1, 3, 1]),
+            3,
+            r"^where: labels must be in \[0, 3\) but range from 0 to 3; .*num_classes to at least 4",
+        ),
         (torch.rand(4, 1, 3, 3), torch.tensor([0, -1, 2, 1]), 3, r"range from -1 to 2"),
         (torch.rand(4, 1, 3, 3), torch.tensor([0, 1, 2]), 3, r"^where: x has 4 examples but y has 3 labels"),
         (torch.randint(0, 2, (4, 1, 3, 3)), torch.tensor([0, 1, 2, 1]), 3, r"x has dtype torch\.int64; convert"),

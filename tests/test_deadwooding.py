@@ -19,8 +19,13 @@ from robustprune.sparsity import current_masks, sparsity_report
 def parent(digits_train, digits_test) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
     model = build_model("digits_cnn", 10, digits_train.input_shape)
-    fit(model, digits_train, digits_test, TrainSpec(epochs=6, optimizer="adam", lr=3e-3, weight_decay=0.0,
-                                                    probe_steps=1), seed=0)
+    fit(
+        model,
+        digits_train,
+        digits_test,
+        TrainSpec(epochs=6, optimizer="adam", lr=3e-3, weight_decay=0.0, probe_steps=1),
+        seed=0,
+    )
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
@@ -99,8 +104,13 @@ def test_mass_formulation_keeps_accuracy_at_half_sparsity(parent, digits_train, 
 
 def test_closeness_formulation_runs_with_one_multiplier_per_constraint(parent, digits_train, digits_test):
     dense = accuracy(dense_parent(parent), digits_test.x, digits_test.y)
-    art = run(parent, digits_train, digits_test, 0.7, ['settings.formulation="closeness"', "train.epochs=2",
-                                                       "settings.finetune_epochs=1"])
+    art = run(
+        parent,
+        digits_train,
+        digits_test,
+        0.7,
+        ['settings.formulation="closeness"', "train.epochs=2", "settings.finetune_epochs=1"],
+    )
     check_multipliers(art.log, ("kd_clean", "kd_adv"))
     check_sparsity(art.model, 0.7)
     assert accuracy(art.model, digits_test.x, digits_test.y) >= dense - 0.05
@@ -111,7 +121,8 @@ def test_exclude_keeps_a_layer_dense_and_still_hits_the_headline(parent, digits_
     recipe = load_recipe("deadwooding", ["train.epochs=1", "settings.finetune_epochs=0", "train.probe_steps=1"])
     recipe = replace(recipe, pruning=PruningSpec(exclude=("features.0",)))
     defense = DEFENSES.get("deadwooding")(recipe)
-    art = defense.run(defense.build_model(10, (1, 8, 8)), digits_train, digits_test, sparsity=0.5,
-                      parent=dense_parent(parent), seed=0)
+    art = defense.run(
+        defense.build_model(10, (1, 8, 8)), digits_train, digits_test, sparsity=0.5, parent=dense_parent(parent), seed=0
+    )
     assert bool(current_masks(art.model)["features.0"].all())
     assert abs(sparsity_report(art.model)["sparsity"] - 0.5) <= 0.005

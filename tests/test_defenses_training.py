@@ -69,10 +69,10 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("name", "sparsity", "epochs", "extra"), CASES,
-                         ids=[f"{c[0]}-{c[1]}-{'-'.join(c[3]) or 'default'}" for c in CASES])
-def test_recipe_trains_to_target(name: str, sparsity: float, epochs: int, extra: list[str],
-                                 parent_ckpt: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "sparsity", "epochs", "extra"), CASES, ids=[f"{c[0]}-{c[1]}-{'-'.join(c[3]) or 'default'}" for c in CASES]
+)
+def test_recipe_trains_to_target(name: str, sparsity: float, epochs: int, extra: list[str], parent_ckpt: Path) -> None:
     recipe = load_recipe(name)
     parent = parent_ckpt if recipe.needs_parent else None
     artifact, manifest = train_model(name, sparsity=sparsity, parent=parent, epochs=epochs, overrides=[*FAST, *extra])
@@ -90,17 +90,31 @@ def test_recipe_trains_to_target(name: str, sparsity: float, epochs: int, extra:
         assert all("guard_pgd_acc" in entry for entry in manifest["log"])
     if sparsity > 0:
         assert manifest["pruning"] is not None and manifest["masks"]["layers"]
-        assert manifest["pruning_defaulted"] == (load_recipe(name).pruning is None and "pruning.schedule" not in
-                                                 " ".join(extra))
+        assert manifest["pruning_defaulted"] == (
+            load_recipe(name).pruning is None and "pruning.schedule" not in " ".join(extra)
+        )
 
 
 def test_manifest_has_the_required_fields(parent_ckpt: Path) -> None:
     from robustprune.models import sha256_file
 
-    _, manifest = train_model("magnitude", sparsity=0.5, parent=parent_ckpt, epochs=1,
-                              overrides=[*FAST, "train.lr=0.02"])
-    for key in ("recipe", "architecture", "sparsity", "masks", "parent", "log", "seed", "dataset", "settings",
-                "pruning", "final", "provenance"):
+    _, manifest = train_model(
+        "magnitude", sparsity=0.5, parent=parent_ckpt, epochs=1, overrides=[*FAST, "train.lr=0.02"]
+    )
+    for key in (
+        "recipe",
+        "architecture",
+        "sparsity",
+        "masks",
+        "parent",
+        "log",
+        "seed",
+        "dataset",
+        "settings",
+        "pruning",
+        "final",
+        "provenance",
+    ):
         assert key in manifest, key
     assert manifest["recipe"]["train"]["lr"] == 0.02  # the recipe as resolved, overrides applied
     assert manifest["overrides"] == [*FAST, "train.lr=0.02"]
@@ -117,6 +131,7 @@ def test_manifest_has_the_required_fields(parent_ckpt: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------------- determinism
 
+
 def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.state_dict().items()}
 
@@ -124,8 +139,9 @@ def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
 def test_same_seed_same_weights_and_other_seed_differs() -> None:
     # PGD random starts, random pruning scores and data order all draw from the run's seed.
     overrides = [*FAST_AT, "pruning.schedule=agp", "pruning.criterion=random", "pruning.start_fraction=0.0"]
-    runs = [train_model("pgd_at", sparsity=0.5, seed=seed, epochs=1, overrides=overrides)[0].model
-            for seed in (3, 3, 4)]
+    runs = [
+        train_model("pgd_at", sparsity=0.5, seed=seed, epochs=1, overrides=overrides)[0].model for seed in (3, 3, 4)
+    ]
     a, b, c = (_weights(m) for m in runs)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -133,6 +149,7 @@ def test_same_seed_same_weights_and_other_seed_differs() -> None:
 
 
 # ------------------------------------------------------------------------------------- checkpoints score unchanged
+
 
 def test_checkpoint_scores_like_the_in_memory_model(tmp_path: Path, digits_test: Dataset) -> None:
     from robustprune.scoring import score
@@ -151,6 +168,7 @@ def test_checkpoint_scores_like_the_in_memory_model(tmp_path: Path, digits_test:
 
 # ------------------------------------------------------------------------------------------ PGD-AT is robust
 
+
 def _pgd20(model: nn.Module, data: Dataset, eps: float = 0.1) -> float:
     torch.manual_seed(1234)
     model.eval()
@@ -166,13 +184,15 @@ def test_pgd_at_beats_standard_under_pgd(digits_test: Dataset) -> None:
     std = train_model("dense", seed=0, epochs=20, overrides=overrides)[0].model
     adv = train_model("pgd_at", seed=0, epochs=20, overrides=overrides)[0].model
     rob_std, rob_adv = _pgd20(std, digits_test), _pgd20(adv, digits_test)
-    print(f"PGD-20 eps 0.1 robust accuracy: standard {rob_std:.3f}, PGD-AT {rob_adv:.3f}, "
-          f"margin {rob_adv - rob_std:+.3f}")
+    print(
+        f"PGD-20 eps 0.1 robust accuracy: standard {rob_std:.3f}, PGD-AT {rob_adv:.3f}, margin {rob_adv - rob_std:+.3f}"
+    )
     assert rob_adv - rob_std >= 0.13
     assert accuracy(adv, digits_test.x, digits_test.y) > 0.9  # robust, not broken
 
 
 # --------------------------------------------------------------------------------------------- FGSM-RS guard
+
 
 class _Recorder(Callback):
     def __init__(self) -> None:
@@ -211,6 +231,7 @@ def test_fgsm_rs_guard_tolerates_small_drops(digits_train: Dataset, digits_test:
 
 
 # ---------------------------------------------------------------------------------------------------- schedules
+
 
 class _MaskWatch(Callback):
     """After every step: pruned weights are zero in the forward weight, and masks only ever shrink."""
@@ -277,8 +298,16 @@ def test_iterative_rounds_hit_their_targets(parent_ckpt: Path, digits_train: Dat
     parent, _ = load_checkpoint(build_model("digits_cnn", 10, (1, 8, 8)), parent_ckpt)
     torch.manual_seed(0)
     model = build_model("digits_cnn", 10, (1, 8, 8))
-    artifact = train_with_pruning(model, _small(digits_train, 256), _small(digits_test, 64), recipe,
-                                  loss=cross_entropy, sparsity=0.9, parent=parent, seed=0)
+    artifact = train_with_pruning(
+        model,
+        _small(digits_train, 256),
+        _small(digits_test, 64),
+        recipe,
+        loss=cross_entropy,
+        sparsity=0.9,
+        parent=parent,
+        seed=0,
+    )
     prunes = [e for e in artifact.extra["pruning_events"] if e["event"] == "prune"]
     expected = iterative_sparsities(0.9, 3)
     assert [p["round"] for p in prunes] == [1, 2, 3]
@@ -300,8 +329,10 @@ def test_missed_target_fails_loudly() -> None:
 
 # ------------------------------------------------------------------------------------------------------- scratch
 
-def test_scratch_keeps_parent_mask_with_fresh_weights(parent_ckpt: Path, digits_train: Dataset,
-                                                      digits_test: Dataset) -> None:
+
+def test_scratch_keeps_parent_mask_with_fresh_weights(
+    parent_ckpt: Path, digits_train: Dataset, digits_test: Dataset
+) -> None:
     recipe = load_recipe("scratch", FAST)
     parent, _ = load_checkpoint(build_model("digits_cnn", 10, (1, 8, 8)), parent_ckpt)
     expected = global_magnitude(parent, 0.8)
@@ -310,9 +341,15 @@ def test_scratch_keeps_parent_mask_with_fresh_weights(parent_ckpt: Path, digits_
         torch.manual_seed(0)
         model = build_model("digits_cnn", 10, (1, 8, 8))
         results[epochs] = train_with_pruning(
-            model, _small(digits_train, 256), _small(digits_test, 64), replace(recipe, train=replace(recipe.train,
-                                                                                                   epochs=epochs)),
-            loss=cross_entropy, sparsity=0.8, parent=parent, seed=0).model
+            model,
+            _small(digits_train, 256),
+            _small(digits_test, 64),
+            replace(recipe, train=replace(recipe.train, epochs=epochs)),
+            loss=cross_entropy,
+            sparsity=0.8,
+            parent=parent,
+            seed=0,
+        ).model
     parent_sd = parent.state_dict()
     for model in results.values():
         masks = current_masks(model)
@@ -331,8 +368,13 @@ def test_scratch_keeps_parent_mask_with_fresh_weights(parent_ckpt: Path, digits_
 
 def test_exclude_still_reaches_the_headline_target(parent_ckpt: Path) -> None:
     # The excluded layer keeps all its weights, so the others are pruned harder to land on the overall target.
-    _, manifest = train_model("magnitude", sparsity=0.5, parent=parent_ckpt, epochs=0,
-                                     overrides=[*FAST, "pruning.exclude=['features.0', 'classifier.2']"])
+    _, manifest = train_model(
+        "magnitude",
+        sparsity=0.5,
+        parent=parent_ckpt,
+        epochs=0,
+        overrides=[*FAST, "pruning.exclude=['features.0', 'classifier.2']"],
+    )
     layers = {row["name"]: row for row in manifest["sparsity"]["layers"]}
     assert layers["features.0"]["sparsity"] == 0.0 and layers["classifier.2"]["sparsity"] == 0.0
     assert abs(manifest["sparsity"]["achieved"] - 0.5) <= 0.005
@@ -344,9 +386,11 @@ def test_inner_attacks_stay_in_the_ball_and_the_box(trained_mlp: nn.Module, digi
 
     x, y, eps = digits_test.x[:64], digits_test.y[:64], 0.1
     torch.manual_seed(0)
-    for x_adv in (pgd_linf(trained_mlp, x, y, eps=eps, alpha=0.05, steps=3),
-                  fgsm_rs(trained_mlp, x, y, eps=eps, alpha=1.25 * eps),
-                  trades_kl(trained_mlp, x, eps=eps, alpha=0.05, steps=3)):
+    for x_adv in (
+        pgd_linf(trained_mlp, x, y, eps=eps, alpha=0.05, steps=3),
+        fgsm_rs(trained_mlp, x, y, eps=eps, alpha=1.25 * eps),
+        trades_kl(trained_mlp, x, eps=eps, alpha=0.05, steps=3),
+    ):
         assert float((x_adv - x).abs().max()) <= eps + 1e-6
         assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
         assert float((x_adv - x).abs().max()) > eps / 2  # it did move

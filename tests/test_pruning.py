@@ -142,7 +142,9 @@ def test_one_cycle_schedule_formula() -> None:
     assert one_cycle_sparsity(100, 100, 0.9) == 0.9  # s(1) = s_f exactly
     assert one_cycle_sparsity(50, 100, 0.9) == pytest.approx(formula(0.5, 0.9))
     assert one_cycle_sparsity(50, 100, 0.9) == pytest.approx(0.9 * (1 + math.exp(-8)) / (1 + math.exp(-1)))
-    assert one_cycle_sparsity(0, 100, 0.9) == pytest.approx(formula(0.0, 0.9)) and one_cycle_sparsity(0, 100, 0.9) < 0.01
+    assert (
+        one_cycle_sparsity(0, 100, 0.9) == pytest.approx(formula(0.0, 0.9)) and one_cycle_sparsity(0, 100, 0.9) < 0.01
+    )
     assert one_cycle_sparsity(-5, 100, 0.9) == one_cycle_sparsity(0, 100, 0.9)  # clamped
     assert one_cycle_sparsity(25, 100, 0.9, alpha=10.0, beta=5.0) == pytest.approx(formula(0.25, 0.9, 10.0, 5.0))
     values = [one_cycle_sparsity(t, 20, 0.9) for t in range(21)]

@@ -97,7 +97,8 @@ def test_update_option_writes_the_baseline_then_the_check_passes(pytester, docum
 
 def test_tolerance_option_is_the_default_for_the_fixture(pytester, documents):
     setup_inner(pytester, documents["weak"], documents["strong"])
-    pytester.makepyfile(test_inner="""
+    pytester.makepyfile(
+        test_inner="""
 import json
 from pathlib import Path
 
@@ -105,7 +106,8 @@ from pathlib import Path
 def test_uses_command_line_tolerance(robustness_baseline):
     robustness_baseline(json.loads(Path("result.json").read_text()), "baselines/model.json",
                         calibration_tolerance=10.0)
-""")
+"""
+    )
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(failed=1)
     pytester.runpytest("-p", "no:cacheprovider", "--robustprune-tolerance", "100").assert_outcomes(passed=1)
 
@@ -113,18 +115,22 @@ def test_uses_command_line_tolerance(robustness_baseline):
 def test_marker_is_registered(pytester):
     run = pytester.runpytest("--markers")
     run.stdout.fnmatch_lines(["@pytest.mark.robustness:*baseline*"])
-    pytester.makepyfile(test_marked="""
+    pytester.makepyfile(
+        test_marked="""
 import pytest
 
 @pytest.mark.robustness
 def test_marked():
     pass
-""")
+"""
+    )
     pytester.runpytest("--strict-markers", "-m", "robustness").assert_outcomes(passed=1)
 
 
 def test_plugin_load_imports_nothing_heavy():
-    code = ("import sys, robustprune.pytest_plugin; heavy = [m for m in ('torch', 'numpy', 'scipy', 'matplotlib') "
-            "if m in sys.modules]; assert not heavy, heavy")
+    code = (
+        "import sys, robustprune.pytest_plugin; heavy = [m for m in ('torch', 'numpy', 'scipy', 'matplotlib') "
+        "if m in sys.modules]; assert not heavy, heavy"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -65,8 +65,16 @@ def test_fgsm_rs_recipe_matches_the_paper_ratios() -> None:
 def test_overrides_apply_and_unknown_keys_fail() -> None:
     recipe = load_recipe("pgd_at", ["train.epochs=2", "settings.steps=3", "pruning.schedule=agp"])
     assert recipe.train.epochs == 2 and recipe.settings["steps"] == 3 and recipe.pruning.schedule == "agp"
-    for bad in (["train.bogus=1"], ["settings.bogus=1"], ["bogus=1"], ["pruning.schedule=cubic"],
-                ["pruning.criterion=nope"], ["settings.eps=2.0"], ["train.epochs=two"], ["noequals"],
-                ["pruning.start_fraction=0.9"]):
+    for bad in (
+        ["train.bogus=1"],
+        ["settings.bogus=1"],
+        ["bogus=1"],
+        ["pruning.schedule=cubic"],
+        ["pruning.criterion=nope"],
+        ["settings.eps=2.0"],
+        ["train.epochs=two"],
+        ["noequals"],
+        ["pruning.start_fraction=0.9"],
+    ):
         with pytest.raises(UsageError):
             load_recipe("pgd_at", bad)

@@ -138,8 +138,9 @@ def test_a_weaker_model_fails_as_a_single_score(sweep):
     rows = rows_by(comparison, "score")
     assert rows[CLEAN].status == FAIL and rows[CLEAN].delta < -10 and rows[CLEAN].p_value < 0.01
     assert rows[WORST].status == FAIL
-    assert rows[WORST].p_value == pytest.approx(one_sided_drop_pvalue(correct_vectors(load(strong))[WORST],
-                                                                       correct_vectors(load(weak))[WORST]))
+    assert rows[WORST].p_value == pytest.approx(
+        one_sided_drop_pvalue(correct_vectors(load(strong))[WORST], correct_vectors(load(weak))[WORST])
+    )
     assert not comparison.passed
     assert check_main(weak, strong, stream=io.StringIO()) == 1
     assert check_main(strong, strong, stream=io.StringIO()) == 0
@@ -193,12 +194,20 @@ def test_changed_threat_battery_or_data_is_not_comparable(sweep, tmp_path):
     battery["provenance"]["battery"]["attacks"][-1]["params"]["steps"] = 5
     row = compare(battery, base).rows[0]
     assert row.status == NOT_COMPARABLE and "battery differs" in row.note
+    extended = copy.deepcopy(base)
+    extended["provenance"]["battery"]["attacks"].append({"name": "all_heads_pgd", "label": "adaptive"})
+    row = compare(extended, base).rows[0]  # check is strict: an added attack is a changed battery too
+    assert row.status == NOT_COMPARABLE and "battery differs" in row.note
     data = copy.deepcopy(base)
     data["data"]["fingerprint"] = "0" * 64
     row = compare(data, base).rows[0]
     assert row.status == NOT_COMPARABLE and "data fingerprint differs" in row.note
-    assert check_main(_write(tmp_path / "t.json", _set_eps(base, 0.2)), _write(tmp_path / "b.json", base),
-                      stream=io.StringIO()) == 1
+    assert (
+        check_main(
+            _write(tmp_path / "t.json", _set_eps(base, 0.2)), _write(tmp_path / "b.json", base), stream=io.StringIO()
+        )
+        == 1
+    )
     # in a sweep: one cell with a different threat model is NOT-COMPARABLE, the others are still compared
     new = copy_sweep(sweep, tmp_path / "new")
     path = cell_doc_path(new, "magnitude", 0.9, 1)

@@ -42,10 +42,27 @@ def document() -> dict[str, Any]:
                 param -= 0.5 * param.grad
     weight = model[1].weight.detach()
     apply_masks(model, {"1": weight.abs() > weight.abs().median()})
-    checkpoint = {"path": "runs/m.safetensors", "sha256": SHA, "format": "safetensors", "trusted": False,
-                  "folded_pruning": True, "manifest": {"recipe": "magnitude"}, "size_bytes": 9000, "masked": ["1.weight"]}
-    result = score(model.eval(), "digits", "quick", eps=0.05, n=40, batch_size=64, architecture="mlp-64-32",
-                   checkpoint=checkpoint, command=["robustprune", "score", "--n", "40"])
+    checkpoint = {
+        "path": "runs/m.safetensors",
+        "sha256": SHA,
+        "format": "safetensors",
+        "trusted": False,
+        "folded_pruning": True,
+        "manifest": {"recipe": "magnitude"},
+        "size_bytes": 9000,
+        "masked": ["1.weight"],
+    }
+    result = score(
+        model.eval(),
+        "digits",
+        "quick",
+        eps=0.05,
+        n=40,
+        batch_size=64,
+        architecture="mlp-64-32",
+        checkpoint=checkpoint,
+        command=["robustprune", "score", "--n", "40"],
+    )
     doc = result.document
     assert doc["clean_acc"] > 50 and doc["sparsity"]["sparsity"] > 0.3, "fixture model should be trained and pruned"
     return doc
@@ -62,7 +79,7 @@ def html(document: dict[str, Any]) -> str:
 
 
 def _section(text: str, start: str, end: str) -> str:
-    return text[text.index(start):text.index(end, text.index(start))]
+    return text[text.index(start) : text.index(end, text.index(start))]
 
 
 # ---------------------------------------------------------------- markdown
@@ -149,8 +166,17 @@ def test_html_is_well_formed_with_embedded_png_figures(html: str) -> None:
 
 def test_html_is_self_contained(html: str) -> None:
     lowered = html.lower()
-    for needle in ('src="http', "href=\"http", "src='http", "href=\"//", "src=\"//", '<link rel="stylesheet"',
-                   "<script", "@import", "url("):
+    for needle in (
+        'src="http',
+        'href="http',
+        "src='http",
+        'href="//',
+        'src="//',
+        '<link rel="stylesheet"',
+        "<script",
+        "@import",
+        "url(",
+    ):
         assert needle not in lowered, needle
     assert "<style>" in html
 
@@ -214,8 +240,10 @@ def test_figures_carry_no_metadata_and_svg_is_deterministic(document: dict[str, 
 
 
 def test_figures_handle_empty_inputs(document: dict[str, Any]) -> None:
-    empty = [{"lo": i / 4, "hi": (i + 1) / 4, "count": 0, "accuracy": None, "confidence": None, "gap": None}
-             for i in range(4)]
+    empty = [
+        {"lo": i / 4, "hi": (i + 1) / 4, "count": 0, "accuracy": None, "confidence": None, "gap": None}
+        for i in range(4)
+    ]
     assert reliability_figure(empty, empty).startswith(PNG_MAGIC)
     doc = copy.deepcopy(document)
     doc["attacks"] = []

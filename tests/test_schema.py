@@ -25,10 +25,19 @@ def document() -> dict[str, Any]:
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10)).eval()
-    checkpoint = {"path": "m.safetensors", "sha256": "0f" * 32, "format": "safetensors", "trusted": False,
-                  "folded_pruning": False, "manifest": None, "size_bytes": 10, "masked": []}
-    return score(model, "digits", "quick", eps=0.1, n=24, batch_size=64, checkpoint=checkpoint,
-                 command=["robustprune", "score"]).document
+    checkpoint = {
+        "path": "m.safetensors",
+        "sha256": "0f" * 32,
+        "format": "safetensors",
+        "trusted": False,
+        "folded_pruning": False,
+        "manifest": None,
+        "size_bytes": 10,
+        "masked": [],
+    }
+    return score(
+        model, "digits", "quick", eps=0.1, n=24, batch_size=64, checkpoint=checkpoint, command=["robustprune", "score"]
+    ).document
 
 
 def test_schema_is_valid_draft_2020_12() -> None:
@@ -86,7 +95,9 @@ BROKEN = [
 ]
 
 
-@pytest.mark.parametrize(("path", "value", "where"), BROKEN, ids=[".".join(map(str, p)) + f"-{i}" for i, (p, _, _) in enumerate(BROKEN)])
+@pytest.mark.parametrize(
+    ("path", "value", "where"), BROKEN, ids=[".".join(map(str, p)) + f"-{i}" for i, (p, _, _) in enumerate(BROKEN)]
+)
 def test_broken_documents_fail_at_their_path(document: dict[str, Any], path: tuple, value: Any, where: str) -> None:
     doc = copy.deepcopy(document)
     _set(doc, path, value)
@@ -109,8 +120,9 @@ def test_cross_field_checks(document: dict[str, Any]) -> None:
         validate_document(doc)
 
 
-def test_without_jsonschema_only_cross_field_checks_run(document: dict[str, Any],
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_jsonschema_only_cross_field_checks_run(
+    document: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(schema_mod, "_validator", lambda: None)
     doc = copy.deepcopy(document)
     doc["clean_acc"] = "95.0"

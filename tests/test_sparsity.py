@@ -62,10 +62,26 @@ def test_report_exact_counts_per_layer_and_macs() -> None:
     assert (rep["prunable_params"], rep["prunable_nonzero"]) == (72, 39)
     assert rep["sparsity"] == pytest.approx(33 / 72)
     conv, fc = rep["layers"]
-    assert conv == {"name": "conv", "type": "Conv2d", "shape": [2, 1, 3, 3], "numel": 18, "nonzero": 12,
-                    "sparsity": pytest.approx(6 / 18), "macs_dense": 18 * 9, "macs_effective": 9 * 12}
-    assert fc == {"name": "fc", "type": "Linear", "shape": [3, 18], "numel": 54, "nonzero": 27,
-                  "sparsity": pytest.approx(0.5), "macs_dense": 54, "macs_effective": 27}
+    assert conv == {
+        "name": "conv",
+        "type": "Conv2d",
+        "shape": [2, 1, 3, 3],
+        "numel": 18,
+        "nonzero": 12,
+        "sparsity": pytest.approx(6 / 18),
+        "macs_dense": 18 * 9,
+        "macs_effective": 9 * 12,
+    }
+    assert fc == {
+        "name": "fc",
+        "type": "Linear",
+        "shape": [3, 18],
+        "numel": 54,
+        "nonzero": 27,
+        "sparsity": pytest.approx(0.5),
+        "macs_dense": 54,
+        "macs_effective": 27,
+    }
     assert (rep["macs_dense"], rep["macs_effective"]) == (162 + 54, 108 + 27)
     # biases count in all-parameter sparsity: 12 + 2 + 27 + 3 nonzero of 77
     assert (rep["all_params"], rep["all_nonzero"]) == (77, 44)
@@ -191,7 +207,9 @@ def test_remove_masks_makes_plain_weights_with_zeros() -> None:
     remove_masks(model)
     keys = set(model.state_dict())
     assert keys == {"conv.weight", "conv.bias", "fc.weight", "fc.bias"}
-    assert isinstance(model.conv.weight, nn.Parameter) and int((model.conv.weight != 0).sum()) == 3  # channel 0 minus its 6 zeros
+    assert (
+        isinstance(model.conv.weight, nn.Parameter) and int((model.conv.weight != 0).sum()) == 3
+    )  # channel 0 minus its 6 zeros
     assert int((model.fc.bias == 0).sum()) == 1
 
 

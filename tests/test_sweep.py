@@ -16,10 +16,31 @@ from robustprune.errors import UsageError
 from robustprune.reporting.sweep_report import build_sweep_report
 from robustprune.sweep import SweepSpec, plan_cells, run_sweep
 
-GRID = {"recipes": ("dense", "magnitude"), "sparsities": (0.0, 0.5), "seeds": (0,), "battery": "quick", "eps": 0.1,
-        "n": 40, "epochs": 1}
-CLI_GRID = ["--recipes", "dense,magnitude", "--sparsities", "0,0.5", "--seeds", "0", "--battery", "quick",
-            "--eps", "0.1", "--n", "40", "--epochs", "1"]
+GRID = {
+    "recipes": ("dense", "magnitude"),
+    "sparsities": (0.0, 0.5),
+    "seeds": (0,),
+    "battery": "quick",
+    "eps": 0.1,
+    "n": 40,
+    "epochs": 1,
+}
+CLI_GRID = [
+    "--recipes",
+    "dense,magnitude",
+    "--sparsities",
+    "0,0.5",
+    "--seeds",
+    "0",
+    "--battery",
+    "quick",
+    "--eps",
+    "0.1",
+    "--n",
+    "40",
+    "--epochs",
+    "1",
+]
 
 
 def comparable(records: list[dict]) -> list[dict]:
@@ -29,7 +50,9 @@ def comparable(records: list[dict]) -> list[dict]:
 
 
 def per_sample(root: Path) -> dict[str, dict]:
-    return {p.parent.parent.name: json.loads(p.read_text())["per_sample"] for p in root.glob("cells/*/score/results.json")}
+    return {
+        p.parent.parent.name: json.loads(p.read_text())["per_sample"] for p in root.glob("cells/*/score/results.json")
+    }
 
 
 @pytest.fixture(scope="module")

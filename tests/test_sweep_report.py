@@ -58,8 +58,10 @@ def test_report_files_are_written(sweep, built):
     for name in ("markdown", "html", "comparisons"):
         assert Path(built[name]).is_file() and Path(built[name]).parent == sweep
     stems = {"robust_worst", "robust_after_fgsm", "robust_after_pgd", "calibration"}
-    stems |= {f"reliability_{r}_{key_of(sweep, r, s, 0)}" for r, s in
-              (("dense", 0.0), ("magnitude", 0.9), ("pgd_at", 0.0), ("pgd_at_agp", 0.5))}
+    stems |= {
+        f"reliability_{r}_{key_of(sweep, r, s, 0)}"
+        for r, s in (("dense", 0.0), ("magnitude", 0.9), ("pgd_at", 0.0), ("pgd_at_agp", 0.5))
+    }
     written = {p.name for p in (sweep / "figures").iterdir()}
     assert written == {f"{stem}.{fmt}" for stem in stems for fmt in ("png", "svg")}
     for stem in stems:
@@ -87,8 +89,10 @@ def test_html_is_self_contained_and_embeds_every_figure(sweep, built):
     parser = _Resources()
     parser.feed(html)
     assert parser.refs, "the report should embed its figures"
-    assert all(tag == "img" and name == "src" and value.startswith("data:image/png;base64,")
-               for tag, name, value in parser.refs), parser.refs
+    assert all(
+        tag == "img" and name == "src" and value.startswith("data:image/png;base64,")
+        for tag, name, value in parser.refs
+    ), parser.refs
     assert "url(" not in html and "@import" not in html
     embedded = {base64.b64decode(value.split(",", 1)[1]) for _, _, value in parser.refs}
     assert embedded == {p.read_bytes() for p in (sweep / "figures").glob("*.png")}
@@ -98,8 +102,11 @@ def test_markdown_holds_every_cell_and_the_cost(sweep, built):
     md = (sweep / "report.md").read_text()
     assert "TARGET sparsity" in md
     for record in records(sweep):
-        row = next(line for line in md.splitlines() if f"| {record['key']} |" in line and "ECE" not in line
-                   and re.search(r"\|\s+[\d.]+ %", line))
+        row = next(
+            line
+            for line in md.splitlines()
+            if f"| {record['key']} |" in line and "ECE" not in line and re.search(r"\|\s+[\d.]+ %", line)
+        )
         assert f"{record['robust_acc']:.2f}" in row and f"{record['clean_acc']:.2f}" in row
         assert f"{record['ece_adv']:.4f}" in row and f"{record['nll_clean']:.4f}" in row
         cost = next(line for line in md.split("## Cost")[1].splitlines() if f"| {record['key']} |" in line)
@@ -148,6 +155,27 @@ def test_different_data_is_marked_not_comparable(sweep, tmp_path):
     assert others and all(c["status"] == "ok" for c in others)
 
 
+def _edit_battery(root: Path, key: str, edit) -> None:
+    record = next(r for r in records(root) if r["key"] == key)
+    path = root / record["result"]
+    doc = json.loads(path.read_text())
+    edit(doc["provenance"]["battery"]["attacks"])
+    write_json(path, doc)
+
+
+def test_an_added_adaptive_attack_is_compared_on_the_worst_case_a_missing_attack_is_not(sweep, tmp_path):
+    copy = stored_copy(sweep, tmp_path / "copy")
+    extended, reduced = key_of(copy, "magnitude", 0.5, 1), key_of(copy, "magnitude", 0.9, 1)
+    _edit_battery(copy, extended, lambda attacks: attacks.append({"name": "all_heads_pgd", "label": "adaptive"}))
+    _edit_battery(copy, reduced, lambda attacks: attacks.pop())
+    comparisons = sr.prepare_report(copy).comparisons
+    entry = next(c for c in comparisons if c["cell"] == extended)
+    assert entry["status"] == "ok; worst case over the reference's attacks plus adaptive" and "robust" in entry
+    entry = next(c for c in comparisons if c["cell"] == reduced)
+    assert entry["status"].startswith("not comparable") and "battery differs" in entry["status"]
+    assert "robust" not in entry
+
+
 # ---------------------------------------------------------------- determinism
 
 
@@ -158,8 +186,17 @@ def test_rebuild_gives_byte_identical_tables(sweep, built, tmp_path):
     copy = stored_copy(sweep, tmp_path / "copy")
     report = sr.prepare_report(copy)
     assert sr.render_sweep_markdown(report).encode() == first_md
-    assert dumps_json({"schema_version": "1.0", "kind": "sweep_comparisons", "test": "mcnemar-exact (two-sided)",
-                       "comparisons": report.comparisons}).encode() == first_json
+    assert (
+        dumps_json(
+            {
+                "schema_version": "1.0",
+                "kind": "sweep_comparisons",
+                "test": "mcnemar-exact (two-sided)",
+                "comparisons": report.comparisons,
+            }
+        ).encode()
+        == first_json
+    )
     # A full rebuild in place: same Markdown, same comparisons, same figure bytes.
     figures = {p.name: p.read_bytes() for p in (sweep / "figures").iterdir()}
     sr.build_sweep_report(sweep)
@@ -193,8 +230,12 @@ def _capture(monkeypatch) -> list[Figure]:
 
 
 def _styles(fig: Figure) -> set[tuple[str, str]]:
-    return {(to_hex(line.get_color()), str(line.get_marker())) for ax in fig.axes for line in ax.lines
-            if line.get_marker() not in (None, "None", "none", "")}
+    return {
+        (to_hex(line.get_color()), str(line.get_marker()))
+        for ax in fig.axes
+        for line in ax.lines
+        if line.get_marker() not in (None, "None", "none", "")
+    }
 
 
 def test_recipe_colors_do_not_depend_on_order(sweep, tmp_path, monkeypatch):
@@ -220,8 +261,14 @@ def test_recipe_colors_do_not_depend_on_order(sweep, tmp_path, monkeypatch):
     assert len(set(colors)) == len(colors) == 13  # every known recipe has its own colour
     # a stable hash, not Python's salted hash(): another interpreter with another hash seed agrees
     code = "from robustprune.reporting.sweep_report import recipe_style; print(recipe_style('my_new_recipe'))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120,
-                         env={"PYTHONHASHSEED": "12345", "PATH": "/usr/bin:/bin"})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env={"PYTHONHASHSEED": "12345", "PATH": "/usr/bin:/bin"},
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(new)
 
@@ -252,7 +299,7 @@ def test_mean_band_is_t_based_clipped_and_absent_for_one_seed():
 
     assert sr.mean_band([42.0]) == (42.0, None, None)
     mean, lo, hi = sr.mean_band([60.0, 62.0, 64.0])
-    half = stats.t.ppf(0.975, 2) * 2.0 / 3 ** 0.5
+    half = stats.t.ppf(0.975, 2) * 2.0 / 3**0.5
     assert mean == 62.0 and lo == pytest.approx(62.0 - half) and hi == pytest.approx(62.0 + half)
     assert sr.mean_band([95.0, 100.0], bounds=sr.ACC_BOUNDS)[2] == 100.0
     assert sr.mean_band([0.0, 5.0], bounds=sr.ACC_BOUNDS)[1] == 0.0
@@ -268,3 +315,25 @@ def test_reliability_cells_default_and_explicit(sweep):
 
     with pytest.raises(UsageError, match="no cell"):
         sr.reliability_cells(view, ["nope"])
+
+
+def test_a_randomized_cells_adaptive_attack_comes_first_in_the_columns():
+    from robustprune.sweepdata import StoredCell, StoredSweep
+
+    battery = {"name": "standard", "attacks": [{"label": "apgd-ce"}, {"label": "square"}]}
+
+    def cell(recipe: str, attacks: list[str]) -> StoredCell:
+        record = {"key": recipe, "recipe": recipe, "sparsity": 0.0, "seed": 0, "config": {"battery": battery}}
+        return StoredCell(record | {"attacks": dict.fromkeys(sorted(attacks), 50.0)})
+
+    stored = StoredSweep(
+        Path("."),
+        {},
+        [cell("dense", ["apgd-ce", "square"]), cell("dio_at", ["all_heads_pgd", "apgd-ce", "square"])],
+        True,
+    )
+    view = sr._view(stored)
+    assert view.labels == ["all_heads_pgd", "apgd-ce", "square"]  # the order scoring runs them in
+    assert dict(sr.summary_rows(view))["battery"] == (
+        "standard: apgd-ce, square (randomized cells: all_heads_pgd first, adaptive)"
+    )

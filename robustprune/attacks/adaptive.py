@@ -50,8 +50,9 @@ def all_heads_loss(model: nn.Module, y: torch.Tensor, counter: nn.Module | None 
 
 def eot_loss(model: nn.Module, y: torch.Tensor, eot_iter: int) -> LossFn:
     def loss(x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([nn.functional.cross_entropy(model(x), y, reduction="none")
-                            for _ in range(eot_iter)]).mean(dim=0)
+        return torch.stack([nn.functional.cross_entropy(model(x), y, reduction="none") for _ in range(eot_iter)]).mean(
+            dim=0
+        )
 
     return loss
 
@@ -66,8 +67,17 @@ def _project(delta: torch.Tensor, x: torch.Tensor, norm: str, eps: float) -> tor
     return (x + delta).clamp(0.0, 1.0) - x
 
 
-def pgd_on_loss(loss_fn: LossFn, x: torch.Tensor, *, norm: str, eps: float, alpha: float, steps: int,
-                random_start: bool, generator: torch.Generator) -> torch.Tensor:
+def pgd_on_loss(
+    loss_fn: LossFn,
+    x: torch.Tensor,
+    *,
+    norm: str,
+    eps: float,
+    alpha: float,
+    steps: int,
+    random_start: bool,
+    generator: torch.Generator,
+) -> torch.Tensor:
     """Maximise loss_fn by PGD in the `norm` ball; keeps each example's highest-loss iterate."""
     x = x.detach()
     shape = (-1, *([1] * (x.dim() - 1)))
@@ -105,14 +115,17 @@ class AllHeadsPGD(Attack):
     """PGD on the mean CE over all heads (multi-head models), else EOT-PGD over `eot_iter` forward passes."""
 
     defaults = {"steps": 40, "rel_step": 0.0625, "eot_iter": 10, "random_start": True}
-    implementation = ("robustprune all_heads_pgd: PGD on the mean cross-entropy over all heads via all_head_logits "
-                      "(DIO adaptive attack); EOT over eot_iter passes for models without heads")
+    implementation = (
+        "robustprune all_heads_pgd: PGD on the mean cross-entropy over all heads via all_head_logits "
+        "(DIO adaptive attack); EOT over eot_iter passes for models without heads"
+    )
 
     def validate(self) -> None:
         check_positive(self, "steps", "rel_step", "eot_iter")
 
-    def perturb_batch(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, seed: int,
-                      batch_size: int) -> torch.Tensor:
+    def perturb_batch(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, seed: int, batch_size: int
+    ) -> torch.Tensor:
         eps = self.threat.eps
         if eps == 0 or len(x) == 0:
             return x.clone()
@@ -122,6 +135,13 @@ class AllHeadsPGD(Attack):
         else:
             loss_fn = eot_loss(model, y, int(self.settings["eot_iter"]))
         generator = torch.Generator().manual_seed(seed)
-        return pgd_on_loss(loss_fn, x, norm=self.threat.norm, eps=eps, alpha=self.step_size(),
-                           steps=int(self.settings["steps"]), random_start=bool(self.settings["random_start"]),
-                           generator=generator)
+        return pgd_on_loss(
+            loss_fn,
+            x,
+            norm=self.threat.norm,
+            eps=eps,
+            alpha=self.step_size(),
+            steps=int(self.settings["steps"]),
+            random_start=bool(self.settings["random_start"]),
+            generator=generator,
+        )

@@ -25,9 +25,16 @@ class APGD(TorchattacksAttack):
             check_choice(self, "loss", ("ce",))  # DLR needs the third-largest logit
 
     def build(self, model, seed):
-        return torchattacks.APGD(model, norm=self.threat.norm, eps=self.threat.eps,
-                                 steps=int(self.settings["steps"]), n_restarts=int(self.settings["n_restarts"]),
-                                 seed=seed, loss=str(self.settings["loss"]), rho=float(self.settings["rho"]))
+        return torchattacks.APGD(
+            model,
+            norm=self.threat.norm,
+            eps=self.threat.eps,
+            steps=int(self.settings["steps"]),
+            n_restarts=int(self.settings["n_restarts"]),
+            seed=seed,
+            loss=str(self.settings["loss"]),
+            rho=float(self.settings["rho"]),
+        )
 
 
 @register_attack("apgd_t")
@@ -40,6 +47,13 @@ class APGDT(TorchattacksAttack):
         check_positive(self, "steps", "n_restarts")
 
     def build(self, model, seed):
-        return torchattacks.APGDT(model, norm=self.threat.norm, eps=self.threat.eps,
-                                  steps=int(self.settings["steps"]), n_restarts=int(self.settings["n_restarts"]),
-                                  seed=seed, rho=float(self.settings["rho"]), n_classes=self.num_classes)
+        return torchattacks.APGDT(
+            model,
+            norm=self.threat.norm,
+            eps=self.threat.eps,
+            steps=int(self.settings["steps"]),
+            n_restarts=int(self.settings["n_restarts"]),
+            seed=seed,
+            rho=float(self.settings["rho"]),
+            n_classes=self.num_classes,
+        )

@@ -40,8 +40,14 @@ class AutoAttack(Attack):
         from pyautoattack import AutoAttack as ReferenceAutoAttack
 
         device = x.device
-        adversary = ReferenceAutoAttack(model, norm=self.threat.norm, eps=self.threat.eps,
-                                        version=str(self.settings["version"]), seed=seed, device=device)
+        adversary = ReferenceAutoAttack(
+            model,
+            norm=self.threat.norm,
+            eps=self.threat.eps,
+            version=str(self.settings["version"]),
+            seed=seed,
+            device=device,
+        )
         logger = logging.getLogger("auto-attack")
         handler = _Collect()
         logger.addHandler(handler)

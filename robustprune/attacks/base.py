@@ -78,8 +78,16 @@ class Attack(ABC):
             "settings": dict(self.settings),
         }
 
-    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, seed: int, batch_size: int,
-                on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
+    def perturb(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        seed: int,
+        batch_size: int,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> torch.Tensor:
         """Attack every example; batches of `batch_size` unless the library batches itself."""
         if self.batches_itself:
             x_adv = self.perturb_batch(model, x, y, seed=seed, batch_size=batch_size)
@@ -88,15 +96,16 @@ class Attack(ABC):
             return x_adv
         out = []
         for start in range(0, len(x), batch_size):
-            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
             out.append(self.perturb_batch(model, xb, yb, seed=seed, batch_size=batch_size))
             if on_batch:
                 on_batch(len(xb))
         return torch.cat(out) if out else x.clone()
 
     @abstractmethod
-    def perturb_batch(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, seed: int,
-                      batch_size: int) -> torch.Tensor:
+    def perturb_batch(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, seed: int, batch_size: int
+    ) -> torch.Tensor:
         """Return adversarial examples for one batch (the engine verifies them)."""
 
     def step_size(self) -> float:

@@ -43,8 +43,9 @@ class AttackColumns:
 
     @classmethod
     def empty(cls, n: int) -> AttackColumns:
-        return cls(np.zeros(n, bool), np.zeros(n, bool), np.full(n, -1, np.int64), np.full(n, np.nan),
-                   np.full(n, np.nan))
+        return cls(
+            np.zeros(n, bool), np.zeros(n, bool), np.full(n, -1, np.int64), np.full(n, np.nan), np.full(n, np.nan)
+        )
 
 
 @dataclass
@@ -72,7 +73,7 @@ class BatteryOutcome:
 def predict(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int, n_passes: int = 1) -> Predictions:
     probs_sum, all_correct = [], []
     for start in range(0, len(x), batch_size):
-        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
         total = None
         correct = torch.ones(len(xb), dtype=torch.bool, device=xb.device)
         for _ in range(n_passes):
@@ -109,8 +110,18 @@ def build_attacks(battery: BatterySpec, num_classes: int) -> list[Attack]:
     return [ATTACKS.get(spec.name)(spec, battery.threat, num_classes) for spec in battery.active_attacks()]
 
 
-def run_battery(model: nn.Module, x: torch.Tensor, y: torch.Tensor, battery: BatterySpec, *, num_classes: int,
-                seed: int = 0, batch_size: int = 256, n_passes: int = 1, progress: bool = False) -> BatteryOutcome:
+def run_battery(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    battery: BatterySpec,
+    *,
+    num_classes: int,
+    seed: int = 0,
+    batch_size: int = 256,
+    n_passes: int = 1,
+    progress: bool = False,
+) -> BatteryOutcome:
     """Run `battery` against `model` on (x, y); see the module docstring for the semantics."""
     attacks = build_attacks(battery, num_classes)
     n = len(x)

@@ -20,8 +20,16 @@ class FAB(TorchattacksAttack):
         check_positive(self, "steps", "n_restarts")
 
     def build(self, model, seed):
-        return torchattacks.FAB(model, norm=self.threat.norm, eps=self.threat.eps,
-                                steps=int(self.settings["steps"]), n_restarts=int(self.settings["n_restarts"]),
-                                alpha_max=float(self.settings["alpha_max"]), eta=float(self.settings["eta"]),
-                                beta=float(self.settings["beta"]), seed=seed,
-                                multi_targeted=bool(self.settings["targeted"]), n_classes=self.num_classes)
+        return torchattacks.FAB(
+            model,
+            norm=self.threat.norm,
+            eps=self.threat.eps,
+            steps=int(self.settings["steps"]),
+            n_restarts=int(self.settings["n_restarts"]),
+            alpha_max=float(self.settings["alpha_max"]),
+            eta=float(self.settings["eta"]),
+            beta=float(self.settings["beta"]),
+            seed=seed,
+            multi_targeted=bool(self.settings["targeted"]),
+            n_classes=self.num_classes,
+        )

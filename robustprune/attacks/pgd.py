@@ -22,8 +22,13 @@ class PGD(TorchattacksAttack):
 
     def build(self, model, seed):
         cls = torchattacks.PGD if self.threat.norm == "Linf" else torchattacks.PGDL2
-        return cls(model, eps=self.threat.eps, alpha=self.step_size(), steps=int(self.settings["steps"]),
-                   random_start=bool(self.settings["random_start"]))
+        return cls(
+            model,
+            eps=self.threat.eps,
+            alpha=self.step_size(),
+            steps=int(self.settings["steps"]),
+            random_start=bool(self.settings["random_start"]),
+        )
 
 
 @register_attack("eot_pgd")
@@ -38,6 +43,11 @@ class EOTPGD(TorchattacksAttack):
         check_positive(self, "steps", "rel_step", "eot_iter")
 
     def build(self, model, seed):
-        return torchattacks.EOTPGD(model, eps=self.threat.eps, alpha=self.step_size(),
-                                   steps=int(self.settings["steps"]), eot_iter=int(self.settings["eot_iter"]),
-                                   random_start=bool(self.settings["random_start"]))
+        return torchattacks.EOTPGD(
+            model,
+            eps=self.threat.eps,
+            alpha=self.step_size(),
+            steps=int(self.settings["steps"]),
+            eot_iter=int(self.settings["eot_iter"]),
+            random_start=bool(self.settings["random_start"]),
+        )

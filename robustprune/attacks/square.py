@@ -20,7 +20,14 @@ class Square(TorchattacksAttack):
         check_positive(self, "n_queries", "n_restarts", "p_init")
 
     def build(self, model, seed):
-        return torchattacks.Square(model, norm=self.threat.norm, eps=self.threat.eps,
-                                   n_queries=int(self.settings["n_queries"]),
-                                   n_restarts=int(self.settings["n_restarts"]), p_init=float(self.settings["p_init"]),
-                                   loss="margin", resc_schedule=True, seed=seed)
+        return torchattacks.Square(
+            model,
+            norm=self.threat.norm,
+            eps=self.threat.eps,
+            n_queries=int(self.settings["n_queries"]),
+            n_restarts=int(self.settings["n_restarts"]),
+            p_init=float(self.settings["p_init"]),
+            loss="margin",
+            resc_schedule=True,
+            seed=seed,
+        )

@@ -18,7 +18,8 @@ class TorchattacksAttack(Attack):
     def build(self, model: nn.Module, seed: int) -> Any:
         """The configured torchattacks object for `model`."""
 
-    def perturb_batch(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, seed: int,
-                      batch_size: int) -> torch.Tensor:
+    def perturb_batch(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, seed: int, batch_size: int
+    ) -> torch.Tensor:
         attack = self.build(model, seed)
         return attack(x, y).detach()

@@ -17,8 +17,9 @@ def perturbation_norms(x_adv: torch.Tensor, x: torch.Tensor, norm: str) -> torch
     return delta.norm(p=2, dim=1)
 
 
-def verify_adversarial(label: str, x_adv: torch.Tensor, x: torch.Tensor, threat: ThreatModel,
-                       index: torch.Tensor) -> torch.Tensor:
+def verify_adversarial(
+    label: str, x_adv: torch.Tensor, x: torch.Tensor, threat: ThreatModel, index: torch.Tensor
+) -> torch.Tensor:
     """Raise VerificationError naming the attack and example on any violation; return the per-example norms."""
     if x_adv.shape != x.shape:
         raise VerificationError(f"attack {label!r} returned shape {tuple(x_adv.shape)} for inputs {tuple(x.shape)}")

@@ -131,13 +131,30 @@ class Defense(ABC):
         return build_model(self.recipe.architecture, num_classes, input_shape)
 
     @abstractmethod
-    def run(self, model: nn.Module, train: Dataset, val: Dataset, *, sparsity: float, parent: nn.Module | None,
-            seed: int, progress: bool = False) -> Artifact:
+    def run(
+        self,
+        model: nn.Module,
+        train: Dataset,
+        val: Dataset,
+        *,
+        sparsity: float,
+        parent: nn.Module | None,
+        seed: int,
+        progress: bool = False,
+    ) -> Artifact:
         """Train (and prune) `model` in place to `sparsity`; `parent` is the dense model when the recipe has one."""
 
 
 _RECIPE_KEYS = {
-    "name", "defense", "architecture", "description", "paper_settings", "needs_parent", "train", "pruning", "settings",
+    "name",
+    "defense",
+    "architecture",
+    "description",
+    "paper_settings",
+    "needs_parent",
+    "train",
+    "pruning",
+    "settings",
 }
 
 
@@ -202,9 +219,14 @@ def load_recipe(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> Recip
     if unknown:
         raise UsageError(f"{where}: unknown key {unknown[0]!r}; allowed keys are {', '.join(sorted(_RECIPE_KEYS))}")
     if "defense" not in data or not isinstance(data["defense"], str):
-        raise UsageError(f"{where} must set defense = \"<name>\"")
-    top = {"name": path.stem, "architecture": "digits_cnn", "description": "", "paper_settings": "",
-           "needs_parent": False}
+        raise UsageError(f'{where} must set defense = "<name>"')
+    top = {
+        "name": path.stem,
+        "architecture": "digits_cnn",
+        "description": "",
+        "paper_settings": "",
+        "needs_parent": False,
+    }
     top = {key: coerce_setting(data.get(key, default), default, f"{where} {key!r}") for key, default in top.items()}
     settings = data.get("settings", {})
     if not isinstance(settings, dict):

@@ -25,13 +25,31 @@ class LossDefense(Defense):
     def make_callbacks(self, train: Dataset, val: Dataset, seed: int) -> Sequence[Callback]:
         return ()
 
-    def run(self, model: nn.Module, train: Dataset, val: Dataset, *, sparsity: float, parent: nn.Module | None,
-            seed: int, progress: bool = False) -> Artifact:
+    def run(
+        self,
+        model: nn.Module,
+        train: Dataset,
+        val: Dataset,
+        *,
+        sparsity: float,
+        parent: nn.Module | None,
+        seed: int,
+        progress: bool = False,
+    ) -> Artifact:
         from robustprune.defenses.pruning_driver import train_with_pruning
 
-        artifact = train_with_pruning(model, train, val, self.recipe, loss=self.make_loss(train),
-                                      callbacks=lambda: self.make_callbacks(train, val, seed), sparsity=sparsity,
-                                      parent=parent, seed=seed, progress=progress)
+        artifact = train_with_pruning(
+            model,
+            train,
+            val,
+            self.recipe,
+            loss=self.make_loss(train),
+            callbacks=lambda: self.make_callbacks(train, val, seed),
+            sparsity=sparsity,
+            parent=parent,
+            seed=seed,
+            progress=progress,
+        )
         artifact.extra["settings"] = dict(self.settings)
         return artifact
 

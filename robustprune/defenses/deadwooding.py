@@ -53,8 +53,13 @@ RECONSTRUCTION_NOTE = (
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
     """KL(softmax(t/T) ‖ softmax(s/T))·T² (Hinton et al.), batch mean."""
     t = temperature
-    return nn.functional.kl_div(torch.log_softmax(student / t, dim=1), torch.softmax(teacher / t, dim=1),
-                                reduction="batchmean") * t * t
+    return (
+        nn.functional.kl_div(
+            torch.log_softmax(student / t, dim=1), torch.softmax(teacher / t, dim=1), reduction="batchmean"
+        )
+        * t
+        * t
+    )
 
 
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
@@ -93,8 +98,9 @@ def deadwood_mass(weights: list[torch.Tensor], sparsity: float) -> torch.Tensor:
 class DualAscent(Callback):
     """Holds the multipliers; accumulates violations per step and does λ ← max(0, λ + s·v) at each epoch's end."""
 
-    def __init__(self, names: tuple[str, ...], bounds: dict[str, float], step: float, lambda0: float,
-                 update: bool = True) -> None:
+    def __init__(
+        self, names: tuple[str, ...], bounds: dict[str, float], step: float, lambda0: float, update: bool = True
+    ) -> None:
         self.names, self.bounds, self.step, self.update = names, bounds, step, update
         self.lambdas = dict.fromkeys(names, lambda0)
         self._sums = dict.fromkeys(names, 0.0)
@@ -120,8 +126,13 @@ class DualAscent(Callback):
             used = self.lambdas[name]
             if self.update:
                 self.lambdas[name] = max(0.0, used + self.step * v)
-            entry |= {f"constraint_{name}": self._sums[name] / n, f"bound_{name}": self.bounds[name],
-                      f"violation_{name}": v, f"lambda_{name}_used": used, f"lambda_{name}": self.lambdas[name]}
+            entry |= {
+                f"constraint_{name}": self._sums[name] / n,
+                f"bound_{name}": self.bounds[name],
+                f"violation_{name}": v,
+                f"lambda_{name}_used": used,
+                f"lambda_{name}": self.lambdas[name],
+            }
         self._sums, self._violation, self._count = dict.fromkeys(self.names, 0.0), dict.fromkeys(self.names, 0.0), 0
         return entry
 
@@ -155,17 +166,31 @@ class Deadwooding(Defense):
             raise UsageError(f"{where}: finetune_epochs must be >= 0, got {s['finetune_epochs']}")
         pruning = self.recipe.pruning
         if pruning and (pruning.criterion != "global_magnitude" or pruning.schedule != "one_shot" or pruning.reinit):
-            raise UsageError(f"{where}: deadwooding prunes one-shot by global magnitude itself; its [pruning] table "
-                             "may only set exclude")
+            raise UsageError(
+                f"{where}: deadwooding prunes one-shot by global magnitude itself; its [pruning] table "
+                "may only set exclude"
+            )
 
-    def run(self, model: nn.Module, train: Dataset, val: Dataset, *, sparsity: float, parent: nn.Module | None,
-            seed: int, progress: bool = False) -> Artifact:
+    def run(
+        self,
+        model: nn.Module,
+        train: Dataset,
+        val: Dataset,
+        *,
+        sparsity: float,
+        parent: nn.Module | None,
+        seed: int,
+        progress: bool = False,
+    ) -> Artifact:
         if parent is None:
             raise UsageError("deadwooding needs a dense parent (the teacher; its recipe sets needs_parent = true)")
         sparsity = check_sparsity(sparsity)
         s = self.settings
-        spec = PruningSpec(criterion="global_magnitude", schedule="one_shot",
-                           exclude=self.recipe.pruning.exclude if self.recipe.pruning else ())
+        spec = PruningSpec(
+            criterion="global_magnitude",
+            schedule="one_shot",
+            exclude=self.recipe.pruning.exclude if self.recipe.pruning else (),
+        )
         exclude = tuple(spec.exclude)
         # The share of the eligible weights to prune so that the headline sparsity (excluded layers included) hits
         # the target: the dead-wood set P_s is exactly what prune_to removes at the end.
@@ -179,8 +204,12 @@ class Deadwooding(Defense):
         if s["formulation"] == "mass":
             dual = DualAscent(("mass",), {"mass": float(s["delta"])}, float(s["dual_step"]), float(s["lambda0"]))
         else:
-            dual = DualAscent(("kd_clean", "kd_adv"), {"kd_clean": float(s["tol_clean"]), "kd_adv": float(s["tol_adv"])},
-                              float(s["dual_step"]), float(s["lambda0"]))
+            dual = DualAscent(
+                ("kd_clean", "kd_adv"),
+                {"kd_clean": float(s["tol_clean"]), "kd_adv": float(s["tol_adv"])},
+                float(s["dual_step"]),
+                float(s["lambda0"]),
+            )
 
         def lagrangian(net: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> torch.Tensor:
             x_adv = fgsm(net, x, y, eps) if eps > 0 else x
@@ -193,19 +222,31 @@ class Deadwooding(Defense):
                 return objective + dual.penalty({"mass": mass})
             with torch.no_grad():
                 t_adv = teacher(x_adv)
-            values = {"kd_clean": kd_loss(logits, t_clean, temperature),
-                      "kd_adv": kd_loss(net(x_adv), t_adv, temperature)}
+            values = {
+                "kd_clean": kd_loss(logits, t_clean, temperature),
+                "kd_adv": kd_loss(net(x_adv), t_adv, temperature),
+            }
             return mass + dual.penalty(values)
 
-        log = [e | {"phase": "dual"} for e in fit(model, train, val, self.recipe.train, loss=lagrangian,
-                                                   callbacks=[dual], seed=seed, progress=progress)]
+        log = [
+            e | {"phase": "dual"}
+            for e in fit(
+                model, train, val, self.recipe.train, loss=lagrangian, callbacks=[dual], seed=seed, progress=progress
+            )
+        ]
         with torch.no_grad():
             mass_before = float(deadwood_mass(prunable_weights(model, exclude), share))
         events: list[dict[str, Any]] = [{"event": "start_from_parent", "sparsity": achieved_sparsity(parent)}]
         if sparsity > 0:
             prune_to(model, spec, sparsity)  # hard one-shot global magnitude prune, exact count
-            events.append({"event": "prune", "target": sparsity, "achieved": achieved_sparsity(model),
-                           "deadwood_mass_before": mass_before})
+            events.append(
+                {
+                    "event": "prune",
+                    "target": sparsity,
+                    "achieved": achieved_sparsity(model),
+                    "deadwood_mass_before": mass_before,
+                }
+            )
 
         frozen = DualAscent(dual.names, dual.bounds, 0.0, 0.0, update=False)  # logs the constraints, λ stays fixed
         frozen.lambdas = dict(dual.lambdas)
@@ -218,18 +259,35 @@ class Deadwooding(Defense):
                 if s["formulation"] == "mass":
                     frozen.penalty({"mass": deadwood_mass(prunable_weights(net, exclude), share)})
                 else:
-                    frozen.penalty({"kd_clean": kd_loss(logits, t_clean, temperature),
-                                    "kd_adv": kd_loss(adv_logits, t_adv, temperature)})
+                    frozen.penalty(
+                        {
+                            "kd_clean": kd_loss(logits, t_clean, temperature),
+                            "kd_adv": kd_loss(adv_logits, t_adv, temperature),
+                        }
+                    )
             return kd_loss(logits, t_clean, temperature) + nn.functional.cross_entropy(adv_logits, y)
 
         ft_spec = dataclasses.replace(self.recipe.train, epochs=int(s["finetune_epochs"]), lr=float(s["finetune_lr"]))
-        log += [e | {"phase": "finetune"} for e in fit(model, train, val, ft_spec, loss=finetune, callbacks=[frozen],
-                                                        seed=seed + 1, progress=progress)]
+        log += [
+            e | {"phase": "finetune"}
+            for e in fit(
+                model, train, val, ft_spec, loss=finetune, callbacks=[frozen], seed=seed + 1, progress=progress
+            )
+        ]
         for i, entry in enumerate(log):  # one running epoch count across both phases; the phase's own stays
             entry["phase_epoch"], entry["epoch"] = entry["epoch"], i + 1
         achieved = check_achieved(model, sparsity)
-        extra = {"reconstruction": RECONSTRUCTION_NOTE, "formulation": s["formulation"], "lambdas": dict(dual.lambdas),
-                 "deadwood_mass_before_prune": mass_before, "pruning": spec.to_dict(), "pruning_defaulted": False,
-                 "pruning_events": events, "target_sparsity": sparsity, "achieved_sparsity": achieved,
-                 "final": _final_metrics(model, val, self.recipe), "settings": dict(s)}
+        extra = {
+            "reconstruction": RECONSTRUCTION_NOTE,
+            "formulation": s["formulation"],
+            "lambdas": dict(dual.lambdas),
+            "deadwood_mass_before_prune": mass_before,
+            "pruning": spec.to_dict(),
+            "pruning_defaulted": False,
+            "pruning_events": events,
+            "target_sparsity": sparsity,
+            "achieved_sparsity": achieved,
+            "final": _final_metrics(model, val, self.recipe),
+            "settings": dict(s),
+        }
         return Artifact(model=model.eval(), log=log, extra=extra)

@@ -60,8 +60,9 @@ def margin_loss(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, ta
     return total
 
 
-def dio_objective(model: DIOModel, x: torch.Tensor, y: torch.Tensor, *, alpha: float, beta: float,
-                  tau: float) -> tuple[torch.Tensor, dict[str, float]]:
+def dio_objective(
+    model: DIOModel, x: torch.Tensor, y: torch.Tensor, *, alpha: float, beta: float, tau: float
+) -> tuple[torch.Tensor, dict[str, float]]:
     """The DIO loss on (x, y) and its parts (for logging)."""
     logits = model.all_head_logits(x)
     weights = head_weights(model)
@@ -169,12 +170,25 @@ class DIO(LossDefense):
         parts = getattr(self, "_parts", None) or _PartsAccumulator()
         return (DIOLog(parts, val),)
 
-    def run(self, model: nn.Module, train: Dataset, val: Dataset, *, sparsity: float, parent: nn.Module | None,
-            seed: int, progress: bool = False) -> Artifact:
+    def run(
+        self,
+        model: nn.Module,
+        train: Dataset,
+        val: Dataset,
+        *,
+        sparsity: float,
+        parent: nn.Module | None,
+        seed: int,
+        progress: bool = False,
+    ) -> Artifact:
         if not isinstance(model, DIOModel):
             raise UsageError(f"the dio defense trains a DIOModel (dio_<architecture>), got {type(model).__name__}")
         self._seed = seed
         artifact = super().run(model, train, val, sparsity=sparsity, parent=parent, seed=seed, progress=progress)
         model.set_mode("random")  # deployed as published: one random head per forward pass
-        artifact.extra["dio"] = {"heads": model.n_heads, "mode": "random", "adversarial": bool(self.settings["adversarial"])}
+        artifact.extra["dio"] = {
+            "heads": model.n_heads,
+            "mode": "random",
+            "adversarial": bool(self.settings["adversarial"]),
+        }
         return artifact

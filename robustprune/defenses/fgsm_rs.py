@@ -51,8 +51,13 @@ class CatastrophicOverfittingGuard(Callback):
             # state_dict carries weight_orig and weight_mask, so masks come back with the weights
             ctx.model.load_state_dict(self.snapshot)
             self.triggered = True
-            entry.update({"catastrophic_overfitting": True, "guard_previous_acc": self.previous,
-                          "restored_epoch": self.snapshot_epoch})
+            entry.update(
+                {
+                    "catastrophic_overfitting": True,
+                    "guard_previous_acc": self.previous,
+                    "restored_epoch": self.snapshot_epoch,
+                }
+            )
             return entry
         self.previous = acc
         self.snapshot, self.snapshot_epoch = copy.deepcopy(ctx.model.state_dict()), ctx.epoch + 1
@@ -65,8 +70,7 @@ class CatastrophicOverfittingGuard(Callback):
 @register_defense("fgsm_rs")
 class FGSMRS(LossDefense):
     # Digits defaults; CIFAR-10 code: eps 8/255, alpha 10/255 (1.25 eps), PGD-5 step 2/255 for the guard.
-    defaults = {"eps": 0.1, "alpha_factor": 1.25, "guard": True, "guard_drop": 0.2, "guard_steps": 5,
-                "guard_size": 128}
+    defaults = {"eps": 0.1, "alpha_factor": 1.25, "guard": True, "guard_drop": 0.2, "guard_steps": 5, "guard_size": 128}
 
     def validate(self) -> None:
         self._check_eps()
@@ -98,4 +102,3 @@ class FGSMRS(LossDefense):
             return accuracy(model, x_adv, y)
 
         return (CatastrophicOverfittingGuard(probe, float(self.settings["guard_drop"])),)
-

@@ -13,8 +13,16 @@ def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tens
     return torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0.0, 1.0)
 
 
-def pgd_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float, steps: int,
-             random_start: bool = True) -> torch.Tensor:
+def pgd_linf(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    alpha: float,
+    steps: int,
+    random_start: bool = True,
+) -> torch.Tensor:
     """Madry et al.'s PGD on the cross-entropy: uniform start in the ball, signed steps, projection."""
     x = x.detach()
     x_adv = x + torch.empty_like(x).uniform_(-eps, eps) if random_start else x.clone()

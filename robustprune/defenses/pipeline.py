@@ -76,9 +76,16 @@ def _seed(seed: int) -> int:
     return seed
 
 
-def prepare(recipe: str | Recipe, *, dataset: str = "digits", sparsity: float = 0.0,
-            parent: str | Path | nn.Module | None = None, seed: int = 0, epochs: int | None = None,
-            overrides: list[str] | tuple[str, ...] = ()) -> TrainPlan:
+def prepare(
+    recipe: str | Recipe,
+    *,
+    dataset: str = "digits",
+    sparsity: float = 0.0,
+    parent: str | Path | nn.Module | None = None,
+    seed: int = 0,
+    epochs: int | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> TrainPlan:
     """Resolve and validate every input of a training run (UsageError on bad input); trains nothing."""
     from robustprune.models import load_checkpoint
 
@@ -107,24 +114,50 @@ def prepare(recipe: str | Recipe, *, dataset: str = "digits", sparsity: float = 
     if isinstance(parent, nn.Module):
         _check_fits(parent, model, recipe.architecture)
         parent_model = parent
-        record = {"path": None, "sha256": None, "state_sha256": _state_sha256(parent),
-                  "sparsity": float(sparsity_report(parent)["sparsity"])}
+        record = {
+            "path": None,
+            "sha256": None,
+            "state_sha256": _state_sha256(parent),
+            "sparsity": float(sparsity_report(parent)["sparsity"]),
+        }
     elif parent is not None:
         shell = defense.build_model(train.num_classes, train.input_shape)
         try:
             parent_model, info = load_checkpoint(shell, parent)  # safetensors / state_dict only: no trust flag
         except UsageError as err:  # one line already; point at the flags of `train`, not of `score`
             hint = f"check --parent and the recipe's architecture ({recipe.architecture})"
-            raise UsageError(f"--parent: {str(err).replace('check --model and the dataset', hint + ' and the dataset')}"
-                             ) from None
+            raise UsageError(
+                f"--parent: {str(err).replace('check --model and the dataset', hint + ' and the dataset')}"
+            ) from None
         origin = (info.manifest or {}).get("recipe")  # a train manifest holds the recipe dict; others may not
-        record = {"path": str(parent), "sha256": info.sha256, "format": info.format,
-                  "recipe": origin.get("name") if isinstance(origin, dict) else origin,
-                  "sparsity": float(sparsity_report(parent_model)["sparsity"])}
-    validate_pruning(model, recipe, sparsity, has_parent=parent_model is not None, epochs=recipe.train.epochs,
-                     parent_sparsity=record["sparsity"] if record else 0.0)
-    return TrainPlan(recipe=recipe, overrides=overrides, defense=defense, dataset=str(dataset), train=train, val=val,
-                     sparsity=sparsity, seed=seed, model=model, parent=parent_model, parent_record=record)
+        record = {
+            "path": str(parent),
+            "sha256": info.sha256,
+            "format": info.format,
+            "recipe": origin.get("name") if isinstance(origin, dict) else origin,
+            "sparsity": float(sparsity_report(parent_model)["sparsity"]),
+        }
+    validate_pruning(
+        model,
+        recipe,
+        sparsity,
+        has_parent=parent_model is not None,
+        epochs=recipe.train.epochs,
+        parent_sparsity=record["sparsity"] if record else 0.0,
+    )
+    return TrainPlan(
+        recipe=recipe,
+        overrides=overrides,
+        defense=defense,
+        dataset=str(dataset),
+        train=train,
+        val=val,
+        sparsity=sparsity,
+        seed=seed,
+        model=model,
+        parent=parent_model,
+        parent_record=record,
+    )
 
 
 def _jsonable(value: Any) -> Any:
@@ -145,8 +178,9 @@ def execute(plan: TrainPlan, *, progress: bool = False, command: list[str] | Non
     from robustprune.provenance import collect
 
     started = time.perf_counter()
-    artifact = plan.defense.run(plan.model, plan.train, plan.val, sparsity=plan.sparsity, parent=plan.parent,
-                                seed=plan.seed, progress=progress)
+    artifact = plan.defense.run(
+        plan.model, plan.train, plan.val, sparsity=plan.sparsity, parent=plan.parent, seed=plan.seed, progress=progress
+    )
     seconds = time.perf_counter() - started
     model = artifact.model
     if not all(torch.isfinite(p).all() for p in model.parameters()):
@@ -161,17 +195,31 @@ def execute(plan: TrainPlan, *, progress: bool = False, command: list[str] | Non
         "defense": plan.recipe.defense,
         "settings": extra.pop("settings", dict(plan.defense.settings)),
         "architecture": plan.recipe.architecture,
-        "dataset": {"spec": plan.dataset, "name": plan.train.name, "num_classes": plan.train.num_classes,
-                    "input_shape": list(plan.train.input_shape), "train_fingerprint": plan.train.fingerprint(),
-                    "val_fingerprint": plan.val.fingerprint(), "train_examples": len(plan.train),
-                    "val_examples": len(plan.val)},
+        "dataset": {
+            "spec": plan.dataset,
+            "name": plan.train.name,
+            "num_classes": plan.train.num_classes,
+            "input_shape": list(plan.train.input_shape),
+            "train_fingerprint": plan.train.fingerprint(),
+            "val_fingerprint": plan.val.fingerprint(),
+            "train_examples": len(plan.train),
+            "val_examples": len(plan.val),
+        },
         "seed": plan.seed,
-        "sparsity": {"target": plan.sparsity, "achieved": report["sparsity"], "tolerance": SPARSITY_TOLERANCE,
-                     "counted_over": "Conv/Linear weights (effective, weight * mask)",
-                     "all_sparsity": report["all_sparsity"], "macs_dense": report["macs_dense"],
-                     "macs_effective": report["macs_effective"], "layers": report["layers"]},
-        "masks": {"stored": "in the safetensors file as __mask__.<module>.weight bool tensors, re-applied on load",
-                  "layers": sorted(n for n, m in model.named_modules() if hasattr(m, "weight_mask"))},
+        "sparsity": {
+            "target": plan.sparsity,
+            "achieved": report["sparsity"],
+            "tolerance": SPARSITY_TOLERANCE,
+            "counted_over": "Conv/Linear weights (effective, weight * mask)",
+            "all_sparsity": report["all_sparsity"],
+            "macs_dense": report["macs_dense"],
+            "macs_effective": report["macs_effective"],
+            "layers": report["layers"],
+        },
+        "masks": {
+            "stored": "in the safetensors file as __mask__.<module>.weight bool tensors, re-applied on load",
+            "layers": sorted(n for n, m in model.named_modules() if hasattr(m, "weight_mask")),
+        },
         "pruning": extra.pop("pruning", None),
         "pruning_defaulted": extra.pop("pruning_defaulted", False),
         "pruning_events": extra.pop("pruning_events", []),
@@ -188,13 +236,22 @@ def execute(plan: TrainPlan, *, progress: bool = False, command: list[str] | Non
     return artifact, _jsonable(manifest)
 
 
-def train_model(recipe: str | Recipe, dataset: str = "digits", sparsity: float = 0.0,
-                parent: str | Path | nn.Module | None = None, seed: int = 0, epochs: int | None = None, *,
-                overrides: list[str] | tuple[str, ...] = (), progress: bool = False,
-                command: list[str] | None = None) -> tuple[Artifact, dict]:
+def train_model(
+    recipe: str | Recipe,
+    dataset: str = "digits",
+    sparsity: float = 0.0,
+    parent: str | Path | nn.Module | None = None,
+    seed: int = 0,
+    epochs: int | None = None,
+    *,
+    overrides: list[str] | tuple[str, ...] = (),
+    progress: bool = False,
+    command: list[str] | None = None,
+) -> tuple[Artifact, dict]:
     """Train one model from a recipe (name, path or Recipe); returns (Artifact, manifest). Writes nothing."""
-    plan = prepare(recipe, dataset=dataset, sparsity=sparsity, parent=parent, seed=seed, epochs=epochs,
-                   overrides=overrides)
+    plan = prepare(
+        recipe, dataset=dataset, sparsity=sparsity, parent=parent, seed=seed, epochs=epochs, overrides=overrides
+    )
     return execute(plan, progress=progress, command=command)
 
 
@@ -212,17 +269,23 @@ def summary(manifest: dict) -> str:
     if pruning:
         plan = f"{pruning['criterion']} {pruning['schedule']}{' +reinit' if pruning['reinit'] else ''}"
     epochs = len(manifest["log"])
-    head = (f"trained {manifest['recipe']['name']} (defense {manifest['defense']}, {manifest['architecture']}) on "
-            f"{manifest['dataset']['name']}, seed {manifest['seed']}: {epochs} epoch{'s' * (epochs != 1)} in "
-            f"{manifest['train_seconds']:.1f} s")
-    probe_text = (f"  val acc {_num(final.get('val_acc'))} | PGD acc {_num(final.get('pgd_acc'))} "
-                  f"(PGD-{probe.get('steps')} eps {probe.get('eps')}, first {probe.get('examples')} "
-                  f"{probe.get('split')} examples) | dead ReLU {_num(final.get('dead_relu_rate'))}")
+    head = (
+        f"trained {manifest['recipe']['name']} (defense {manifest['defense']}, {manifest['architecture']}) on "
+        f"{manifest['dataset']['name']}, seed {manifest['seed']}: {epochs} epoch{'s' * (epochs != 1)} in "
+        f"{manifest['train_seconds']:.1f} s"
+    )
+    probe_text = (
+        f"  val acc {_num(final.get('val_acc'))} | PGD acc {_num(final.get('pgd_acc'))} "
+        f"(PGD-{probe.get('steps')} eps {probe.get('eps')}, first {probe.get('examples')} "
+        f"{probe.get('split')} examples) | dead ReLU {_num(final.get('dead_relu_rate'))}"
+    )
     lines = [head, probe_text, f"  sparsity {sp['achieved']:.4f} achieved, target {sp['target']:.4f} ({plan})"]
     hit = next((e for e in manifest["log"] if e.get("catastrophic_overfitting")), None)
     if hit is not None:
-        lines.append(f"  catastrophic overfitting at epoch {hit['epoch']}: stopped, restored epoch "
-                     f"{hit['restored_epoch']}'s weights")
+        lines.append(
+            f"  catastrophic overfitting at epoch {hit['epoch']}: stopped, restored epoch "
+            f"{hit['restored_epoch']}'s weights"
+        )
     return "\n".join(lines)
 
 
@@ -233,20 +296,38 @@ def save_trained(artifact: Artifact, manifest: dict, out_dir: str | Path) -> Che
     return save_checkpoint(artifact.model, Path(out_dir) / CHECKPOINT_NAME, manifest)
 
 
-def train_job(*, recipe: str, dataset: str = "digits", sparsity: float = 0.0, parent: str | None = None,
-              epochs: int | None = None, seed: int = 0, overrides: list[str] | tuple[str, ...] = (),
-              out: str | None = None, threads: int | None = None, command: list[str] | None = None,
-              progress: bool = True) -> tuple[dict[str, str], str]:
+def train_job(
+    *,
+    recipe: str,
+    dataset: str = "digits",
+    sparsity: float = 0.0,
+    parent: str | None = None,
+    epochs: int | None = None,
+    seed: int = 0,
+    overrides: list[str] | tuple[str, ...] = (),
+    out: str | None = None,
+    threads: int | None = None,
+    command: list[str] | None = None,
+    progress: bool = True,
+) -> tuple[dict[str, str], str]:
     """The CLI's `train`: validate everything, train, then write DIR/model.safetensors + its manifest."""
     from robustprune.config import canonical_key
     from robustprune.jobs import check_out_dir, set_threads
     from robustprune.models.checkpoint import manifest_path
 
     set_threads(threads)
-    plan = prepare(recipe, dataset=dataset, sparsity=sparsity, parent=parent, seed=seed, epochs=epochs,
-                   overrides=overrides)
-    key = canonical_key({"recipe": plan.recipe.to_dict(), "data": plan.train.fingerprint(), "sparsity": sparsity,
-                         "seed": seed, "parent": plan.parent_record and plan.parent_record.get("sha256")})
+    plan = prepare(
+        recipe, dataset=dataset, sparsity=sparsity, parent=parent, seed=seed, epochs=epochs, overrides=overrides
+    )
+    key = canonical_key(
+        {
+            "recipe": plan.recipe.to_dict(),
+            "data": plan.train.fingerprint(),
+            "sparsity": sparsity,
+            "seed": seed,
+            "parent": plan.parent_record and plan.parent_record.get("sha256"),
+        }
+    )
     out_dir = check_out_dir(out or Path("reports") / f"train-{plan.recipe.name}-{key}")
     target = out_dir / CHECKPOINT_NAME
     if target.exists() and not target.is_file():

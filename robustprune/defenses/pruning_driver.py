@@ -101,8 +101,9 @@ def criterion_sparsity(model: nn.Module, spec: PruningSpec, sparsity: float) -> 
     return scaled
 
 
-def validate_pruning(model: nn.Module, recipe: Recipe, sparsity: float, *, has_parent: bool, epochs: int,
-                     parent_sparsity: float = 0.0) -> None:
+def validate_pruning(
+    model: nn.Module, recipe: Recipe, sparsity: float, *, has_parent: bool, epochs: int, parent_sparsity: float = 0.0
+) -> None:
     """Every check that needs no training: run before anything is trained or written."""
     spec, _ = resolve_pruning(recipe, sparsity, has_parent)
     reinit = spec is not None and spec.reinit
@@ -249,8 +250,13 @@ def final_metrics(model: nn.Module, val: Dataset, recipe: Recipe) -> dict[str, A
     return {
         "val_acc": accuracy(model, val.x, val.y),
         "pgd_acc": pgd_probe(model, x, y, spec.probe_eps, spec.probe_steps),
-        "probe": {"attack": "pgd_linf", "eps": spec.probe_eps, "steps": spec.probe_steps, "examples": len(y),
-                  "split": val.split},
+        "probe": {
+            "attack": "pgd_linf",
+            "eps": spec.probe_eps,
+            "steps": spec.probe_steps,
+            "examples": len(y),
+            "split": val.split,
+        },
         "dead_relu_rate": dead_relu_rate(model, x) if has_relu else None,
     }
 
@@ -258,9 +264,19 @@ def final_metrics(model: nn.Module, val: Dataset, recipe: Recipe) -> dict[str, A
 _final_metrics = final_metrics  # the name an earlier revision exported; deadwooding.py imports it
 
 
-def train_with_pruning(model: nn.Module, train: Dataset, val: Dataset, recipe: Recipe, *, loss: Loss,
-                       callbacks: Callable[[], Sequence[Callback]] = lambda: (), sparsity: float,
-                       parent: nn.Module | None, seed: int, progress: bool = False) -> Artifact:
+def train_with_pruning(
+    model: nn.Module,
+    train: Dataset,
+    val: Dataset,
+    recipe: Recipe,
+    *,
+    loss: Loss,
+    callbacks: Callable[[], Sequence[Callback]] = lambda: (),
+    sparsity: float,
+    parent: nn.Module | None,
+    seed: int,
+    progress: bool = False,
+) -> Artifact:
     """Train `model` in place with `loss` while realising the recipe's pruning plan; returns the Artifact.
 
     `model` arrives freshly initialised with the run's seed; it starts from `parent`'s weights when a parent is
@@ -269,8 +285,14 @@ def train_with_pruning(model: nn.Module, train: Dataset, val: Dataset, recipe: R
     """
     sparsity = check_sparsity(sparsity)
     spec, defaulted = resolve_pruning(recipe, sparsity, parent is not None)
-    validate_pruning(model, recipe, sparsity, has_parent=parent is not None, epochs=recipe.train.epochs,
-                     parent_sparsity=achieved_sparsity(parent) if parent is not None else 0.0)
+    validate_pruning(
+        model,
+        recipe,
+        sparsity,
+        has_parent=parent is not None,
+        epochs=recipe.train.epochs,
+        parent_sparsity=achieved_sparsity(parent) if parent is not None else 0.0,
+    )
     generator = torch.Generator().manual_seed(seed)
     events: list[dict[str, Any]] = []
     if parent is not None and not (spec is not None and spec.reinit):
@@ -279,42 +301,58 @@ def train_with_pruning(model: nn.Module, train: Dataset, val: Dataset, recipe: R
 
     log: list[dict[str, Any]] = []
     if spec is None:
-        log = fit(model, train, val, recipe.train, loss=loss, callbacks=list(callbacks()), seed=seed,
-                  progress=progress)
+        log = fit(model, train, val, recipe.train, loss=loss, callbacks=list(callbacks()), seed=seed, progress=progress)
     elif spec.reinit:
         assert parent is not None  # validate_pruning refuses reinit without a parent
         fn = PRUNING_CRITERIA.get(spec.criterion)
         masks = fn(parent, criterion_sparsity(parent, spec, sparsity), generator, exclude=tuple(spec.exclude))
         scratch_init(model, masks, spec.reinit_scheme, generator)
         events.append({"event": "scratch_reinit", "scheme": spec.reinit_scheme, "sparsity": achieved_sparsity(model)})
-        log = fit(model, train, val, recipe.train, loss=loss, callbacks=list(callbacks()), seed=seed,
-                  progress=progress)
+        log = fit(model, train, val, recipe.train, loss=loss, callbacks=list(callbacks()), seed=seed, progress=progress)
     elif spec.schedule == "iterative":
         targets = iterative_sparsities(sparsity, spec.rounds)
-        epochs = [recipe.train.epochs // spec.rounds + (r < recipe.train.epochs % spec.rounds)
-                  for r in range(spec.rounds)]
+        epochs = [
+            recipe.train.epochs // spec.rounds + (r < recipe.train.epochs % spec.rounds) for r in range(spec.rounds)
+        ]
         for r, (target, n_epochs) in enumerate(zip(targets, epochs, strict=True)):
             prune_to(model, spec, target, generator)
             events.append({"event": "prune", "round": r + 1, "target": target, "achieved": achieved_sparsity(model)})
-            round_log = fit(model, train, val, replace(recipe.train, epochs=n_epochs), loss=loss,
-                            callbacks=list(callbacks()), seed=seed + 10_007 * r, progress=progress)
+            round_log = fit(
+                model,
+                train,
+                val,
+                replace(recipe.train, epochs=n_epochs),
+                loss=loss,
+                callbacks=list(callbacks()),
+                seed=seed + 10_007 * r,
+                progress=progress,
+            )
             for entry in round_log:
-                entry.update({"round": r + 1, "round_epoch": entry["epoch"], "epoch": len(log) + 1,
-                              "target_sparsity": target, "sparsity": achieved_sparsity(model)})
+                entry.update(
+                    {
+                        "round": r + 1,
+                        "round_epoch": entry["epoch"],
+                        "epoch": len(log) + 1,
+                        "target_sparsity": target,
+                        "sparsity": achieved_sparsity(model),
+                    }
+                )
                 log.append(entry)
             if round_log and round_log[-1].get("stopped_early"):
                 break  # a defense's guard stopped training: the final check below still enforces the target
     else:
         driver = ScheduledPruning(spec, sparsity, generator=generator)
-        log = fit(model, train, val, recipe.train, loss=loss, callbacks=[driver, *callbacks()], seed=seed,
-                  progress=progress)
+        log = fit(
+            model, train, val, recipe.train, loss=loss, callbacks=[driver, *callbacks()], seed=seed, progress=progress
+        )
         events += [{"event": "prune", **h} for h in driver.history]
 
     if spec is not None and achieved_sparsity(model) < sparsity - SPARSITY_TOLERANCE:
         # Training stopped before the schedule finished (e.g. the FGSM-RS guard): reach the target now, loudly.
         prune_to(model, spec, sparsity, generator)
-        events.append({"event": "final_prune_without_training", "target": sparsity,
-                       "achieved": achieved_sparsity(model)})
+        events.append(
+            {"event": "final_prune_without_training", "target": sparsity, "achieved": achieved_sparsity(model)}
+        )
     achieved = check_achieved(model, sparsity)
     model.eval()
     extra = {

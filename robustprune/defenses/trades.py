@@ -40,8 +40,9 @@ class TRADES(LossDefense):
             x_adv = trades_kl(model, x, eps=eps, alpha=alpha, steps=steps)
             model.train()
             logits, logits_adv = model(x), model(x_adv)
-            robust = nn.functional.kl_div(torch.log_softmax(logits_adv, dim=1), torch.softmax(logits, dim=1),
-                                          reduction="sum") / len(x)
+            robust = nn.functional.kl_div(
+                torch.log_softmax(logits_adv, dim=1), torch.softmax(logits, dim=1), reduction="sum"
+            ) / len(x)
             return nn.functional.cross_entropy(logits, y) + beta * robust
 
         return trades_loss

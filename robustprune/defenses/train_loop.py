@@ -107,8 +107,10 @@ def make_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
     was_training = model.training
     model.eval()
-    correct = sum(int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
-                  for i in range(0, len(x), batch_size))
+    correct = sum(
+        int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum())
+        for i in range(0, len(x), batch_size)
+    )
     model.train(was_training)
     return correct / max(len(x), 1)
 
@@ -124,17 +126,27 @@ def pgd_probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, st
     return accuracy(model, x_adv, y)
 
 
-def fit(model: nn.Module, train: Dataset, val: Dataset, spec: TrainSpec, *, loss: Loss = cross_entropy,
-        callbacks: Sequence[Callback] = (), seed: int = 0, progress: bool = False,
-        on_epoch: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+def fit(
+    model: nn.Module,
+    train: Dataset,
+    val: Dataset,
+    spec: TrainSpec,
+    *,
+    loss: Loss = cross_entropy,
+    callbacks: Sequence[Callback] = (),
+    seed: int = 0,
+    progress: bool = False,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
     """Train `model` in place; return the per-epoch log."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     optimizer = make_optimizer(model, spec)
     steps_per_epoch = math.ceil(len(train) / spec.batch_size)
     total = spec.epochs * steps_per_epoch
-    ctx = StepContext(epoch=0, step=0, total_steps=total, model=model, optimizer=optimizer,
-                      steps_per_epoch=steps_per_epoch)
+    ctx = StepContext(
+        epoch=0, step=0, total_steps=total, model=model, optimizer=optimizer, steps_per_epoch=steps_per_epoch
+    )
     probe_x, probe_y = val.x[: spec.probe_size], val.y[: spec.probe_size]
     for cb in callbacks:
         cb.on_train_begin(ctx)
@@ -147,7 +159,7 @@ def fit(model: nn.Module, train: Dataset, val: Dataset, spec: TrainSpec, *, loss
         order = torch.randperm(len(train), generator=generator)
         loss_sum = seen = 0.0
         for start in range(0, len(train), spec.batch_size):
-            idx = order[start:start + spec.batch_size]
+            idx = order[start : start + spec.batch_size]
             x, y = train.x[idx], train.y[idx]
             for group in optimizer.param_groups:
                 group["lr"] = spec.lr * lr_factor(spec.schedule, (ctx.step + 0.5) / max(total, 1))

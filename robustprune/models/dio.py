@@ -33,8 +33,15 @@ DIO_BASES: tuple[str, ...] = ("mlp", "digits_cnn", "vgg11", "preact_resnet18")
 class DIOModel(nn.Module):
     """Shared backbone + `heads` parallel bias-free linear heads; see the module docstring for the modes."""
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, heads: int = 10,
-                 mode: Mode = "random", head: int | None = None) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        feature_dim: int,
+        num_classes: int,
+        heads: int = 10,
+        mode: Mode = "random",
+        head: int | None = None,
+    ) -> None:
         super().__init__()
         if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1:
             raise UsageError(f"DIO needs heads >= 1, got {heads!r}")
@@ -105,16 +112,24 @@ def strip_classifier(model: nn.Module, num_classes: int) -> tuple[nn.Module, int
         raise UsageError(f"{type(model).__name__} has no nn.Linear classifier for DIO to replace by heads")
     name, last = linears[-1]
     if last.out_features != num_classes:
-        raise UsageError(f"the last nn.Linear of {type(model).__name__} ({name}) outputs {last.out_features} values, "
-                         f"not the {num_classes} classes; DIO needs the classifier to be the last linear layer")
+        raise UsageError(
+            f"the last nn.Linear of {type(model).__name__} ({name}) outputs {last.out_features} values, "
+            f"not the {num_classes} classes; DIO needs the classifier to be the last linear layer"
+        )
     parent_name, _, attr = name.rpartition(".")
     setattr(model.get_submodule(parent_name), attr, nn.Identity())
     return model, last.in_features
 
 
-def dio_model(base: str | Factory, num_classes: int, input_shape: tuple[int, int, int],
-              mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None, heads: int = 10,
-              mode: Mode = "random") -> DIOModel:
+def dio_model(
+    base: str | Factory,
+    num_classes: int,
+    input_shape: tuple[int, int, int],
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    heads: int = 10,
+    mode: Mode = "random",
+) -> DIOModel:
     """A DIO model on the registered architecture (or factory) `base`."""
     factory = resolve_factory(base) if isinstance(base, str) else base
     backbone, d = strip_classifier(factory(num_classes, input_shape, mean=mean, std=std), num_classes)
@@ -128,8 +143,14 @@ def dio_model(base: str | Factory, num_classes: int, input_shape: tuple[int, int
 
 
 def _register(base: str) -> None:
-    def factory(num_classes: int, input_shape: tuple[int, int, int], mean: tuple[float, ...] | None = None,
-                std: tuple[float, ...] | None = None, heads: int = 10, mode: Mode = "random") -> DIOModel:
+    def factory(
+        num_classes: int,
+        input_shape: tuple[int, int, int],
+        mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None,
+        heads: int = 10,
+        mode: Mode = "random",
+    ) -> DIOModel:
         return dio_model(base, num_classes, input_shape, mean=mean, std=std, heads=heads, mode=mode)
 
     factory.__name__ = f"dio_{base}"

@@ -22,8 +22,13 @@ from robustprune.reporting.tables import attack_series, reliability_bins, threat
 Format = Literal["png", "svg"]
 DPI = 150
 # parse_math off: architecture names and attack labels are user text, and a stray "$" must not become mathtext.
-_RC = {"svg.hashsalt": "robustprune", "svg.fonttype": "path", "font.size": 9, "axes.titlesize": 10,
-       "text.parse_math": False}
+_RC = {
+    "svg.hashsalt": "robustprune",
+    "svg.fonttype": "path",
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "text.parse_math": False,
+}
 _METADATA = {"png": {"Software": None}, "svg": {"Creator": None, "Date": None}}
 ACC_COLOR, GAP_COLOR, COUNT_COLOR, CLEAN_COLOR = "#1f77b4", "#d62728", "#7f7f7f", "#2ca02c"
 
@@ -53,19 +58,43 @@ def _reliability_panel(ax: Any, ax_count: Any, bins: list[dict[str, Any]], title
     ax.plot([0, 1], [0, 1], linestyle="--", color="black", linewidth=1, label="perfect calibration")
     ax.bar(lo, acc, width=width, align="edge", color=ACC_COLOR, edgecolor="black", linewidth=0.5, label="accuracy")
     # The gap bar spans accuracy -> mean confidence: above the bar means over-confident, below under-confident.
-    ax.bar(lo, gap, bottom=acc, width=width, align="edge", color=GAP_COLOR, alpha=0.35, edgecolor=GAP_COLOR,
-           hatch="//", linewidth=0.5, label="gap to confidence")
+    ax.bar(
+        lo,
+        gap,
+        bottom=acc,
+        width=width,
+        align="edge",
+        color=GAP_COLOR,
+        alpha=0.35,
+        edgecolor=GAP_COLOR,
+        hatch="//",
+        linewidth=0.5,
+        label="gap to confidence",
+    )
     n_bins = len(bins)
     ece_text = f"ECE = {ece:.4f} (B = {n_bins})" if ece is not None else f"ECE n/a (B = {n_bins})"
     ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy", title=title)
     ax.legend(loc="upper left", title=ece_text, fontsize=8, title_fontsize=8)
-    ax_count.bar([b["lo"] for b in bins], [b.get("count") or 0 for b in bins], width=[b["hi"] - b["lo"] for b in bins],
-                 align="edge", color=COUNT_COLOR, edgecolor="black", linewidth=0.5)
+    ax_count.bar(
+        [b["lo"] for b in bins],
+        [b.get("count") or 0 for b in bins],
+        width=[b["hi"] - b["lo"] for b in bins],
+        align="edge",
+        color=COUNT_COLOR,
+        edgecolor="black",
+        linewidth=0.5,
+    )
     ax_count.set(xlim=(0, 1), xlabel="confidence", ylabel="count")
 
 
-def reliability_figure(clean_bins: list[dict[str, Any]], adv_bins: list[dict[str, Any]], *,
-                       clean_ece: float | None = None, adv_ece: float | None = None, fmt: Format = "png") -> bytes:
+def reliability_figure(
+    clean_bins: list[dict[str, Any]],
+    adv_bins: list[dict[str, Any]],
+    *,
+    clean_ece: float | None = None,
+    adv_ece: float | None = None,
+    fmt: Format = "png",
+) -> bytes:
     """Reliability diagrams side by side (clean | adversarial): accuracy per bin, gap, diagonal, counts below."""
 
     def draw(fig: Figure) -> None:
@@ -84,19 +113,39 @@ def attack_curve_figure(doc: dict[str, Any], fmt: Format = "png") -> bytes:
         ax = fig.subplots()
         xs = list(range(len(series)))
         accs = [v if v is not None else 0.0 for _, v, _ in series]
-        errs = [[max(v - ci[0], 0.0) for (_, _, ci), v in zip(series, accs)],
-                [max(ci[1] - v, 0.0) for (_, _, ci), v in zip(series, accs)]] if all(ci for _, _, ci in series) else None
+        errs = (
+            [
+                [max(v - ci[0], 0.0) for (_, _, ci), v in zip(series, accs)],
+                [max(ci[1] - v, 0.0) for (_, _, ci), v in zip(series, accs)],
+            ]
+            if all(ci for _, _, ci in series)
+            else None
+        )
         colors = [CLEAN_COLOR] + [ACC_COLOR] * (len(series) - 1)
-        ax.bar(xs, accs, width=0.6, color=colors, edgecolor="black", linewidth=0.5, yerr=errs, capsize=4, ecolor="black")
+        ax.bar(
+            xs, accs, width=0.6, color=colors, edgecolor="black", linewidth=0.5, yerr=errs, capsize=4, ecolor="black"
+        )
         ax.axhline(accs[0], linestyle="--", color=CLEAN_COLOR, linewidth=1, label=f"clean {accs[0]:.2f} %")
         for x, v in zip(xs, accs):
             # Inside the bar, clear of the CI whiskers; above it when the bar is too short to hold text.
             inside = v >= 12
-            ax.text(x, v / 2 if inside else v + 1, f"{v:.1f}", ha="center", va="center" if inside else "bottom",
-                    fontsize=8, color="white" if inside else "black", fontweight="bold")
+            ax.text(
+                x,
+                v / 2 if inside else v + 1,
+                f"{v:.1f}",
+                ha="center",
+                va="center" if inside else "bottom",
+                fontsize=8,
+                color="white" if inside else "black",
+                fontweight="bold",
+            )
         ax.set_xticks(xs, [label for label, _, _ in series], rotation=30 if len(series) > 6 else 0)
-        ax.set(ylim=(0, 105), ylabel="accuracy (%)", xlabel="after attack (cumulative)",
-               title=f"{doc.get('architecture')} on {doc.get('dataset')}: {threat_text(doc)}")
+        ax.set(
+            ylim=(0, 105),
+            ylabel="accuracy (%)",
+            xlabel="after attack (cumulative)",
+            title=f"{doc.get('architecture')} on {doc.get('dataset')}: {threat_text(doc)}",
+        )
         ax.legend(loc="upper right", fontsize=8)
 
     return _render(draw, (max(5.0, 1.0 + 0.9 * len(series)), 3.6), fmt)
@@ -109,8 +158,13 @@ def _ece(doc: dict[str, Any], side: str) -> float | None:
 def document_figures(doc: dict[str, Any], fmt: Format = "png") -> dict[str, bytes]:
     """Every figure of a report, keyed by file stem."""
     return {
-        "reliability": reliability_figure(reliability_bins(doc, "clean"), reliability_bins(doc, "adversarial"),
-                                          clean_ece=_ece(doc, "clean"), adv_ece=_ece(doc, "adversarial"), fmt=fmt),
+        "reliability": reliability_figure(
+            reliability_bins(doc, "clean"),
+            reliability_bins(doc, "adversarial"),
+            clean_ece=_ece(doc, "clean"),
+            adv_ece=_ece(doc, "adversarial"),
+            fmt=fmt,
+        ),
         "attacks": attack_curve_figure(doc, fmt=fmt),
     }
 

@@ -17,8 +17,14 @@ ATTACKS_NOTE = (
 
 def md_escape(text: str) -> str:
     """Keep a cell on one line, inside its column, and inert: user strings (names, paths) may hold | or HTML."""
-    return (text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
-            .replace("\r", " ").replace("\n", " "))
+    return (
+        text.replace("\\", "\\\\")
+        .replace("|", "\\|")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace("\r", " ")
+        .replace("\n", " ")
+    )
 
 
 def md_table(table: Table) -> str:

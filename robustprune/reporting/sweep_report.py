@@ -28,7 +28,7 @@ from matplotlib.patches import Patch
 from robustprune.atomic import write_bytes, write_json, write_text
 from robustprune.errors import UsageError
 from robustprune.metrics.accuracy import mcnemar_test
-from robustprune.regression import WORST, correct_vectors, incomparable_reason
+from robustprune.regression import WORST, added_attacks, correct_vectors, incomparable_reason
 from robustprune.reporting.figures import Format, _render, reliability_figure
 from robustprune.reporting.markdown import md_escape, md_table
 from robustprune.reporting.tables import NA, Table, fmt_eps, fmt_frac_pct, fmt_int, fmt_num, fmt_pct, fmt_seconds
@@ -78,8 +78,9 @@ ACC_BOUNDS: Bounds = (0.0, 100.0)
 CAL_BOUNDS: Bounds = (0.0, None)
 
 
-def mean_band(values: Sequence[float], confidence: float = CONFIDENCE,
-              bounds: Bounds = (None, None)) -> tuple[float, float | None, float | None]:
+def mean_band(
+    values: Sequence[float], confidence: float = CONFIDENCE, bounds: Bounds = (None, None)
+) -> tuple[float, float | None, float | None]:
     """(mean, lo, hi): a t interval for the mean over seeds, clipped to `bounds` (with 2-3 seeds t is large and the
     raw interval leaves the metric's range); no band (None, None) with a single seed."""
     n = len(values)
@@ -107,8 +108,9 @@ class Point:
     hi: float | None
 
 
-def series(cells: Sequence[StoredCell], metric: Callable[[StoredCell], float | None],
-           bounds: Bounds = (None, None)) -> list[Point]:
+def series(
+    cells: Sequence[StoredCell], metric: Callable[[StoredCell], float | None], bounds: Bounds = (None, None)
+) -> list[Point]:
     """The metric per target sparsity of one recipe's cells: seed values, mean and band, sorted by sparsity."""
     groups: dict[float, list[float]] = {}
     for cell in cells:
@@ -162,7 +164,9 @@ def _view(sweep: StoredSweep) -> SweepView:
     for cell in sweep.cells:
         battery_labels += [str(a.get("label")) for a in (cell.config.get("battery") or {}).get("attacks") or []]
     labels = [lbl for lbl in dict.fromkeys(battery_labels) if lbl in present]
-    labels += sorted(present - set(labels))
+    # Attacks outside the configured battery are the adaptive ones scoring adds for a randomized model, and it
+    # runs them first: so they come first, and "after X" columns stay cumulative in each cell's own order.
+    labels = sorted(present - set(labels)) + labels
     return SweepView(sweep, recipes, labels, str(sweep.spec.get("parent_recipe") or "dense"))
 
 
@@ -177,8 +181,9 @@ def _x(sparsity: float) -> float:
     return 100.0 * sparsity
 
 
-def _draw_recipe(ax: Any, recipe: str, points: list[Point], *, dashed: list[Point] | None = None,
-                 band: bool = True) -> None:
+def _draw_recipe(
+    ax: Any, recipe: str, points: list[Point], *, dashed: list[Point] | None = None, band: bool = True
+) -> None:
     """Mean line with markers, seed values as small dots, 95 % band; a dense-only recipe as a horizontal reference."""
     color, marker = recipe_style(recipe)
     only_dense = all(p.sparsity == 0 for p in points) and all(p.sparsity == 0 for p in dashed or [])
@@ -190,19 +195,38 @@ def _draw_recipe(ax: Any, recipe: str, points: list[Point], *, dashed: list[Poin
             ax.axhline(pts[0].mean, color=color, linestyle=linestyle, linewidth=width * 0.8, alpha=0.8)
             ax.plot([0.0], [pts[0].mean], linestyle="none", markersize=6, **style)
         else:
-            ax.plot([_x(p.sparsity) for p in pts], [p.mean for p in pts], linestyle=linestyle, linewidth=width,
-                    markersize=6 if linestyle == "-" else 4, **style)
+            ax.plot(
+                [_x(p.sparsity) for p in pts],
+                [p.mean for p in pts],
+                linestyle=linestyle,
+                linewidth=width,
+                markersize=6 if linestyle == "-" else 4,
+                **style,
+            )
         seeds = [(_x(p.sparsity), v) for p in pts if len(p.values) > 1 for v in p.values]
         if seeds:
-            ax.plot([s[0] for s in seeds], [s[1] for s in seeds], linestyle="none", marker=marker, markersize=2.5,
-                    color=color, alpha=0.45)
+            ax.plot(
+                [s[0] for s in seeds],
+                [s[1] for s in seeds],
+                linestyle="none",
+                marker=marker,
+                markersize=2.5,
+                color=color,
+                alpha=0.45,
+            )
     banded = [p for p in points if p.lo is not None and p.hi is not None]
     if band and banded:
         if only_dense:
             ax.axhspan(banded[0].lo, banded[0].hi, color=color, alpha=0.10, linewidth=0)
         elif len(banded) > 1:
-            ax.fill_between([_x(p.sparsity) for p in banded], [p.lo for p in banded], [p.hi for p in banded],
-                            color=color, alpha=0.15, linewidth=0)
+            ax.fill_between(
+                [_x(p.sparsity) for p in banded],
+                [p.lo for p in banded],
+                [p.hi for p in banded],
+                color=color,
+                alpha=0.15,
+                linewidth=0,
+            )
         else:
             p = banded[0]
             ax.errorbar([_x(p.sparsity)], [p.mean], yerr=[[p.mean - p.lo], [p.hi - p.mean]], color=color, capsize=3)
@@ -213,10 +237,15 @@ def _legend(ax: Any, recipes: list[str], extra: list[tuple[str, str]]) -> None:
     handles: list[Any] = []
     for recipe in recipes:
         color, marker = recipe_style(recipe)
-        handles.append(Line2D([], [], color=color, marker=marker, markeredgecolor="black", markeredgewidth=0.5,
-                              label=recipe))
-    handles += [Patch(facecolor="grey", alpha=0.25, label=text) if style == "band"
-                else Line2D([], [], color="grey", linestyle=style, label=text) for style, text in extra]
+        handles.append(
+            Line2D([], [], color=color, marker=marker, markeredgecolor="black", markeredgewidth=0.5, label=recipe)
+        )
+    handles += [
+        Patch(facecolor="grey", alpha=0.25, label=text)
+        if style == "band"
+        else Line2D([], [], color="grey", linestyle=style, label=text)
+        for style, text in extra
+    ]
     ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, frameon=False)
 
 
@@ -230,26 +259,37 @@ def _sparsity_axis(ax: Any, label: bool = True) -> None:
 def accuracy_figure(view: SweepView, label: str | None, fmt: Format) -> bytes:
     """Robust accuracy after attack `label` (cumulative; None: worst case) per recipe, clean accuracy dashed."""
     metric = _attack_metric(label) if label is not None else _record_metric("robust_acc")
-    title = (f"robust accuracy after {label} (cumulative)" if label is not None else "robust accuracy (worst case)")
+    title = f"robust accuracy after {label} (cumulative)" if label is not None else "robust accuracy (worst case)"
 
     def draw(fig: Figure) -> None:
         ax = fig.subplots()
         for recipe in view.recipes:
             cells = view.recipe_cells(recipe)
-            _draw_recipe(ax, recipe, series(cells, metric, ACC_BOUNDS),
-                         dashed=series(cells, _record_metric("clean_acc"), ACC_BOUNDS))
+            _draw_recipe(
+                ax,
+                recipe,
+                series(cells, metric, ACC_BOUNDS),
+                dashed=series(cells, _record_metric("clean_acc"), ACC_BOUNDS),
+            )
         _sparsity_axis(ax)
         ax.set_ylim(-2, 102)
         ax.set_ylabel("accuracy (%)")
         ax.set_title(f"{title}\n{view.threat_text()}, battery {view.battery().get('name', NA)}")
-        _legend(ax, view.recipes, [("-", "robust (mean over seeds)"), ("--", "clean"),
-                                   ("band", "95 % t interval over seeds")])
+        _legend(
+            ax,
+            view.recipes,
+            [("-", "robust (mean over seeds)"), ("--", "clean"), ("band", "95 % t interval over seeds")],
+        )
 
     return _render(draw, (7.5, 4.2), fmt)
 
 
-CALIBRATION_PANELS = (("ece_clean", "ECE, clean"), ("ece_adv", "ECE, under attack (worst case)"),
-                      ("nll_clean", "NLL, clean"), ("nll_adv", "NLL, under attack (worst case)"))
+CALIBRATION_PANELS = (
+    ("ece_clean", "ECE, clean"),
+    ("ece_adv", "ECE, under attack (worst case)"),
+    ("nll_clean", "NLL, clean"),
+    ("nll_adv", "NLL, under attack (worst case)"),
+)
 
 
 def calibration_figure(view: SweepView, fmt: Format) -> bytes:
@@ -283,8 +323,9 @@ def reliability_cells(view: SweepView, keys: Sequence[str] | None = None) -> lis
         cells = [c for c in view.recipe_cells(recipe) if c.has_document_file()]
         if not cells:
             continue
-        seeds = sorted({c.seed for c in cells}, key=lambda s: (spec_seeds.index(s) if s in spec_seeds else len(
-            spec_seeds), s))
+        seeds = sorted(
+            {c.seed for c in cells}, key=lambda s: (spec_seeds.index(s) if s in spec_seeds else len(spec_seeds), s)
+        )
         first = [c for c in cells if c.seed == seeds[0]]
         chosen.append(max(first, key=lambda c: (c.sparsity, c.key)))
     return chosen
@@ -309,23 +350,43 @@ class FigureSpec:
 
 
 def figure_specs(view: SweepView, reliability: Sequence[str] | None = None) -> list[FigureSpec]:
-    specs = [FigureSpec("robust_worst", "Robust accuracy (per-example worst case over the battery) vs target "
-                        "sparsity; dashed: clean accuracy.", lambda fmt: accuracy_figure(view, None, fmt))]
+    specs = [
+        FigureSpec(
+            "robust_worst",
+            "Robust accuracy (per-example worst case over the battery) vs target sparsity; dashed: clean accuracy.",
+            lambda fmt: accuracy_figure(view, None, fmt),
+        )
+    ]
     used = {"robust_worst"}
     for label in view.labels:
         stem = f"robust_after_{_slug(label)}"
         while stem in used:
             stem += "_"
         used.add(stem)
-        specs.append(FigureSpec(stem, f"Robust accuracy after {label} and every attack before it (cumulative) vs "
-                                "target sparsity; dashed: clean accuracy.",
-                                lambda fmt, label=label: accuracy_figure(view, label, fmt)))
-    specs.append(FigureSpec("calibration", "ECE and NLL vs target sparsity, clean and under the worst-case attack.",
-                            lambda fmt: calibration_figure(view, fmt)))
+        specs.append(
+            FigureSpec(
+                stem,
+                f"Robust accuracy after {label} and every attack before it (cumulative) vs "
+                "target sparsity; dashed: clean accuracy.",
+                lambda fmt, label=label: accuracy_figure(view, label, fmt),
+            )
+        )
+    specs.append(
+        FigureSpec(
+            "calibration",
+            "ECE and NLL vs target sparsity, clean and under the worst-case attack.",
+            lambda fmt: calibration_figure(view, fmt),
+        )
+    )
     for cell in reliability_cells(view, reliability):
         stem = f"reliability_{_slug(cell.recipe)}_{cell.key}"
-        specs.append(FigureSpec(stem, f"Reliability diagrams of {cell.label} (cell {cell.key}): clean | under the "
-                                "worst-case attack.", lambda fmt, cell=cell: cell_reliability_figure(cell, fmt)))
+        specs.append(
+            FigureSpec(
+                stem,
+                f"Reliability diagrams of {cell.label} (cell {cell.key}): clean | under the worst-case attack.",
+                lambda fmt, cell=cell: cell_reliability_figure(cell, fmt),
+            )
+        )
     return specs
 
 
@@ -338,17 +399,43 @@ def _sparsity_text(value: Any) -> str:
 
 def cells_table(view: SweepView) -> Table:
     """Every stored number of every cell, one row per cell."""
-    headers = ("recipe", "target", "achieved", "seed", "clean %", *(f"after {lbl} %" for lbl in view.labels),
-               "worst %", "ECE clean", "ECE adv", "NLL clean", "NLL adv", "randomized", "key", "parent")
+    headers = (
+        "recipe",
+        "target",
+        "achieved",
+        "seed",
+        "clean %",
+        *(f"after {lbl} %" for lbl in view.labels),
+        "worst %",
+        "ECE clean",
+        "ECE adv",
+        "NLL clean",
+        "NLL adv",
+        "randomized",
+        "key",
+        "parent",
+    )
     rows = []
     for c in view.cells:
         r = c.record
-        rows.append((c.recipe, _sparsity_text(r.get("sparsity")), fmt_frac_pct(r.get("achieved_sparsity")),
-                     str(c.seed), fmt_pct(r.get("clean_acc")),
-                     *(fmt_pct((r.get("attacks") or {}).get(lbl)) for lbl in view.labels), fmt_pct(r.get("robust_acc")),
-                     fmt_num(r.get("ece_clean")), fmt_num(r.get("ece_adv")), fmt_num(r.get("nll_clean")),
-                     fmt_num(r.get("nll_adv")), "yes" if r.get("randomized") else "no", c.key,
-                     str(r.get("parent_key") or "-")))
+        rows.append(
+            (
+                c.recipe,
+                _sparsity_text(r.get("sparsity")),
+                fmt_frac_pct(r.get("achieved_sparsity")),
+                str(c.seed),
+                fmt_pct(r.get("clean_acc")),
+                *(fmt_pct((r.get("attacks") or {}).get(lbl)) for lbl in view.labels),
+                fmt_pct(r.get("robust_acc")),
+                fmt_num(r.get("ece_clean")),
+                fmt_num(r.get("ece_adv")),
+                fmt_num(r.get("nll_clean")),
+                fmt_num(r.get("nll_adv")),
+                "yes" if r.get("randomized") else "no",
+                c.key,
+                str(r.get("parent_key") or "-"),
+            )
+        )
     return Table(headers, tuple(rows), "lrrrr" + "r" * len(view.labels) + "rrrrrlll")
 
 
@@ -363,34 +450,59 @@ def _mean_text(point: Point | None, digits: int = 2) -> str:
 
 def means_table(view: SweepView) -> Table:
     """Mean over seeds with the 95 % t interval (the numbers behind the curves)."""
-    metrics = [("clean %", _record_metric("clean_acc"), 2),
-               *((f"after {lbl} %", _attack_metric(lbl), 2) for lbl in view.labels),
-               ("worst %", _record_metric("robust_acc"), 2),
-               ("ECE clean", _record_metric("ece_clean"), 4), ("ECE adv", _record_metric("ece_adv"), 4),
-               ("NLL clean", _record_metric("nll_clean"), 4), ("NLL adv", _record_metric("nll_adv"), 4)]
+    metrics = [
+        ("clean %", _record_metric("clean_acc"), 2),
+        *((f"after {lbl} %", _attack_metric(lbl), 2) for lbl in view.labels),
+        ("worst %", _record_metric("robust_acc"), 2),
+        ("ECE clean", _record_metric("ece_clean"), 4),
+        ("ECE adv", _record_metric("ece_adv"), 4),
+        ("NLL clean", _record_metric("nll_clean"), 4),
+        ("NLL adv", _record_metric("nll_adv"), 4),
+    ]
     rows = []
     for recipe in view.recipes:
         cells = view.recipe_cells(recipe)
-        per_metric = [{p.sparsity: p for p in series(cells, fn, ACC_BOUNDS if digits == 2 else CAL_BOUNDS)}
-                      for _, fn, digits in metrics]
+        per_metric = [
+            {p.sparsity: p for p in series(cells, fn, ACC_BOUNDS if digits == 2 else CAL_BOUNDS)}
+            for _, fn, digits in metrics
+        ]
         for sparsity in sorted({c.sparsity for c in cells}):
             seeds = sorted({c.seed for c in cells if c.sparsity == sparsity})
             achieved = series([c for c in cells if c.sparsity == sparsity], _record_metric("achieved_sparsity"))
-            rows.append((recipe, f"{sparsity:g}", fmt_frac_pct(achieved[0].mean) if achieved else NA,
-                         str(len(seeds)),
-                         *(_mean_text(pm.get(sparsity), digits) for pm, (_, _, digits) in zip(per_metric, metrics))))
+            rows.append(
+                (
+                    recipe,
+                    f"{sparsity:g}",
+                    fmt_frac_pct(achieved[0].mean) if achieved else NA,
+                    str(len(seeds)),
+                    *(_mean_text(pm.get(sparsity), digits) for pm, (_, _, digits) in zip(per_metric, metrics)),
+                )
+            )
     headers = ("recipe", "target", "achieved (mean)", "seeds", *(m[0] for m in metrics))
     return Table(headers, tuple(rows), "lrrr" + "r" * len(metrics))
 
 
 def cost_table(view: SweepView) -> Table:
-    rows = [(c.recipe, f"{c.sparsity:g}", str(c.seed), fmt_seconds(c.record.get("train_seconds")),
-             fmt_seconds(c.record.get("score_seconds")), fmt_int(c.record.get("n_forward")),
-             fmt_int(c.record.get("n_backward")), c.key) for c in view.cells]
-    total = [sum(v for c in view.cells if isinstance(v := c.record.get(k), int | float)) for k in
-             ("train_seconds", "score_seconds", "n_forward", "n_backward")]
-    rows.append(("total", "", "", fmt_seconds(total[0]), fmt_seconds(total[1]), fmt_int(total[2]),
-                 fmt_int(total[3]), ""))
+    rows = [
+        (
+            c.recipe,
+            f"{c.sparsity:g}",
+            str(c.seed),
+            fmt_seconds(c.record.get("train_seconds")),
+            fmt_seconds(c.record.get("score_seconds")),
+            fmt_int(c.record.get("n_forward")),
+            fmt_int(c.record.get("n_backward")),
+            c.key,
+        )
+        for c in view.cells
+    ]
+    total = [
+        sum(v for c in view.cells if isinstance(v := c.record.get(k), int | float))
+        for k in ("train_seconds", "score_seconds", "n_forward", "n_backward")
+    ]
+    rows.append(
+        ("total", "", "", fmt_seconds(total[0]), fmt_seconds(total[1]), fmt_int(total[2]), fmt_int(total[3]), "")
+    )
     headers = ("recipe", "target", "seed", "train s", "score s", "forward passes", "backward passes", "key")
     return Table(headers, tuple(rows), "lrrrrrrl")
 
@@ -401,8 +513,9 @@ def cost_table(view: SweepView) -> Table:
 def _reference_pairs(view: SweepView, cell: StoredCell) -> list[tuple[str, str | None]]:
     """(what, reference key) pairs for one cell: its parent and the dense baseline of its seed (merged if equal)."""
     parent = cell.record.get("parent_key")
-    baseline = next((c.key for c in view.cells if c.recipe == view.parent_recipe and c.seed == cell.seed
-                     and c.sparsity == 0), None)
+    baseline = next(
+        (c.key for c in view.cells if c.recipe == view.parent_recipe and c.seed == cell.seed and c.sparsity == 0), None
+    )
     if cell.recipe == view.parent_recipe and cell.sparsity == 0:
         baseline = None  # the dense baseline itself
     pairs = []
@@ -440,8 +553,13 @@ def paired_comparisons(view: SweepView) -> list[dict[str, Any]]:
     out = []
     for cell in view.cells:
         for against, ref_key in _reference_pairs(view, cell):
-            entry: dict[str, Any] = {"cell": cell.key, "cell_label": cell.label, "against": against,
-                                     "reference": ref_key, "status": "ok"}
+            entry: dict[str, Any] = {
+                "cell": cell.key,
+                "cell_label": cell.label,
+                "against": against,
+                "reference": ref_key,
+                "status": "ok",
+            }
             ref = by_key.get(ref_key) if ref_key else None
             if ref is None:
                 out.append(entry | {"status": "not comparable: reference cell not in this sweep"})
@@ -452,16 +570,25 @@ def paired_comparisons(view: SweepView) -> list[dict[str, Any]]:
                 out.append(entry | {"status": f"not comparable: {ref_in if isinstance(ref_in, str) else cell_in}"})
                 continue
             (ref_doc, ref_vec), (doc, vec) = ref_in, cell_in
-            reason = incomparable_reason(ref_doc, doc, ref.config, cell.config)
+            reason = incomparable_reason(ref_doc, doc, ref.config, cell.config, allow_added_attacks=True)
             if reason:
                 out.append(entry | {"status": f"not comparable: {reason}"})
                 continue
+            added = added_attacks(ref_doc, doc)
+            if added:  # e.g. a randomized cell's adaptive attack: only the worst case is like for like
+                entry["status"] = f"ok; worst case over the reference's attacks plus {', '.join(added)}"
             for name, key in (("clean", "clean acc"), ("robust", WORST)):
                 test = mcnemar_test(ref_vec[key], vec[key])
-                entry[name] = {"reference_pct": 100.0 * float(ref_vec[key].mean()),
-                               "cell_pct": 100.0 * float(vec[key].mean()), "delta_pp": test["delta_pct"],
-                               "lost": test["a_only"], "gained": test["b_only"], "n": test["n"],
-                               "p_value": test["p_value"], "test": test["test"]}
+                entry[name] = {
+                    "reference_pct": 100.0 * float(ref_vec[key].mean()),
+                    "cell_pct": 100.0 * float(vec[key].mean()),
+                    "delta_pp": test["delta_pct"],
+                    "lost": test["a_only"],
+                    "gained": test["b_only"],
+                    "n": test["n"],
+                    "p_value": test["p_value"],
+                    "test": test["test"],
+                }
             out.append(entry)
     return out
 
@@ -470,12 +597,38 @@ def comparisons_table(comparisons: list[dict[str, Any]]) -> Table:
     rows = []
     for e in comparisons:
         c, r = e.get("clean") or {}, e.get("robust") or {}
-        rows.append((e["cell_label"], e["against"], e.get("reference_label", e.get("reference") or NA),
-                     fmt_int(r.get("n")), _signed(c.get("delta_pp")), fmt_p(c.get("p_value")),
-                     fmt_pct(r.get("reference_pct")), fmt_pct(r.get("cell_pct")), _signed(r.get("delta_pp")),
-                     fmt_int(r.get("lost")), fmt_int(r.get("gained")), fmt_p(r.get("p_value")), e["status"]))
-    headers = ("cell", "against", "reference", "n", "clean Δ pp", "clean p", "robust ref %", "robust %",
-               "robust Δ pp", "lost", "gained", "McNemar p", "status")
+        rows.append(
+            (
+                e["cell_label"],
+                e["against"],
+                e.get("reference_label", e.get("reference") or NA),
+                fmt_int(r.get("n")),
+                _signed(c.get("delta_pp")),
+                fmt_p(c.get("p_value")),
+                fmt_pct(r.get("reference_pct")),
+                fmt_pct(r.get("cell_pct")),
+                _signed(r.get("delta_pp")),
+                fmt_int(r.get("lost")),
+                fmt_int(r.get("gained")),
+                fmt_p(r.get("p_value")),
+                e["status"],
+            )
+        )
+    headers = (
+        "cell",
+        "against",
+        "reference",
+        "n",
+        "clean Δ pp",
+        "clean p",
+        "robust ref %",
+        "robust %",
+        "robust Δ pp",
+        "lost",
+        "gained",
+        "McNemar p",
+        "status",
+    )
     return Table(headers, tuple(rows), "lllrrrrrrrrrl")
 
 
@@ -493,6 +646,13 @@ def _signed(value: Any) -> str:
 # ---------------------------------------------------------------- the report
 
 
+def _battery_text(view: SweepView, battery: dict[str, Any], spec: dict[str, Any]) -> str:
+    configured = [str(a.get("label")) for a in battery.get("attacks") or []]
+    added = [lbl for lbl in view.labels if lbl not in configured]
+    text = f"{battery.get('name', spec.get('battery', NA))}: {', '.join(configured or view.labels) or NA}"
+    return text + (f" (randomized cells: {', '.join(added)} first, adaptive)" if configured and added else "")
+
+
 def summary_rows(view: SweepView) -> list[tuple[str, str]]:
     spec, battery = view.sweep.spec, view.battery()
     config = view.cells[0].config if view.cells else {}
@@ -500,15 +660,24 @@ def summary_rows(view: SweepView) -> list[tuple[str, str]]:
     return [
         ("dataset", str(config.get("dataset", spec.get("dataset", NA)))),
         ("examples", fmt_int(config.get("n"))),
-        ("data fingerprint", ", ".join(fingerprints) + (" (DIFFERENT DATA IN ONE SWEEP)" if len(fingerprints) > 1
-                                                        else "")),
+        (
+            "data fingerprint",
+            ", ".join(fingerprints) + (" (DIFFERENT DATA IN ONE SWEEP)" if len(fingerprints) > 1 else ""),
+        ),
         ("threat model", view.threat_text()),
-        ("battery", f"{battery.get('name', spec.get('battery', NA))}: {', '.join(view.labels) or NA}"),
+        ("battery", _battery_text(view, battery, spec)),
         ("recipes", ", ".join(view.recipes)),
         ("target sparsities", ", ".join(f"{s:g}" for s in sorted({c.sparsity for c in view.cells}))),
         ("seeds", ", ".join(str(s) for s in sorted({c.seed for c in view.cells}))),
-        ("cells", f"{len(view.cells)}" + ("" if view.sweep.complete else " (partial: the sweep's results.json is "
-                                          "missing, read from the finished cells)")),
+        (
+            "cells",
+            f"{len(view.cells)}"
+            + (
+                ""
+                if view.sweep.complete
+                else " (partial: the sweep's results.json is missing, read from the finished cells)"
+            ),
+        ),
         ("dense baseline recipe", view.parent_recipe),
     ]
 
@@ -520,15 +689,20 @@ NOTES = (
     "the same colour. A recipe with only a dense cell is drawn as a horizontal reference line. Colours and markers "
     "are fixed per recipe name."
 )
-COST_NOTE = ("Training and scoring wall-clock seconds and the attacks' forward / backward passes (in examples), "
-             "per cell.")
-MEANS_NOTE = ("Mean [95 % t interval over seeds, clipped to the metric's range] per recipe and target sparsity; "
-              "one seed gives the value alone.")
+COST_NOTE = (
+    "Training and scoring wall-clock seconds and the attacks' forward / backward passes (in examples), per cell."
+)
+MEANS_NOTE = (
+    "Mean [95 % t interval over seeds, clipped to the metric's range] per recipe and target sparsity; "
+    "one seed gives the value alone."
+)
 COMPARISON_NOTE = (
     "Paired on the same examples (equal data fingerprints), from the per-sample tables: each cell against its parent "
     "and against the dense baseline of the same seed. Δ = cell - reference in percentage points; `lost` = examples "
     "the reference got right and the cell got wrong (robust: broken by some attack or misclassified clean), `gained` "
-    "the reverse; p = exact two-sided McNemar test on those discordant examples."
+    "the reverse; p = exact two-sided McNemar test on those discordant examples. A randomized cell is also attacked "
+    "adaptively (its status says so); that can only lower its worst case, so the comparison does not flatter it. A "
+    "cell scored with fewer or different attacks than its reference is not compared."
 )
 
 
@@ -539,8 +713,12 @@ class SweepReport:
     comparisons: list[dict[str, Any]]
 
     def tables(self) -> dict[str, Table]:
-        return {"cells": cells_table(self.view), "means": means_table(self.view), "cost": cost_table(self.view),
-                "comparisons": comparisons_table(self.comparisons)}
+        return {
+            "cells": cells_table(self.view),
+            "means": means_table(self.view),
+            "cost": cost_table(self.view),
+            "comparisons": comparisons_table(self.comparisons),
+        }
 
 
 def _title(view: SweepView) -> str:
@@ -550,9 +728,12 @@ def _title(view: SweepView) -> str:
 
 def render_sweep_markdown(report: SweepReport) -> str:
     t = report.tables()
-    sections = [f"# {md_escape(_title(report.view))}", md_table(Table(("field", "value"),
-                                                                      tuple(summary_rows(report.view)), "ll")),
-                "## Robust accuracy vs sparsity", NOTES]
+    sections = [
+        f"# {md_escape(_title(report.view))}",
+        md_table(Table(("field", "value"), tuple(summary_rows(report.view)), "ll")),
+        "## Robust accuracy vs sparsity",
+        NOTES,
+    ]
     for fig in report.figures:
         if fig.stem.startswith("reliability_"):
             continue
@@ -564,23 +745,47 @@ def render_sweep_markdown(report: SweepReport) -> str:
         sections += ["## Reliability diagrams"]
         for fig in reliability:
             sections += [f"![{md_escape(fig.caption)}]({FIGURES_DIR}/{fig.stem}.png)", md_escape(fig.caption)]
-    sections += ["## Mean over seeds", MEANS_NOTE,
-                 md_table(t["means"]),
-                 "## Paired comparisons", COMPARISON_NOTE, md_table(t["comparisons"]) if t["comparisons"].rows
-                 else "No cell has a parent or a dense baseline in this sweep.",
-                 "## Every cell", "One row per cell, every stored number (accuracies in %).", md_table(t["cells"]),
-                 "## Cost", COST_NOTE, md_table(t["cost"])]
+    sections += [
+        "## Mean over seeds",
+        MEANS_NOTE,
+        md_table(t["means"]),
+        "## Paired comparisons",
+        COMPARISON_NOTE,
+        md_table(t["comparisons"])
+        if t["comparisons"].rows
+        else "No cell has a parent or a dense baseline in this sweep.",
+        "## Every cell",
+        "One row per cell, every stored number (accuracies in %).",
+        md_table(t["cells"]),
+        "## Cost",
+        COST_NOTE,
+        md_table(t["cost"]),
+    ]
     return "\n\n".join(sections) + "\n"
 
 
 def render_sweep_html(report: SweepReport, pngs: dict[str, bytes]) -> str:
     from robustprune.reporting.html import _environment
 
-    figures = [{"stem": f.stem, "caption": f.caption, "data": base64.b64encode(pngs[f.stem]).decode("ascii"),
-                "reliability": f.stem.startswith("reliability_")} for f in report.figures]
-    context = {"title": _title(report.view), "summary": summary_rows(report.view), "notes": NOTES,
-               "comparison_note": COMPARISON_NOTE.replace("`", ""), "cost_note": COST_NOTE,
-               "means_note": MEANS_NOTE, "figures": figures, **report.tables()}
+    figures = [
+        {
+            "stem": f.stem,
+            "caption": f.caption,
+            "data": base64.b64encode(pngs[f.stem]).decode("ascii"),
+            "reliability": f.stem.startswith("reliability_"),
+        }
+        for f in report.figures
+    ]
+    context = {
+        "title": _title(report.view),
+        "summary": summary_rows(report.view),
+        "notes": NOTES,
+        "comparison_note": COMPARISON_NOTE.replace("`", ""),
+        "cost_note": COST_NOTE,
+        "means_note": MEANS_NOTE,
+        "figures": figures,
+        **report.tables(),
+    }
     return _environment().get_template(TEMPLATE).render(context)
 
 
@@ -589,8 +794,9 @@ def prepare_report(sweep_dir: str | Path, *, reliability: Sequence[str] | None =
     return SweepReport(view, figure_specs(view, reliability), paired_comparisons(view))
 
 
-def build_sweep_report(sweep_dir: str | Path, *, reliability: Sequence[str] | None = None,
-                       formats: tuple[Format, ...] = FORMATS) -> dict[str, str]:
+def build_sweep_report(
+    sweep_dir: str | Path, *, reliability: Sequence[str] | None = None, formats: tuple[Format, ...] = FORMATS
+) -> dict[str, str]:
     """Write report.md, report.html, comparisons.json and figures/<stem>.{png,svg} into the sweep directory.
 
     Reads only stored files (never trains, scores or attacks). `reliability` names the cell keys that get a
@@ -612,9 +818,17 @@ def build_sweep_report(sweep_dir: str | Path, *, reliability: Sequence[str] | No
     for stale in sorted(figures_dir.glob("*")):
         if stale.suffix in (".png", ".svg") and f"{FIGURES_DIR}/{stale.name}" not in paths:
             stale.unlink()
-    paths["comparisons"] = str(write_json(root / "comparisons.json", {
-        "schema_version": "1.0", "kind": "sweep_comparisons", "test": "mcnemar-exact (two-sided)",
-        "comparisons": report.comparisons}))
+    paths["comparisons"] = str(
+        write_json(
+            root / "comparisons.json",
+            {
+                "schema_version": "1.0",
+                "kind": "sweep_comparisons",
+                "test": "mcnemar-exact (two-sided)",
+                "comparisons": report.comparisons,
+            },
+        )
+    )
     paths["markdown"] = str(write_text(root / "report.md", render_sweep_markdown(report)))
     paths["html"] = str(write_text(root / "report.html", render_sweep_html(report, pngs)))
     return paths

@@ -35,7 +35,9 @@ class Table:
     def select(self, headers: Sequence[str]) -> Table:
         """The same rows restricted to `headers` (in that order)."""
         idx = [self.headers.index(h) for h in headers]
-        return Table(tuple(headers), tuple(tuple(r[i] for i in idx) for r in self.rows), "".join(self.align[i] for i in idx))
+        return Table(
+            tuple(headers), tuple(tuple(r[i] for i in idx) for r in self.rows), "".join(self.align[i] for i in idx)
+        )
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> Table:
@@ -124,7 +126,10 @@ def summary_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
         ("examples", fmt_int(doc.get("n_examples"))),
         ("classes", fmt_int(doc.get("num_classes"))),
         ("seed", str(prov.get("seed", NA))),
-        ("randomized model", f"{'yes' if doc.get('randomized') else 'no'}; evaluation passes: {doc.get('n_eval_passes', 1)}"),
+        (
+            "randomized model",
+            f"{'yes' if doc.get('randomized') else 'no'}; evaluation passes: {doc.get('n_eval_passes', 1)}",
+        ),
         ("confidence intervals", f"{doc.get('ci_method', NA)}, {fmt_frac_pct(doc.get('ci_confidence'))}"),
     ]
 
@@ -156,35 +161,89 @@ def _median_norm(doc: dict[str, Any], label: str) -> str:
 
 
 ATTACK_HEADERS = (
-    "step", "attack", "implementation", "library", "attempted", "broken", "acc %", "CI", "seconds",
-    "s/attempted", "forward", "backward", "median norm", "flags",
+    "step",
+    "attack",
+    "implementation",
+    "library",
+    "attempted",
+    "broken",
+    "acc %",
+    "CI",
+    "seconds",
+    "s/attempted",
+    "forward",
+    "backward",
+    "median norm",
+    "flags",
 )
 
 
 def attack_table(doc: dict[str, Any]) -> Table:
     """Accuracy after each step of the battery: clean first, then cumulatively after every attack, then totals."""
     n = doc.get("n_examples")
-    rows = [("0", "clean", "", "", fmt_int(n), "", fmt_pct(doc.get("clean_acc")), fmt_ci(doc.get("clean_acc_ci")),
-             "", "", "", "", "", "")]
+    rows = [
+        (
+            "0",
+            "clean",
+            "",
+            "",
+            fmt_int(n),
+            "",
+            fmt_pct(doc.get("clean_acc")),
+            fmt_ci(doc.get("clean_acc_ci")),
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+        )
+    ]
     for i, a in enumerate(doc.get("attacks") or [], start=1):
         attempted, seconds = a.get("n_attempted"), a.get("seconds")
         per_example = seconds / attempted if _is_num(seconds) and _is_num(attempted) and attempted else None
         library = " ".join(str(v) for v in (a.get("library"), a.get("library_version")) if v)
-        rows.append((
-            str(i), str(a.get("label", NA)), str(a.get("implementation") or NA), library or NA, fmt_int(attempted),
-            fmt_int(a.get("n_broken")), fmt_pct(a.get("robust_acc")), fmt_ci(a.get("robust_acc_ci")),
-            fmt_seconds(seconds), fmt_num(per_example), fmt_int(a.get("n_forward")), fmt_int(a.get("n_backward")),
-            _median_norm(doc, str(a.get("label"))), ", ".join(a.get("flags") or []) or "-",
-        ))
+        rows.append(
+            (
+                str(i),
+                str(a.get("label", NA)),
+                str(a.get("implementation") or NA),
+                library or NA,
+                fmt_int(attempted),
+                fmt_int(a.get("n_broken")),
+                fmt_pct(a.get("robust_acc")),
+                fmt_ci(a.get("robust_acc_ci")),
+                fmt_seconds(seconds),
+                fmt_num(per_example),
+                fmt_int(a.get("n_forward")),
+                fmt_int(a.get("n_backward")),
+                _median_norm(doc, str(a.get("label"))),
+                ", ".join(a.get("flags") or []) or "-",
+            )
+        )
     # Totals: every attack sees only the survivors of the ones before, so attempted/broken add up without overlap.
     attacks = doc.get("attacks") or []
     cost = doc.get("cost") or {}
     attempted = sum(a.get("n_attempted") or 0 for a in attacks)
     seconds = cost.get("seconds")
-    rows.append(("", "worst case", "", "", fmt_int(attempted), fmt_int(sum(a.get("n_broken") or 0 for a in attacks)),
-                 fmt_pct(doc.get("robust_acc")), fmt_ci(doc.get("robust_acc_ci")), fmt_seconds(seconds),
-                 fmt_num(seconds / attempted) if _is_num(seconds) and attempted else NA,
-                 fmt_int(cost.get("n_forward")), fmt_int(cost.get("n_backward")), "", ""))
+    rows.append(
+        (
+            "",
+            "worst case",
+            "",
+            "",
+            fmt_int(attempted),
+            fmt_int(sum(a.get("n_broken") or 0 for a in attacks)),
+            fmt_pct(doc.get("robust_acc")),
+            fmt_ci(doc.get("robust_acc_ci")),
+            fmt_seconds(seconds),
+            fmt_num(seconds / attempted) if _is_num(seconds) and attempted else NA,
+            fmt_int(cost.get("n_forward")),
+            fmt_int(cost.get("n_backward")),
+            "",
+            "",
+        )
+    )
     return _table(ATTACK_HEADERS, rows, "rlllrrrlrrrrrl")
 
 
@@ -211,9 +270,13 @@ def calibration_table(doc: dict[str, Any]) -> Table:
     cal = doc.get("calibration") or {}
     clean, adv = cal.get("clean") or {}, cal.get("adversarial") or {}
     rows = [("examples", "-", fmt_int(clean.get("n")), fmt_int(adv.get("n")))]
-    extra = sorted(k for k in set(clean) | set(adv)
-                   if k not in CALIBRATION_METRICS and isinstance((clean.get(k) or adv.get(k)), dict) and
-                   "value" in (clean.get(k) or adv.get(k)))
+    extra = sorted(
+        k
+        for k in set(clean) | set(adv)
+        if k not in CALIBRATION_METRICS
+        and isinstance((clean.get(k) or adv.get(k)), dict)
+        and "value" in (clean.get(k) or adv.get(k))
+    )
     for key in [*CALIBRATION_METRICS, *extra]:
         c, a = clean.get(key), adv.get(key)
         if not isinstance(c, dict) and not isinstance(a, dict):
@@ -234,13 +297,34 @@ def reliability_table(doc: dict[str, Any]) -> Table:
     rows = []
     for i, (c, a) in enumerate(zip_longest(reliability_bins(doc, "clean"), reliability_bins(doc, "adversarial"))):
         edges = c or a
-        rows.append((
-            str(i + 1), f"{'[' if i == 0 else '('}{edges['lo']:.3f}, {edges['hi']:.3f}]",  # bin 0 is closed at 0
-            *(cell for b in (c or {}, a or {}) for cell in
-              (fmt_int(b.get("count")), fmt_num(b.get("accuracy")), fmt_num(b.get("confidence")), fmt_num(b.get("gap")))),
-        ))
-    headers = ("bin", "confidence range", "clean n", "clean acc", "clean conf", "clean gap",
-               "adv n", "adv acc", "adv conf", "adv gap")
+        rows.append(
+            (
+                str(i + 1),
+                f"{'[' if i == 0 else '('}{edges['lo']:.3f}, {edges['hi']:.3f}]",  # bin 0 is closed at 0
+                *(
+                    cell
+                    for b in (c or {}, a or {})
+                    for cell in (
+                        fmt_int(b.get("count")),
+                        fmt_num(b.get("accuracy")),
+                        fmt_num(b.get("confidence")),
+                        fmt_num(b.get("gap")),
+                    )
+                ),
+            )
+        )
+    headers = (
+        "bin",
+        "confidence range",
+        "clean n",
+        "clean acc",
+        "clean conf",
+        "clean gap",
+        "adv n",
+        "adv acc",
+        "adv conf",
+        "adv gap",
+    )
     return _table(headers, rows, "rl" + "r" * 8)
 
 
@@ -257,21 +341,37 @@ def sparsity_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
     dense, effective = s.get("macs_dense"), s.get("macs_effective")
     reduction = f"{dense / effective:.2f}x" if _is_num(dense) and _is_num(effective) and effective else NA
     return [
-        ("sparsity (Conv/Linear weights)", _share(s.get("sparsity"), s.get("prunable_nonzero"), s.get("prunable_params"))),
+        (
+            "sparsity (Conv/Linear weights)",
+            _share(s.get("sparsity"), s.get("prunable_nonzero"), s.get("prunable_params")),
+        ),
         ("sparsity (all parameters)", _share(s.get("all_sparsity"), s.get("all_nonzero"), s.get("all_params"))),
         ("compression ratio", f"{ratio:.2f}x" if _is_num(ratio) else NA),
         ("MACs per example, dense", fmt_int(dense)),
-        ("MACs per example, effective", fmt_int(effective) + (f" (dense / effective = {reduction})" if reduction != NA else "")),
+        (
+            "MACs per example, effective",
+            fmt_int(effective) + (f" (dense / effective = {reduction})" if reduction != NA else ""),
+        ),
     ]
 
 
 def layer_table(doc: dict[str, Any]) -> Table:
-    rows = [(str(r.get("name", NA)), str(r.get("type", NA)), "x".join(str(d) for d in r.get("shape") or []) or "-",
-             fmt_int(r.get("numel")), fmt_int(r.get("nonzero")), fmt_frac_pct(r.get("sparsity")),
-             fmt_int(r.get("macs_dense")), fmt_int(r.get("macs_effective")))
-            for r in (doc.get("sparsity") or {}).get("layers") or []]
-    return _table(("layer", "type", "shape", "params", "nonzero", "sparsity", "MACs dense", "MACs effective"), rows,
-                  "lllrrrrr")
+    rows = [
+        (
+            str(r.get("name", NA)),
+            str(r.get("type", NA)),
+            "x".join(str(d) for d in r.get("shape") or []) or "-",
+            fmt_int(r.get("numel")),
+            fmt_int(r.get("nonzero")),
+            fmt_frac_pct(r.get("sparsity")),
+            fmt_int(r.get("macs_dense")),
+            fmt_int(r.get("macs_effective")),
+        )
+        for r in (doc.get("sparsity") or {}).get("layers") or []
+    ]
+    return _table(
+        ("layer", "type", "shape", "params", "nonzero", "sparsity", "MACs dense", "MACs effective"), rows, "lllrrrrr"
+    )
 
 
 # ---------------------------------------------------------------- warnings and provenance
@@ -298,7 +398,9 @@ def provenance_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
     versions = prov.get("versions") or {}
     command = prov.get("command")
     rows = [("robustprune", str(prov.get("robustprune", NA)))]
-    rows += [(name, str(versions[name]) if versions[name] is not None else "not installed") for name in sorted(versions)]
+    rows += [
+        (name, str(versions[name]) if versions[name] is not None else "not installed") for name in sorted(versions)
+    ]
     rows += [
         ("python", str(prov.get("python", NA))),
         ("platform", str(prov.get("platform", NA))),
@@ -326,8 +428,11 @@ def checkpoint_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
     ]
     if ckpt.get("manifest") is not None:
         rows.extend(_manifest_rows(ckpt["manifest"]))
-    rows += [(k.replace("_", " "), fmt_value(ckpt[k])) for k in sorted(ckpt)
-             if k not in ("path", "sha256", "format", "trusted", "folded_pruning", "manifest")]
+    rows += [
+        (k.replace("_", " "), fmt_value(ckpt[k]))
+        for k in sorted(ckpt)
+        if k not in ("path", "sha256", "format", "trusted", "folded_pruning", "manifest")
+    ]
     return rows
 
 

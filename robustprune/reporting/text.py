@@ -38,7 +38,7 @@ def summary_table(doc: dict[str, Any]) -> str:
     lines += [
         "",
         f"sparsity {sparsity_rows(doc)[0][1]} of Conv/Linear weights",
-        f"warnings {n_warnings}" + (": " + ", ".join(sorted({str(w.get('check')) for w in doc['warnings']}))
-                                    if n_warnings else ""),
+        f"warnings {n_warnings}"
+        + (": " + ", ".join(sorted({str(w.get("check")) for w in doc["warnings"]})) if n_warnings else ""),
     ]
     return "\n".join(lines) + "\n"

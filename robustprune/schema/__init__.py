@@ -52,7 +52,9 @@ def _cross_field_errors(doc: dict[str, Any]) -> list[tuple[str, str]]:
     """(path, message) pairs for invariants between fields; tolerant of shapes the schema already rejects."""
     errors: list[tuple[str, str]] = []
     if doc.get("threat_model") != doc.get("norm"):
-        errors.append(("threat_model", f"threat_model {doc.get('threat_model')!r} differs from norm {doc.get('norm')!r}"))
+        errors.append(
+            ("threat_model", f"threat_model {doc.get('threat_model')!r} differs from norm {doc.get('norm')!r}")
+        )
     for key in ("clean_acc_ci", "robust_acc_ci"):
         ci = doc.get(key)
         if isinstance(ci, list) and len(ci) == 2 and all(isinstance(v, int | float) for v in ci) and ci[0] > ci[1]:
@@ -75,7 +77,9 @@ def _cross_field_errors(doc: dict[str, Any]) -> list[tuple[str, str]]:
             for key in PER_ATTACK_ARRAYS:
                 values = columns[label].get(key) if isinstance(columns[label], dict) else None
                 if isinstance(values, list) and len(values) != n:
-                    errors.append((f"per_sample.attacks.{label}.{key}", f"has {len(values)} entries, n_examples is {n}"))
+                    errors.append(
+                        (f"per_sample.attacks.{label}.{key}", f"has {len(values)} entries, n_examples is {n}")
+                    )
     return errors
 
 
