@@ -21,6 +21,7 @@ from robustprune.atomic import dumps_json, write_json
 from robustprune.metrics.accuracy import mcnemar_test
 from robustprune.regression import WORST, correct_vectors
 from robustprune.reporting import sweep_report as sr
+from robustprune.sweepdata import StoredCell, StoredSweep
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -318,8 +319,6 @@ def test_reliability_cells_default_and_explicit(sweep):
 
 
 def test_a_randomized_cells_adaptive_attack_comes_first_in_the_columns():
-    from robustprune.sweepdata import StoredCell, StoredSweep
-
     battery = {"name": "standard", "attacks": [{"label": "apgd-ce"}, {"label": "square"}]}
 
     def cell(recipe: str, attacks: list[str]) -> StoredCell:
