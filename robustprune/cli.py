@@ -123,10 +123,21 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="compare results with a baseline; exit 1 if robustness dropped beyond chance")
     p.add_argument("results", help="a sweep directory, a score directory or a results.json")
     p.add_argument("--baseline", required=True)
-    p.add_argument("--tolerance", type=float, default=1.0, help="allowed drop in accuracy points (default 1.0)")
-    p.add_argument("--alpha", type=float, default=0.05, help="significance of the paired test (default 0.05)")
-    p.add_argument("--calibration-tolerance", type=float, default=0.02, help="allowed rise in ECE (default 0.02)")
-    p.add_argument("--nll-tolerance", type=float, default=0.1, help="allowed rise in NLL (default 0.1)")
+    from robustprune import check_rule as r  # constants only: the parser stays light
+
+    p.add_argument(
+        "--tolerance", type=float, default=r.TOLERANCE, help="allowed drop in accuracy points (default %(default)s)"
+    )
+    p.add_argument("--alpha", type=float, default=r.ALPHA, help="significance of the paired test (default %(default)s)")
+    p.add_argument(
+        "--calibration-tolerance",
+        type=float,
+        default=r.CALIBRATION_TOLERANCE,
+        help="allowed rise in ECE (default %(default)s)",
+    )
+    p.add_argument(
+        "--nll-tolerance", type=float, default=r.NLL_TOLERANCE, help="allowed rise in NLL (default %(default)s)"
+    )
     p.add_argument("--allow-missing", action="store_true", help="baseline cells absent from the results do not fail")
     p.set_defaults(func=cmd_check)
 

@@ -79,14 +79,24 @@ def mode(model: nn.Module, name: str, head: int | None = None) -> Iterator[None]
 
 
 def multihead_report(
-    model: nn.Module, data: Dataset, battery: BatterySpec, *, seed: int, batch_size: int
+    model: nn.Module,
+    data: Dataset,
+    battery: BatterySpec,
+    *,
+    seed: int,
+    batch_size: int,
+    random_mode_battery: BatterySpec | None = None,
 ) -> dict[str, Any] | None:
-    """None for ordinary models; else per-head clean / robust accuracy (percent) under `battery` in fixed mode."""
+    """None for ordinary models; else per-head clean / robust accuracy (percent) under `battery` in fixed mode.
+
+    `random_mode_battery` is the battery the random mode was scored with: its adaptive attack's settings are the
+    ones recorded (by default, those `prepare` would add to `battery`).
+    """
     from robustprune.attacks.battery import run_battery
 
     if not is_multi_head(model):
         return None
-    clean, robust = [], []
+    clean, robust, n_forward, n_backward = [], [], 0, 0
     for head in range(int(model.n_heads)):
         with mode(model, "fixed", head):
             outcome = run_battery(
@@ -94,8 +104,10 @@ def multihead_report(
             )
         clean.append(100.0 * float(np.mean(outcome.clean.correct)))
         robust.append(100.0 * float(np.mean(~outcome.broken)))
-    adaptive, _ = with_adaptive_attack(battery)
-    settings = next(a for a in adaptive.attacks if a.name == ADAPTIVE_ATTACK.name)
+        n_forward += sum(r.n_forward for r in outcome.records)
+        n_backward += sum(r.n_backward for r in outcome.records)
+    ran = random_mode_battery or with_adaptive_attack(battery)[0]
+    settings = next(a for a in ran.attacks if a.name == ADAPTIVE_ATTACK.name)
     return {
         "randomized": True,
         "n_heads": int(model.n_heads),
@@ -110,4 +122,6 @@ def multihead_report(
         "std_head_robust_acc": float(np.std(robust)),
         "worst_head_clean_acc": min(clean),
         "mean_head_clean_acc": float(np.mean(clean)),
+        "n_forward": n_forward,  # the per-head runs' attack passes, in examples
+        "n_backward": n_backward,
     }

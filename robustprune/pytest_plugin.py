@@ -87,7 +87,9 @@ def _document(result: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def robustness_baseline(request: pytest.FixtureRequest) -> Callable[..., Any]:
-    """A callable `check(result, baseline_path, *, tolerance=1.0, alpha=0.05, calibration_tolerance=0.02)`.
+    """A callable `check(result, baseline_path, *, tolerance, alpha, calibration_tolerance, nll_tolerance)`.
+
+    Unset limits take `robustprune check`'s defaults (1 point, alpha 0.05, ECE +0.02, NLL +0.1).
 
     With --robustprune-update-baselines it writes `result` (its full score document, atomically) to `baseline_path`
     and passes. Otherwise it compares `result` with the stored baseline (`robustprune.regression.compare`) and fails
@@ -105,7 +107,7 @@ def robustness_baseline(request: pytest.FixtureRequest) -> Callable[..., Any]:
         *,
         tolerance: float | None = None,
         alpha: float | None = None,
-        calibration_tolerance: float = 0.02,
+        calibration_tolerance: float | None = None,
         nll_tolerance: float | None = None,
     ) -> Any:
         from robustprune.atomic import write_json
@@ -126,14 +128,14 @@ def robustness_baseline(request: pytest.FixtureRequest) -> Callable[..., Any]:
             )
         tol = tolerance if tolerance is not None else config.getoption("--robustprune-tolerance")
         alp = alpha if alpha is not None else config.getoption("--robustprune-alpha")
-        comparison = compare(
-            doc,
-            path,
-            tolerance=1.0 if tol is None else tol,
-            alpha=0.05 if alp is None else alp,
-            calibration_tolerance=calibration_tolerance,
-            nll_tolerance=nll_tolerance,
-        )
+        given = {
+            "tolerance": tol,
+            "alpha": alp,
+            "calibration_tolerance": calibration_tolerance,
+            "nll_tolerance": nll_tolerance,
+        }
+        # What is not given falls back to compare's defaults: the same rule as `robustprune check`.
+        comparison = compare(doc, path, **{k: v for k, v in given.items() if v is not None})
         # Name the new side in the table header: the path it came from, or the test that produced it.
         comparison.results = str(result) if isinstance(result, str | Path) else f"the result of {request.node.nodeid}"
         if not comparison.passed:

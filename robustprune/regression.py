@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from robustprune.check_rule import ALPHA, CALIBRATION_TOLERANCE, NLL_TOLERANCE, TOLERANCE
 from robustprune.errors import UsageError
 from robustprune.metrics.accuracy import one_sided_drop_pvalue
 from robustprune.sweepdata import StoredCell, load_cells
@@ -178,7 +179,8 @@ class Comparison:
     def verdict(self) -> str:
         fails = sum(r.status == FAIL for r in self.rows)
         incomparable = len({r.cell for r in self.rows if r.status == NOT_COMPARABLE})
-        parts = [f"{len(self.rows)} comparisons", f"{fails} failed"]
+        compared = sum(r.status != NOT_COMPARABLE for r in self.rows)
+        parts = [f"{compared} comparisons", f"{fails} failed"]
         if incomparable:
             parts.append(f"{incomparable} cell{'s' * (incomparable != 1)} not comparable")
         if self.missing:
@@ -188,7 +190,7 @@ class Comparison:
             )
         if self.added:
             parts.append(f"{len(self.added)} new cell{'s' * (len(self.added) != 1)} not in the baseline")
-        if not self.rows:
+        if not compared:
             parts.append("nothing was compared")
         return ("PASS: " if self.passed else "FAIL: ") + ", ".join(parts)
 
@@ -301,10 +303,10 @@ def compare_documents(
     new: dict[str, Any],
     *,
     cell: str = "score",
-    tolerance: float = 1.0,
-    alpha: float = 0.05,
-    calibration_tolerance: float = 0.02,
-    nll_tolerance: float | None = None,
+    tolerance: float = TOLERANCE,
+    alpha: float = ALPHA,
+    calibration_tolerance: float = CALIBRATION_TOLERANCE,
+    nll_tolerance: float = NLL_TOLERANCE,
     baseline_config: dict[str, Any] | None = None,
     new_config: dict[str, Any] | None = None,
 ) -> list[Row]:
@@ -312,8 +314,10 @@ def compare_documents(
     reason = incomparable_reason(baseline, new, baseline_config, new_config)
     if reason:
         return [Row(cell, "*", None, None, None, None, NOT_COMPARABLE, reason)]
-    nll_tolerance = calibration_tolerance if nll_tolerance is None else nll_tolerance
-    b_vec, n_vec = correct_vectors(baseline), correct_vectors(new)
+    try:
+        b_vec, n_vec = correct_vectors(baseline), correct_vectors(new)
+    except UsageError as exc:  # one damaged cell is reported as such; the other cells are still compared
+        return [Row(cell, "*", None, None, None, None, NOT_COMPARABLE, str(exc))]
     rows = []
     for metric, b in b_vec.items():
         n = n_vec[metric]
@@ -363,14 +367,27 @@ def _cell_documents(cell: StoredCell) -> dict[str, Any] | str:
         return f"score document unreadable: {exc}"
 
 
+def _by_match_key(cells: list[StoredCell], name: str) -> dict[tuple, StoredCell]:
+    """Cells by (recipe, sparsity, seed); two cells on one key would make the pairing arbitrary, so refuse."""
+    by: dict[tuple, StoredCell] = {}
+    for cell in cells:
+        if cell.match_key in by:
+            raise UsageError(
+                f"{name} holds two cells for {cell.label} ({by[cell.match_key].key} and {cell.key}); "
+                "check needs one result per recipe, sparsity and seed: point it at a single sweep's output"
+            )
+        by[cell.match_key] = cell
+    return by
+
+
 def compare(
     results: str | Path | dict[str, Any],
     baseline: str | Path | dict[str, Any],
     *,
-    tolerance: float = 1.0,
-    alpha: float = 0.05,
-    calibration_tolerance: float = 0.02,
-    nll_tolerance: float | None = None,
+    tolerance: float = TOLERANCE,
+    alpha: float = ALPHA,
+    calibration_tolerance: float = CALIBRATION_TOLERANCE,
+    nll_tolerance: float = NLL_TOLERANCE,
     allow_missing: bool = False,
 ) -> Comparison:
     """Compare `results` with `baseline`: each a sweep directory / sweep results.json, a score results.json (or the
@@ -380,15 +397,20 @@ def compare(
     Args:
         tolerance: an accuracy may drop by up to this many percentage points before the paired test is consulted.
         alpha: significance level of the one-sided paired test.
-        calibration_tolerance: the largest allowed rise of ECE (and of NLL unless `nll_tolerance` is given).
+        calibration_tolerance: the largest allowed rise of ECE.
+        nll_tolerance: the largest allowed rise of NLL.
         allow_missing: pass even when baseline cells are absent from the results (they are still listed).
     """
-    for name, value in (("tolerance", tolerance), ("calibration_tolerance", calibration_tolerance)):
-        if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-            raise UsageError(f"{name} must be a number >= 0, got {value!r}")
-    if not isinstance(alpha, int | float) or not 0 < alpha < 1:
-        raise UsageError(f"alpha must lie strictly between 0 and 1, got {alpha!r}")
-    nll_tolerance = calibration_tolerance if nll_tolerance is None else nll_tolerance
+    limits = (
+        ("tolerance", tolerance),
+        ("calibration_tolerance", calibration_tolerance),
+        ("nll_tolerance", nll_tolerance),
+    )
+    for name, value in limits:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be a number >= 0, got {value!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < 1:
+        raise UsageError(f"--alpha must lie strictly between 0 and 1, got {alpha!r}")
     new_kind, new_cells, new_name = load_cells(results)
     base_kind, base_cells, base_name = load_cells(baseline)
     if new_kind != base_kind:
@@ -396,7 +418,7 @@ def compare(
             f"cannot compare a {new_kind} ({new_name}) with a {base_kind} baseline ({base_name}): "
             "compare a sweep with a sweep or a score with a score"
         )
-    new_by, base_by = {c.match_key: c for c in new_cells}, {c.match_key: c for c in base_cells}
+    new_by, base_by = _by_match_key(new_cells, new_name), _by_match_key(base_cells, base_name)
     if new_kind == "score":  # one cell each: pair them whatever their seeds say
         new_by, base_by = {("score",): new_cells[0]}, {("score",): base_cells[0]}
     rows: list[Row] = []
@@ -439,11 +461,11 @@ def compare(
 def check_main(
     results: str | Path,
     baseline: str | Path,
-    tolerance: float = 1.0,
-    alpha: float = 0.05,
-    calibration_tolerance: float = 0.02,
+    tolerance: float = TOLERANCE,
+    alpha: float = ALPHA,
+    calibration_tolerance: float = CALIBRATION_TOLERANCE,
     *,
-    nll_tolerance: float | None = None,
+    nll_tolerance: float = NLL_TOLERANCE,
     allow_missing: bool = False,
     json_out: str | Path | None = None,
     stream: TextIO | None = None,

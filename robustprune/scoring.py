@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +13,7 @@ from torch import nn
 
 from robustprune import multihead
 from robustprune.attacks.battery import BatteryOutcome, frozen_eval, run_battery
-from robustprune.config import BatterySpec, load_battery
+from robustprune.config import BatterySpec, ThreatModel, load_battery
 from robustprune.data import Dataset, as_dataset, load_dataset
 from robustprune.errors import UsageError
 from robustprune.metrics import accuracy_with_ci, calibration_summary
@@ -63,9 +64,15 @@ def _as_data(data: Dataset | str | tuple, n: int | None) -> Dataset:
 
 def _as_battery(battery: BatterySpec | str, norm: str | None, eps: float | None) -> BatterySpec:
     if isinstance(battery, BatterySpec):
-        if norm is None and eps is None:
-            return battery
-        battery = battery.source or battery.name
+        # Override the threat model of the spec as given: re-reading it by name could find another file (a worker
+        # in another directory) or none.
+        threat = battery.threat
+        return dataclasses.replace(
+            battery,
+            threat=ThreatModel(
+                norm=norm if norm is not None else threat.norm, eps=eps if eps is not None else threat.eps
+            ),
+        )
     return load_battery(battery, norm=norm, eps=eps)
 
 
@@ -169,9 +176,12 @@ def score(
     if addition is not None:
         document["provenance"]["battery_additions"] = [addition]
         started = time.perf_counter()
-        report = multihead.multihead_report(model, data, per_head, seed=seed, batch_size=batch_size)
+        report = multihead.multihead_report(
+            model, data, per_head, seed=seed, batch_size=batch_size, random_mode_battery=battery
+        )
         document["multi_head"] = report | {"seconds": time.perf_counter() - started}
-        document["cost"]["seconds"] += document["multi_head"]["seconds"]  # the per-head runs are part of the cost
+        for key in ("seconds", "n_forward", "n_backward"):  # the per-head runs are part of the cost
+            document["cost"][key] += document["multi_head"][key]
     return ScoreResult(document=document, clean_probs=outcome.clean.probs, adversarial_probs=outcome.worst_probs)
 
 

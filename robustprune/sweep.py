@@ -292,7 +292,9 @@ def run_sweep(
             raise UsageError("--executor ray needs Ray: pip install 'robustprune[ray]'") from None
     cells = plan_cells(spec)
     root = Path(out)
-    write_json(root / "sweep.json", {"spec": spec.to_dict(), "cells": [c.key for c in cells]})
+    keys = [c.key for c in cells]
+    write_json(root / "sweep.json", {"spec": spec.to_dict(), "cells": keys})
+    _drop_stale_results(root / "results.json", set(keys))
     parent_keys = {c.parent_key for c in cells if c.parent_key}
     from tqdm import tqdm
 
@@ -309,6 +311,18 @@ def run_sweep(
     ordered = [records[c.key] for c in cells]
     write_json(root / "results.json", sweep_document(spec, ordered))
     return ordered
+
+
+def _drop_stale_results(path: Path, keys: set[str]) -> None:
+    """A results.json left by a different sweep in the same directory would be read as this one's until it ends."""
+    try:
+        old = {str(r.get("key")) for r in json.loads(path.read_text()).get("cells") or []}
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, AttributeError):
+        old = set()  # unreadable: not this sweep's either
+    if old != keys:
+        path.unlink()
 
 
 def sweep_document(spec: SweepSpec, records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -124,17 +124,21 @@ def load_sweep(path: str | Path) -> StoredSweep:
         return StoredSweep(root, doc.get("spec") or {}, sorted(cells, key=_sort_key), complete=True)
     if not (root / "cells").is_dir():
         raise UsageError(f"{root} is not a sweep directory: it holds neither {RESULTS_FILE} nor cells/")
+    sweep_file = root / "sweep.json"
+    plan = _read_json(sweep_file) if sweep_file.exists() else {}
+    # Only this sweep's cells: the directory may also hold cells of an earlier configuration run into it.
+    planned = plan.get("cells")
     cells = []
     for cell_file in sorted((root / "cells").glob(f"*/{CELL_FILE}")):
+        if planned is not None and cell_file.parent.name not in planned:
+            continue
         try:
             cells.append(StoredCell(_read_json(cell_file), root))
         except UsageError:
             continue  # a damaged cell.json means an unfinished cell: the sweep would recompute it, so skip it
     if not cells:
-        raise UsageError(f"{root} holds no finished cell yet (no cells/*/{CELL_FILE})")
-    sweep_file = root / "sweep.json"
-    spec = (_read_json(sweep_file).get("spec") or {}) if sweep_file.exists() else {}
-    return StoredSweep(root, spec, sorted(cells, key=_sort_key), complete=False)
+        raise UsageError(f"{root} holds no finished cell of its sweep yet (no cells/*/{CELL_FILE})")
+    return StoredSweep(root, plan.get("spec") or {}, sorted(cells, key=_sort_key), complete=False)
 
 
 def score_cell(doc: dict[str, Any], origin: Path | None = None) -> StoredCell:

@@ -15,6 +15,9 @@ from robustprune.models import build_model, load_checkpoint, save_checkpoint
 from robustprune.models.dio import DIOModel
 from robustprune.multihead import multihead_report
 from robustprune.pruning import global_magnitude
+from robustprune.reporting.html import render_html
+from robustprune.reporting.markdown import render_markdown
+from robustprune.reporting.text import summary_table
 from robustprune.scoring import score
 from robustprune.sparsity import apply_masks, current_masks, prunable_modules, sparsity_report
 
@@ -34,6 +37,12 @@ def trained(digits_train, digits_test) -> tuple[dict[str, torch.Tensor], list[di
 
 def without_timing(report: dict) -> dict:
     return {k: v for k, v in report.items() if k != "seconds"}
+
+
+def single_head_model() -> torch.nn.Module:
+    """Any single-head model: its report has no Heads section."""
+    torch.manual_seed(0)
+    return build_model("mlp", 10, (1, 8, 8)).eval()
 
 
 def fresh(state: dict[str, torch.Tensor]) -> DIOModel:
@@ -123,6 +132,26 @@ def test_scoring_random_dio_is_randomized_adaptive_and_per_head(trained, digits_
     assert mh["per_head_clean_acc"] == pytest.approx(expected)
     # The randomized verdict needs every pass right: no better than the best single head.
     assert doc["robust_acc"] <= max(mh["per_head_robust_acc"])
+    # Every report shows the heads: each head's numbers and the worst one.
+    md, html, text = render_markdown(doc), render_html(doc), summary_table(doc)
+    worst = f"{mh['worst_head_robust_acc']:.2f}"
+    assert "## Heads" in md and md.count(" | worst |") >= 1 and worst in md
+    assert 'id="heads"' in html and worst in html
+    assert f"worst head robust {worst} %" in text
+    assert "## Heads" not in render_markdown(score(single_head_model(), digits_test, "quick", eps=0.1, n=8).document)
+    # The per-head runs are part of the cost.
+    assert mh["n_forward"] > 0 and mh["n_backward"] > 0
+    assert doc["cost"]["n_forward"] == sum(a["n_forward"] for a in doc["attacks"]) + mh["n_forward"]
+    assert doc["cost"]["n_backward"] == sum(a["n_backward"] for a in doc["attacks"]) + mh["n_backward"]
+
+
+def test_the_recorded_adaptive_attack_is_the_one_that_ran(trained, digits_test):
+    own = AttackSpec(name="all_heads_pgd", params={"steps": 3, "eot_iter": 2})
+    battery = BatterySpec(name="own", threat=ThreatModel(norm="Linf", eps=0.1), attacks=(own,))
+    doc = score(fresh(trained[0]), digits_test, battery, n=24, seed=0, head_battery="quick").document
+    assert doc["provenance"]["battery_additions"][0]["added"] is False  # the battery already had it
+    adaptive = doc["multi_head"]["adaptive_attack"]
+    assert adaptive["steps"] == 3 and adaptive["eot_iter"] == 2 and doc["multi_head"]["per_head_battery"] == "quick"
 
 
 def test_ordinary_models_get_no_multi_head_block(trained_mlp, digits_test):

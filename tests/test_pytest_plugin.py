@@ -105,7 +105,7 @@ from pathlib import Path
 
 def test_uses_command_line_tolerance(robustness_baseline):
     robustness_baseline(json.loads(Path("result.json").read_text()), "baselines/model.json",
-                        calibration_tolerance=10.0)
+                        calibration_tolerance=10.0, nll_tolerance=10.0)
 """
     )
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(failed=1)

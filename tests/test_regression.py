@@ -263,6 +263,8 @@ def test_bad_input_is_a_usage_error(sweep, tmp_path):
         compare(score, score, alpha=1.5)
     with pytest.raises(UsageError, match="tolerance"):
         compare(score, score, tolerance=-1)
+    with pytest.raises(UsageError, match="nll-tolerance"):
+        compare(score, score, nll_tolerance=float("nan"))  # NaN would pass every NLL row
     (tmp_path / "broken.json").write_text('{"schema_version": "1.0", "kind": "sco')
     with pytest.raises(UsageError, match="truncated"):
         compare(tmp_path / "broken.json", score)
@@ -275,3 +277,42 @@ def test_missing_score_document_in_a_sweep_is_not_comparable(sweep, tmp_path):
     bad = [r for r in comparison.rows if r.status == NOT_COMPARABLE]
     assert [r.cell for r in bad] == ["dense s=0 seed=1"] and "not found" in bad[0].note
     assert not comparison.passed
+
+
+def test_nll_rule_is_the_same_in_check_compare_and_the_plugin(sweep):
+    base = load(cell_doc_path(sweep, "dense", 0.0, 0))
+    worse = copy.deepcopy(base)
+    worse["calibration"]["clean"]["nll"]["value"] += 0.05  # above the ECE tolerance, below the NLL one
+    row = rows_by(compare(worse, base), "score")["NLL clean"]
+    assert row.status == PASS and compare(worse, base).nll_tolerance == 0.1
+
+
+def test_stale_cells_of_another_sweep_in_the_directory_are_ignored(sweep, tmp_path):
+    new = copy_sweep(sweep, tmp_path / "new")
+    (new / "results.json").unlink()  # the sweep was stopped: read cell by cell
+    write_json(new / "sweep.json", {"spec": {}, "cells": [c["key"] for c in cells(sweep)]})
+    dense = next(c for c in cells(sweep) if (c["recipe"], c["sparsity"], c["seed"]) == ("dense", 0.0, 0))
+    stale_key = "0" * 16  # an earlier configuration's cell: same recipe, sparsity and seed
+    shutil.copytree(new / "cells" / dense["key"], new / "cells" / stale_key)
+    record = load(new / "cells" / stale_key / "cell.json")
+    record |= {"key": stale_key, "result": record["result"].replace(dense["key"], stale_key)}
+    write_json(new / "cells" / stale_key / "cell.json", record)
+    comparison = compare(new, sweep)
+    assert comparison.passed and len({r.cell for r in comparison.rows}) == len(cells(sweep))
+    (new / "sweep.json").unlink()  # without the plan, two cells claim one (recipe, sparsity, seed): refused
+    with pytest.raises(UsageError, match="two cells for dense s=0 seed=0"):
+        compare(new, sweep)
+
+
+def test_a_cell_without_per_sample_table_is_not_comparable_and_the_rest_is_compared(sweep, tmp_path):
+    new = copy_sweep(sweep, tmp_path / "new")
+    path = cell_doc_path(new, "dense", 0.0, 1)
+    doc = load(path)
+    del doc["per_sample"]
+    write_json(path, doc)
+    comparison = compare(new, sweep)
+    bad = {r.cell for r in comparison.rows if r.status == NOT_COMPARABLE}
+    assert bad == {"dense s=0 seed=1"} and not comparison.passed
+    compared = [r for r in comparison.rows if r.status != NOT_COMPARABLE]
+    assert compared and all(r.status == PASS for r in compared)
+    assert comparison.verdict().startswith(f"FAIL: {len(compared)} comparisons, 0 failed, 1 cell not comparable")

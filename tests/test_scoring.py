@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from robustprune.config import AttackSpec, BatterySpec, ThreatModel
 from robustprune.errors import UsageError
 from robustprune.schema import validate_document
 from robustprune.scoring import score
@@ -107,3 +108,15 @@ def test_n_beyond_dataset(trained_mlp, digits_test):
 def test_unknown_battery(trained_mlp, digits_test):
     with pytest.raises(UsageError, match="unknown battery 'quik'"):
         score(trained_mlp, digits_test, "quik", n=10)
+
+
+def test_a_battery_spec_keeps_its_attacks_when_the_threat_is_overridden(trained_mlp, digits_test):
+    # A spec that no battery file bears the name of (e.g. a sweep's stored head battery on another machine).
+    spec = BatterySpec(
+        name="not-a-file",
+        threat=ThreatModel(norm="Linf", eps=0.3),
+        attacks=(AttackSpec(name="fgsm", label="only-fgsm"),),
+    )
+    doc = score(trained_mlp, digits_test, spec, eps=0.05, n=20, seed=0).document
+    assert doc["eps"] == 0.05 and doc["norm"] == "Linf" and doc["battery"] == "not-a-file"
+    assert [a["label"] for a in doc["attacks"]] == ["only-fgsm"]

@@ -151,3 +151,18 @@ def test_bad_sweeps():
         plan_cells(SweepSpec(recipes=("densse",)))
     with pytest.raises(UsageError, match="unknown executor"):
         run_sweep(SweepSpec(recipes=("dense",)), "/nonexistent", executor="dask")
+
+
+def test_a_results_json_of_another_sweep_in_the_directory_is_dropped_when_a_sweep_starts(tmp_path):
+    from robustprune.sweep import _drop_stale_results
+
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"kind": "sweep", "cells": [{"key": "a"}, {"key": "b"}]}))
+    _drop_stale_results(path, {"a", "b"})  # the same sweep run again: its complete results stay
+    assert path.exists()
+    _drop_stale_results(path, {"a", "c"})  # another configuration: until it ends, no results.json claims it
+    assert not path.exists()
+    path.write_text('{"kind": "sw')  # truncated: never trusted
+    _drop_stale_results(path, {"a"})
+    assert not path.exists()
+    _drop_stale_results(path, {"a"})  # nothing there: nothing to do

@@ -63,6 +63,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
     ]
     if reliability.rows:
         sections += ["### Reliability bins", md_table(reliability)]
+    if doc.get("multi_head"):
+        sections += ["## Heads", t.MULTI_HEAD_NOTE, _kv(t.multi_head_rows(doc)), md_table(t.multi_head_table(doc))]
     sections += ["## Sparsity", _kv(t.sparsity_rows(doc))]
     if layers.rows:
         sections += ["### Layers", md_table(layers)]

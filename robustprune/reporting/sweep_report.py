@@ -397,8 +397,14 @@ def _sparsity_text(value: Any) -> str:
     return f"{value:g}" if isinstance(value, int | float) else NA
 
 
+def _has_heads(view: SweepView) -> bool:
+    """Whether any cell is multi-head: then the tables add the worst single head's robust accuracy."""
+    return any(c.record.get("worst_head_robust_acc") is not None for c in view.cells)
+
+
 def cells_table(view: SweepView) -> Table:
     """Every stored number of every cell, one row per cell."""
+    heads = _has_heads(view)
     headers = (
         "recipe",
         "target",
@@ -407,6 +413,7 @@ def cells_table(view: SweepView) -> Table:
         "clean %",
         *(f"after {lbl} %" for lbl in view.labels),
         "worst %",
+        *(("worst head %",) if heads else ()),
         "ECE clean",
         "ECE adv",
         "NLL clean",
@@ -427,6 +434,7 @@ def cells_table(view: SweepView) -> Table:
                 fmt_pct(r.get("clean_acc")),
                 *(fmt_pct((r.get("attacks") or {}).get(lbl)) for lbl in view.labels),
                 fmt_pct(r.get("robust_acc")),
+                *((fmt_pct(r.get("worst_head_robust_acc")),) if heads else ()),
                 fmt_num(r.get("ece_clean")),
                 fmt_num(r.get("ece_adv")),
                 fmt_num(r.get("nll_clean")),
@@ -436,7 +444,7 @@ def cells_table(view: SweepView) -> Table:
                 str(r.get("parent_key") or "-"),
             )
         )
-    return Table(headers, tuple(rows), "lrrrr" + "r" * len(view.labels) + "rrrrrlll")
+    return Table(headers, tuple(rows), "lrrrr" + "r" * (len(view.labels) + heads) + "rrrrrlll")
 
 
 def _mean_text(point: Point | None, digits: int = 2) -> str:
@@ -454,6 +462,7 @@ def means_table(view: SweepView) -> Table:
         ("clean %", _record_metric("clean_acc"), 2),
         *((f"after {lbl} %", _attack_metric(lbl), 2) for lbl in view.labels),
         ("worst %", _record_metric("robust_acc"), 2),
+        *((("worst head %", _record_metric("worst_head_robust_acc"), 2),) if _has_heads(view) else ()),
         ("ECE clean", _record_metric("ece_clean"), 4),
         ("ECE adv", _record_metric("ece_adv"), 4),
         ("NLL clean", _record_metric("nll_clean"), 4),
@@ -690,11 +699,13 @@ NOTES = (
     "are fixed per recipe name."
 )
 COST_NOTE = (
-    "Training and scoring wall-clock seconds and the attacks' forward / backward passes (in examples), per cell."
+    "Training and scoring wall-clock seconds and the attacks' forward / backward passes (in examples), per cell; "
+    "a multi-head cell's per-head runs are included."
 )
 MEANS_NOTE = (
     "Mean [95 % t interval over seeds, clipped to the metric's range] per recipe and target sparsity; "
-    "one seed gives the value alone."
+    "one seed gives the value alone. `worst head %` (multi-head cells only): the weakest single head alone, under "
+    "the per-head battery named in the cell's report, which may be lighter than the sweep's battery."
 )
 COMPARISON_NOTE = (
     "Paired on the same examples (equal data fingerprints), from the per-sample tables: each cell against its parent "

@@ -257,6 +257,48 @@ def attack_series(doc: dict[str, Any]) -> list[tuple[str, float | None, list[flo
 # ---------------------------------------------------------------- calibration
 
 
+MULTI_HEAD_NOTE = (
+    "A randomized multi-head (DIO) model: the headline numbers score its random-head mode (every verdict over "
+    "repeated passes, the adaptive all-heads attack first). Below, each head alone (fixed mode) under the "
+    "per-head battery; a deployment that pins one head gets that head's numbers, and the worst head bounds them all."
+)
+
+
+def multi_head_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """Summary of the per-head report; [] for an ordinary model."""
+    mh = doc.get("multi_head")
+    if not mh:
+        return []
+    adaptive = mh.get("adaptive_attack") or {}
+    settings = ", ".join(f"{k}={v}" for k, v in sorted(adaptive.items()) if k not in ("name", "label"))
+    return [
+        ("heads", fmt_int(mh.get("n_heads"))),
+        ("scored mode", f"{mh.get('scored_mode')} (handed over in {mh.get('original_mode')} mode)"),
+        ("adaptive attack", f"{adaptive.get('label', adaptive.get('name'))} ({settings})"),
+        ("per-head battery", str(mh.get("per_head_battery"))),
+        (
+            "worst head: clean / robust %",
+            f"{fmt_pct(mh.get('worst_head_clean_acc'))} / {fmt_pct(mh.get('worst_head_robust_acc'))}",
+        ),
+        (
+            "mean head: clean / robust %",
+            f"{fmt_pct(mh.get('mean_head_clean_acc'))} / {fmt_pct(mh.get('mean_head_robust_acc'))}",
+        ),
+    ]
+
+
+def multi_head_table(doc: dict[str, Any]) -> Table:
+    """Clean and robust accuracy of every head alone; empty for an ordinary model."""
+    mh = doc.get("multi_head") or {}
+    clean, robust = mh.get("per_head_clean_acc") or [], mh.get("per_head_robust_acc") or []
+    worst = mh.get("worst_head_robust_acc")
+    rows = [
+        (str(i), fmt_pct(c), fmt_pct(r), "worst" if r == worst else "")
+        for i, (c, r) in enumerate(zip(clean, robust, strict=True))
+    ]
+    return _table(("head", "clean %", "robust %", ""), rows, "rrrl")
+
+
 def _binning_text(metric: dict[str, Any]) -> str:
     """Everything stored beside a number except the number: binning and bin count first, the rest sorted."""
     parts = []

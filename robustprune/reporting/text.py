@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from robustprune.reporting.tables import Table, attack_table, calibration_table, sparsity_rows, threat_text
+from robustprune.reporting.tables import Table, attack_table, calibration_table, fmt_pct, sparsity_rows, threat_text
 
 SUMMARY_ATTACK_COLUMNS = ("attack", "acc %", "CI", "attempted", "broken", "seconds", "forward", "backward")
 SUMMARY_CALIBRATION_METRICS = ("examples", "ECE", "NLL", "Brier")
@@ -35,6 +35,14 @@ def summary_table(doc: dict[str, Any]) -> str:
     calibration = calibration_table(doc)
     keep = [r for r in calibration.rows if r[0] in SUMMARY_CALIBRATION_METRICS]
     lines += format_fixed(Table(calibration.headers, tuple(keep), calibration.align))
+    mh = doc.get("multi_head")
+    if mh:
+        heads = (
+            f"randomized, {mh.get('n_heads')} heads; each head alone ({mh.get('per_head_battery')} battery): "
+            f"worst head robust {fmt_pct(mh.get('worst_head_robust_acc'))} %, "
+            f"mean {fmt_pct(mh.get('mean_head_robust_acc'))} %"
+        )
+        lines += ["", heads]
     lines += [
         "",
         f"sparsity {sparsity_rows(doc)[0][1]} of Conv/Linear weights",
