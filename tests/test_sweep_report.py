@@ -336,3 +336,14 @@ def test_a_randomized_cells_adaptive_attack_comes_first_in_the_columns():
     assert dict(sr.summary_rows(view))["battery"] == (
         "standard: apgd-ce, square (randomized cells: all_heads_pgd first, adaptive)"
     )
+
+
+def test_the_battery_summary_lists_only_the_attacks_for_the_threat_norm():
+    battery = {
+        "name": "full",
+        "threat": {"norm": "L2", "eps": 0.5},
+        "attacks": [{"label": "fgsm", "norms": ["Linf"]}, {"label": "pgd", "norms": []}],
+    }
+    record = {"key": "a", "recipe": "dense", "sparsity": 0.0, "seed": 0, "config": {"battery": battery}}
+    view = sr._view(StoredSweep(Path("."), {}, [StoredCell(record | {"attacks": {"pgd": 50.0}})], True))
+    assert dict(sr.summary_rows(view))["battery"] == "full: pgd"

@@ -656,7 +656,10 @@ def _signed(value: Any) -> str:
 
 
 def _battery_text(view: SweepView, battery: dict[str, Any], spec: dict[str, Any]) -> str:
-    configured = [str(a.get("label")) for a in battery.get("attacks") or []]
+    norm = (battery.get("threat") or {}).get("norm")
+    configured = [  # the attacks that apply to the threat model's norm (a battery may list others)
+        str(a.get("label")) for a in battery.get("attacks") or [] if not a.get("norms") or norm in a["norms"]
+    ]
     added = [lbl for lbl in view.labels if lbl not in configured]
     text = f"{battery.get('name', spec.get('battery', NA))}: {', '.join(configured or view.labels) or NA}"
     return text + (f" (randomized cells: {', '.join(added)} first, adaptive)" if configured and added else "")
