@@ -24,6 +24,8 @@ import numpy as np
 from robustprune.check_rule import ALPHA, CALIBRATION_TOLERANCE, NLL_TOLERANCE, TOLERANCE
 from robustprune.errors import UsageError
 from robustprune.metrics.accuracy import one_sided_drop_pvalue
+from robustprune.reporting.tables import Table, fmt_p
+from robustprune.reporting.text import format_fixed
 from robustprune.sweepdata import StoredCell, load_cells
 
 PASS, FAIL, NOT_COMPARABLE = "PASS", "FAIL", "NOT-COMPARABLE"
@@ -217,7 +219,7 @@ class Comparison:
                 _fmt_value(r.metric, r.baseline),
                 _fmt_value(r.metric, r.new),
                 _fmt_delta(r.metric, r.delta),
-                _fmt_p(r.p_value),
+                fmt_p(r.p_value, missing="-"),
                 r.status,
                 r.note,
             )
@@ -229,7 +231,7 @@ class Comparison:
             UNITS_NOTE,
             "",
         ]
-        lines += _fixed_width(headers, body, "llrrrrll") if body else ["(no comparisons)"]
+        lines += format_fixed(Table(headers, tuple(body), "llrrrrll")) if body else ["(no comparisons)"]
         for title, cells in (
             ("added cells (in the results, not in the baseline; not compared)", self.added),
             ("missing cells (in the baseline, not in the results)", self.missing),
@@ -276,21 +278,6 @@ def _fmt_delta(metric: str, value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value:+.2f}" if _is_accuracy(metric) else f"{value:+.4f}"
-
-
-def _fmt_p(p: float | None) -> str:
-    if p is None:
-        return "-"
-    return "1" if p >= 1 else f"{p:.1e}" if p < 1e-3 else f"{p:.4f}"
-
-
-def _fixed_width(headers: tuple[str, ...], rows: list[tuple[str, ...]], align: str) -> list[str]:
-    widths = [max(len(c) for c in col) for col in zip(headers, *rows)]
-
-    def line(cells: tuple[str, ...]) -> str:
-        return "  ".join(c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(cells, widths, align)).rstrip()
-
-    return [line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
 
 
 def _calibration_value(doc: dict[str, Any], side: str, metric: str) -> tuple[float | None, Any]:

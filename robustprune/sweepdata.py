@@ -127,7 +127,7 @@ def load_sweep(path: str | Path) -> StoredSweep:
     sweep_file = root / "sweep.json"
     plan = _read_json(sweep_file) if sweep_file.exists() else {}
     # Only this sweep's cells: the directory may also hold cells of an earlier configuration run into it.
-    planned = plan.get("cells")
+    planned = set(plan["cells"]) if isinstance(plan.get("cells"), list) else None
     cells = []
     for cell_file in sorted((root / "cells").glob(f"*/{CELL_FILE}")):
         if planned is not None and cell_file.parent.name not in planned:

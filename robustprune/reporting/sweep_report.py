@@ -31,7 +31,17 @@ from robustprune.metrics.accuracy import mcnemar_test
 from robustprune.regression import WORST, added_attacks, correct_vectors, incomparable_reason
 from robustprune.reporting.figures import Format, _render, reliability_figure
 from robustprune.reporting.markdown import md_escape, md_table
-from robustprune.reporting.tables import NA, Table, fmt_eps, fmt_frac_pct, fmt_int, fmt_num, fmt_pct, fmt_seconds
+from robustprune.reporting.tables import (
+    NA,
+    Table,
+    fmt_eps,
+    fmt_frac_pct,
+    fmt_int,
+    fmt_num,
+    fmt_p,
+    fmt_pct,
+    fmt_seconds,
+)
 from robustprune.sweepdata import StoredCell, StoredSweep, load_sweep
 
 FIGURES_DIR = "figures"
@@ -639,13 +649,6 @@ def comparisons_table(comparisons: list[dict[str, Any]]) -> Table:
         "status",
     )
     return Table(headers, tuple(rows), "lllrrrrrrrrrl")
-
-
-def fmt_p(value: Any) -> str:
-    """p-values: 4 decimals, and 2 significant digits below 0.001 so a tiny p never reads as 0."""
-    if not isinstance(value, int | float):
-        return NA
-    return "1" if value >= 1 else f"{value:.4f}" if value >= 1e-3 else f"{value:.1e}"
 
 
 def _signed(value: Any) -> str:

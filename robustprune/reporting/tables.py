@@ -60,6 +60,13 @@ def fmt_pct(value: Any) -> str:
     return f"{value:.2f}" if _is_num(value) else NA
 
 
+def fmt_p(value: Any, missing: str = NA) -> str:
+    """p-values: 4 decimals, and 2 significant digits below 0.001 so a tiny p never reads as 0."""
+    if not _is_num(value):
+        return missing
+    return "1" if value >= 1 else f"{value:.4f}" if value >= 1e-3 else f"{value:.1e}"
+
+
 def fmt_ci(ci: Any) -> str:
     if isinstance(ci, Sequence) and len(ci) == 2 and all(_is_num(v) for v in ci):
         return f"[{ci[0]:.2f}, {ci[1]:.2f}]"
