@@ -7,7 +7,7 @@ import json
 import math
 import os
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -94,6 +94,16 @@ class BatterySpec:
 
     def active_attacks(self) -> tuple[AttackSpec, ...]:
         return tuple(a for a in self.attacks if a.applies_to(self.threat.norm))
+
+    def with_attack(self, attack: AttackSpec, *, first: bool) -> tuple[BatterySpec, AttackSpec]:
+        """This battery plus `attack` (first or last), relabelled if needed so it never collides with a label."""
+        labels = {a.label for a in self.attacks}
+        label, n = attack.label, 1
+        while label in labels:
+            label, n = f"{attack.label}_{n}", n + 1
+        added = replace(attack, label=label)
+        attacks = (added, *self.attacks) if first else (*self.attacks, added)
+        return replace(self, attacks=attacks), added
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

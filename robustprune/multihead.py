@@ -12,56 +12,26 @@ implementation qualifies). `score` then
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 from torch import nn
 
-from robustprune.config import AttackSpec, BatterySpec
+from robustprune.additions import MULTI_HEAD, MULTI_HEAD_ATTACK
+from robustprune.config import BatterySpec
 from robustprune.data import Dataset
-
-ADAPTIVE_ATTACK = AttackSpec(
-    name="all_heads_pgd",
-    label="all_heads_pgd",
-    params={"steps": 40, "rel_step": 0.0625, "eot_iter": 10, "random_start": True},
-)
-ADDITION_REASON = (
-    "the model is a multi-head randomized defense (all_head_logits/set_mode/n_heads): a random-head "
-    "forward pass flatters it, so PGD on the mean cross-entropy over all heads was added first"
-)
 
 
 def is_multi_head(model: nn.Module) -> bool:
     return all(hasattr(model, attr) for attr in ("all_head_logits", "set_mode", "n_heads"))
 
 
-def with_adaptive_attack(battery: BatterySpec) -> tuple[BatterySpec, dict[str, Any] | None]:
-    """`battery` with all_heads_pgd first, and a record of the addition (None when the battery already has it)."""
-    if any(a.name == ADAPTIVE_ATTACK.name for a in battery.active_attacks()):
-        return battery, None
-    label, n = ADAPTIVE_ATTACK.label, 1
-    while label in {a.label for a in battery.attacks}:  # never collide with a user's label
-        label, n = f"{ADAPTIVE_ATTACK.label}_{n}", n + 1
-    spec = dataclasses.replace(ADAPTIVE_ATTACK, label=label)
-    added = dataclasses.replace(battery, attacks=(spec, *battery.attacks))
-    return added, {
-        "attack": spec.name,
-        "label": label,
-        "added": True,
-        "position": 0,
-        "settings": dict(spec.params),
-        "reason": ADDITION_REASON,
-    }
-
-
 def prepare(model: nn.Module, battery: BatterySpec) -> tuple[BatterySpec, dict[str, Any] | None]:
     """For `score`: (battery to run, addition record or None); ordinary models pass through unchanged."""
     if not is_multi_head(model):
         return battery, None
-    added, record = with_adaptive_attack(battery)
-    return added, record or {"attack": ADAPTIVE_ATTACK.name, "added": False, "reason": "already in the battery"}
+    return MULTI_HEAD.apply(battery)
 
 
 @contextlib.contextmanager
@@ -106,8 +76,8 @@ def multihead_report(
         robust.append(100.0 * float(np.mean(~outcome.broken)))
         n_forward += sum(r.n_forward for r in outcome.records)
         n_backward += sum(r.n_backward for r in outcome.records)
-    ran = random_mode_battery or with_adaptive_attack(battery)[0]
-    settings = next(a for a in ran.attacks if a.name == ADAPTIVE_ATTACK.name)
+    ran = random_mode_battery or MULTI_HEAD.apply(battery)[0]
+    settings = next(a for a in ran.attacks if a.name == MULTI_HEAD_ATTACK.name)
     return {
         "randomized": True,
         "n_heads": int(model.n_heads),

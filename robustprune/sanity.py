@@ -17,10 +17,6 @@ class Finding:
         return asdict(self)
 
 
-def train_mode_modules(model: nn.Module) -> list[str]:
-    return [name or "<model>" for name, m in model.named_modules() if m.training]
-
-
 def check_probability_output(logits: torch.Tensor) -> Finding | None:
     """S1: outputs that already are (log-)probabilities make softmax-based losses and confidences wrong."""
     out = logits.detach().double()

@@ -12,13 +12,15 @@ import torch
 from torch import nn
 
 from robustprune import multihead
-from robustprune.attacks.battery import BatteryOutcome, frozen_eval, run_battery
+from robustprune.additions import GRADIENT_FREE, RANDOMIZED
+from robustprune.attacks.battery import BatteryOutcome, run_battery
 from robustprune.config import BatterySpec, ThreatModel, load_battery
 from robustprune.data import Dataset, as_dataset, load_dataset
 from robustprune.errors import UsageError
 from robustprune.metrics import accuracy_with_ci, calibration_summary
+from robustprune.models.modes import eval_mode, handed_in_train_mode
 from robustprune.provenance import collect
-from robustprune.sanity import Finding, check_determinism, check_gradients, check_probability_output, train_mode_modules
+from robustprune.sanity import Finding, check_determinism, check_gradients, check_probability_output
 from robustprune.sparsity import sparsity_report
 
 SCHEMA_VERSION = "1.0"
@@ -76,7 +78,14 @@ def _as_battery(battery: BatterySpec | str, norm: str | None, eps: float | None)
     return load_battery(battery, norm=norm, eps=eps)
 
 
-def _sanity_findings(model: nn.Module, data: Dataset, batch_size: int) -> tuple[list[Finding], bool]:
+@dataclass(frozen=True)
+class Sanity:
+    findings: list[Finding]
+    randomized: bool  # S2: the forward pass is not deterministic
+    gradients: bool  # False when S6 found no gradient reaching the input
+
+
+def _sanity(model: nn.Module, data: Dataset, batch_size: int) -> Sanity:
     x, y = data.x[:batch_size], data.y[:batch_size]
     findings: list[Finding] = []
     with torch.no_grad():
@@ -90,11 +99,11 @@ def _sanity_findings(model: nn.Module, data: Dataset, batch_size: int) -> tuple[
         if finding:
             findings.append(finding)
     randomized = any(f.check == "S2" for f in findings)
-    if not randomized:
-        finding = check_gradients(model, x, y)
-        if finding:
-            findings.append(finding)
-    return findings, randomized
+    gradient = check_gradients(model, x, y)
+    # The zero-gradient share (S7) of one noisy pass says little about a randomized model; a cut graph (S6) does.
+    if gradient and (gradient.check == "S6" or not randomized):
+        findings.append(gradient)
+    return Sanity(findings, randomized, gradients=not (gradient and gradient.check == "S6"))
 
 
 def score(
@@ -130,20 +139,24 @@ def score(
     battery.threat.check_input_dim(int(np.prod(data.input_shape)))
     per_head = battery if head_battery is None else _as_battery(head_battery, battery.threat.norm, battery.threat.eps)
     battery, addition = multihead.prepare(model, battery)  # multi-head: adaptive attack first
+    additions = [addition] if addition is not None else []
     warnings: list[Finding] = []
-    in_train_mode = train_mode_modules(model)
+    in_train_mode = handed_in_train_mode(model)  # as the factory or file returned it, not only as it is now
     if in_train_mode:
-        warnings.append(
-            Finding(
-                "S3",
-                f"the model was handed over in train mode ({', '.join(in_train_mode[:3])}); it was scored in eval mode",
-            )
-        )
+        shown = ", ".join(in_train_mode[:3]) + (f" and {len(in_train_mode) - 3} more" if len(in_train_mode) > 3 else "")
+        warnings.append(Finding("S3", f"the model was handed over in train mode ({shown}); it was scored in eval mode"))
     torch.manual_seed(seed)
-    with frozen_eval(model), multihead.mode(model, "random"):
-        findings, randomized = _sanity_findings(model, data, batch_size)
-        randomized = randomized or addition is not None  # multi-head random mode is randomized even if S2 missed it
-        warnings += findings
+    with eval_mode(model, freeze_parameters=True), multihead.mode(model, "random"):
+        sanity = _sanity(model, data, batch_size)
+        # A multi-head model in random mode is randomized even if S2 happened to miss it.
+        randomized = sanity.randomized or addition is not None
+        warnings += sanity.findings
+        if randomized and addition is None:
+            battery, record = RANDOMIZED.apply(battery)
+            additions.append(record)
+        if not sanity.gradients:
+            battery, record = GRADIENT_FREE.apply(battery)
+            additions += [record] if record["added"] else []
         n_passes = RANDOMIZED_PASSES if randomized else 1
         outcome = run_battery(
             model,
@@ -155,6 +168,7 @@ def score(
             batch_size=batch_size,
             n_passes=n_passes,
             progress=progress,
+            gradients=sanity.gradients,
         )
     try:
         sparsity = sparsity_report(model, data.input_shape)
@@ -173,8 +187,9 @@ def score(
         provenance=collect(seed=seed, command=command, device=str(data.x.device))
         | {"checkpoint": checkpoint, "batch_size": batch_size},
     )
+    if additions:
+        document["provenance"]["battery_additions"] = additions
     if addition is not None:
-        document["provenance"]["battery_additions"] = [addition]
         started = time.perf_counter()
         report = multihead.multihead_report(
             model, data, per_head, seed=seed, batch_size=batch_size, random_mode_battery=battery
@@ -217,11 +232,16 @@ def _document(
                 "n_forward": record.n_forward,
                 "n_backward": record.n_backward,
                 "flags": record.flags,
+                "skipped": record.skipped,
             }
         )
     for record in outcome.records:
         warnings = warnings + [Finding("autoattack", flag) for flag in record.flags]
-    is_reference_aa = [a["name"] for a in attacks] == ["autoattack"]
+    # autoattack_acc is the reference AutoAttack's number alone: the battery ran it and nothing else, and on a
+    # randomized model only its 'rand' version counts (the adapter switches to it; checked again here).
+    is_reference_aa = [(a["name"], a["skipped"]) for a in attacks] == [("autoattack", None)] and (
+        not randomized or attacks[0]["settings"].get("version") == "rand"
+    )
     labels = data.y.cpu().numpy()
     return {
         "schema_version": SCHEMA_VERSION,
@@ -250,6 +270,7 @@ def _document(
         },
         "sparsity": sparsity,
         "warnings": [w.to_dict() for w in warnings],
+        "alerts": _alerts(attacks),
         "cost": {
             "seconds": sum(a["seconds"] for a in attacks),
             "n_forward": sum(a["n_forward"] for a in attacks),
@@ -264,6 +285,27 @@ def _document(
         "per_sample": _per_sample(outcome, labels),
         "provenance": provenance | {"battery": battery.to_dict()},
     }
+
+
+def _alerts(attacks: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """What a reader must see before the numbers: findings that make the robust accuracy an upper bound."""
+    skipped = [a["label"] for a in attacks if a["skipped"]]
+    alerts = []
+    if skipped:
+        ran = [a["label"] for a in attacks if not a["skipped"]]
+        alerts.append(
+            {
+                "check": "S6",
+                "message": (
+                    f"GRADIENT ATTACKS COULD NOT RUN: no gradient reaches the input, so {', '.join(skipped)} "
+                    f"{'was' if len(skipped) == 1 else 'were'} skipped; the robust accuracy comes from "
+                    f"{', '.join(ran) or 'no attack'} alone and is an upper bound that may be loose. Remove the "
+                    "detach / no_grad / non-differentiable step from the forward pass, or give it a "
+                    "differentiable approximation (BPDA), to evaluate it with gradient attacks"
+                ),
+            }
+        )
+    return alerts
 
 
 def _floats(values: np.ndarray) -> list[float | None]:

@@ -145,3 +145,13 @@ class AllHeadsPGD(Attack):
             random_start=bool(self.settings["random_start"]),
             generator=generator,
         )
+
+
+@register_attack("adaptive_eot_pgd")
+class AdaptiveEOTPGD(AllHeadsPGD):
+    """The same adaptive PGD, named for the case `score` adds it: any randomized model (S2), Linf and L2."""
+
+    implementation = (
+        "robustprune adaptive_eot_pgd: PGD on the cross-entropy averaged over eot_iter forward passes "
+        "(expectation over transformation); on the mean over all heads for multi-head models"
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -34,6 +35,23 @@ def library_version(module_name: str) -> str:
         return "unknown"
 
 
+@dataclass(frozen=True)
+class AttackContext:
+    """What the engine learned about the model before attacking, for attacks that must adapt to it.
+
+    verdict_passes: forward passes per verdict; above 1 the model is randomized (S2, or a multi-head model in
+        random mode) and an example counts as correct only if it is correct on every pass.
+    gradients: a gradient reaches the input (False when S6 found the graph cut: gradient attacks cannot run).
+    """
+
+    verdict_passes: int = 1
+    gradients: bool = True
+
+    @property
+    def randomized(self) -> bool:
+        return self.verdict_passes > 1
+
+
 class Attack(ABC):
     """Base adapter. Subclasses set `name`, `norms`, `defaults`, `implementation` and `perturb_batch`."""
 
@@ -45,11 +63,17 @@ class Attack(ABC):
     min_classes: ClassVar[int] = 2
     # Adapters whose library batches internally (pyautoattack) receive every unbroken example at once.
     batches_itself: ClassVar[bool] = False
+    # Attacks that follow the input gradient; they are skipped (and say so) when no gradient reaches the input.
+    uses_gradients: ClassVar[bool] = True
 
-    def __init__(self, spec: AttackSpec, threat: ThreatModel, num_classes: int) -> None:
+    def __init__(
+        self, spec: AttackSpec, threat: ThreatModel, num_classes: int, context: AttackContext | None = None
+    ) -> None:
         self.spec = spec
         self.threat = threat
         self.num_classes = num_classes
+        self.context = context or AttackContext()
+        self.notes: list[str] = []  # what the attack changed about itself for this model, and why
         where = f"attack {spec.label!r} ({self.name})"
         if threat.norm not in self.norms:
             raise UsageError(f"{where} does not support the {threat.norm} norm; it supports {', '.join(self.norms)}")
@@ -66,6 +90,12 @@ class Attack(ABC):
     def validate(self) -> None:
         """Hook for setting checks beyond types (ranges, choices)."""
 
+    def skip_reason(self) -> str | None:
+        """Why this attack cannot run on this model (None: it runs)."""
+        if self.uses_gradients and not self.context.gradients:
+            return "no gradient reaches the input (S6): a gradient attack cannot run on this model"
+        return None
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -76,6 +106,7 @@ class Attack(ABC):
             "norm": self.threat.norm,
             "eps": self.threat.eps,
             "settings": dict(self.settings),
+            "notes": list(self.notes),
         }
 
     def perturb(

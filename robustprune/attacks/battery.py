@@ -2,13 +2,14 @@
 
 Every adversarial example is verified (see verify.py) and re-classified on a fresh forward pass before it counts;
 an example is broken if any attack broke it. Each attack gets the run's seed and is timed and pass-counted.
+The model stays in eval mode throughout, and after every attack the engine checks that no module's mode and no
+buffer changed (a BatchNorm switched to train mode would re-classify on batch statistics and move its running
+statistics): a change is a verification error, never a silently different model.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,10 +18,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from robustprune.attacks.base import ATTACKS, Attack
+from robustprune.attacks.base import ATTACKS, Attack, AttackContext
 from robustprune.attacks.counting import CountingModel
 from robustprune.attacks.verify import verify_adversarial
 from robustprune.config import BatterySpec
+from robustprune.errors import UsageError, VerificationError
+from robustprune.models.modes import eval_mode
 
 
 @dataclass
@@ -58,6 +61,7 @@ class AttackRecord:
     n_forward: int = 0
     n_backward: int = 0
     flags: list[str] = field(default_factory=list)
+    skipped: str | None = None  # why the attack did not run on this model
 
 
 @dataclass
@@ -90,24 +94,30 @@ def predict(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: i
     return Predictions(probs=probs, pred=pred.astype(np.int64), conf=conf, correct=correct)
 
 
-@contextlib.contextmanager
-def frozen_eval(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no parameter gradients while attacking; both restored afterwards."""
-    was_training = model.training
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        model.train(was_training)
+class ModelState:
+    """A snapshot of what an attack must not change: every module's mode and every buffer's value.
+
+    In eval mode nothing in a model's forward pass should write to its buffers (BatchNorm's running statistics
+    move only in train mode); an attack that switched the mode, or a forward pass that updates state, would
+    make every later verdict depend on what ran before. The engine compares the snapshot after each attack.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.modes = [(name or "<model>", m.training) for name, m in model.named_modules()]
+        self.buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+
+    def changes(self, model: nn.Module) -> list[str]:
+        now = {name or "<model>": m.training for name, m in model.named_modules()}
+        out = [f"module {name!r} switched to train mode" for name, flag in self.modes if now.get(name) != flag]
+        for name, buffer in model.named_buffers():
+            before = self.buffers.get(name)
+            if before is None or before.shape != buffer.shape or not torch.equal(before, buffer.detach()):
+                out.append(f"buffer {name!r} changed")
+        return out
 
 
-def build_attacks(battery: BatterySpec, num_classes: int) -> list[Attack]:
-    return [ATTACKS.get(spec.name)(spec, battery.threat, num_classes) for spec in battery.active_attacks()]
+def build_attacks(battery: BatterySpec, num_classes: int, context: AttackContext | None = None) -> list[Attack]:
+    return [ATTACKS.get(spec.name)(spec, battery.threat, num_classes, context) for spec in battery.active_attacks()]
 
 
 def run_battery(
@@ -121,12 +131,24 @@ def run_battery(
     batch_size: int = 256,
     n_passes: int = 1,
     progress: bool = False,
+    gradients: bool = True,
 ) -> BatteryOutcome:
-    """Run `battery` against `model` on (x, y); see the module docstring for the semantics."""
-    attacks = build_attacks(battery, num_classes)
+    """Run `battery` against `model` on (x, y); see the module docstring for the semantics.
+
+    `n_passes` > 1 scores a randomized model (correct only if correct on every pass); `gradients=False` says no
+    gradient reaches the input (S6), so gradient attacks are skipped and recorded as such.
+    """
+    attacks = build_attacks(battery, num_classes, AttackContext(verdict_passes=n_passes, gradients=gradients))
     n = len(x)
-    with frozen_eval(model):
+    with eval_mode(model, freeze_parameters=True):
+        state = ModelState(model)
         clean = predict(model, x, y, batch_size=batch_size, n_passes=n_passes)
+        changed = state.changes(model)
+        if changed:
+            raise UsageError(
+                f"the model changes its own state in an eval-mode forward pass ({'; '.join(changed[:3])}), so every "
+                "verdict would depend on what ran before; make its eval-mode forward pass stateless"
+            )
         broken = ~clean.correct
         worst_probs = clean.probs.copy()
         columns: dict[str, AttackColumns] = {}
@@ -135,8 +157,9 @@ def run_battery(
             cols = AttackColumns.empty(n)
             record = AttackRecord(label=attack.spec.label, description=attack.describe())
             columns[record.label], _ = cols, records.append(record)
+            record.skipped = attack.skip_reason()
             index = torch.from_numpy(np.flatnonzero(~broken))
-            if len(index) == 0:
+            if len(index) == 0 or record.skipped:
                 continue
             x_sub, y_sub = x[index], y[index]
             counter = CountingModel(model)
@@ -148,8 +171,15 @@ def run_battery(
             bar.close()
             record.n_forward, record.n_backward = counter.n_forward, counter.n_backward
             record.flags = list(getattr(attack, "flags", []))
+            record.description = attack.describe()  # settings an attack adapted to the model (notes) included
             norms = verify_adversarial(record.label, x_adv, x_sub, battery.threat, index)
             adv = predict(model, x_adv, y_sub, batch_size=batch_size, n_passes=n_passes)
+            changed = state.changes(model)
+            if changed:
+                raise VerificationError(
+                    f"attack {record.label!r} left the model changed ({'; '.join(changed[:3])}): its verdicts and "
+                    "every later attack's would be taken on another model; nothing is counted"
+                )
             idx = index.numpy()
             newly_broken = ~adv.correct
             cols.attempted[idx] = True

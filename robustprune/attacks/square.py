@@ -13,6 +13,7 @@ from robustprune.attacks.torchattacks_adapter import TorchattacksAttack
 
 @register_attack("square")
 class Square(TorchattacksAttack):
+    uses_gradients = False
     defaults = {"n_queries": 5000, "n_restarts": 1, "p_init": 0.8}
     implementation = "torchattacks.Square (margin loss)"
 
@@ -28,6 +29,6 @@ class Square(TorchattacksAttack):
             n_restarts=int(self.settings["n_restarts"]),
             p_init=float(self.settings["p_init"]),
             loss="margin",
-            resc_schedule=True,
+            resc_schedule=False,  # AutoAttack's setting (pyautoattack.AutoAttack builds Square so)
             seed=seed,
         )

@@ -35,6 +35,7 @@ from torch.nn.utils import prune
 
 from robustprune.atomic import dumps_json, write_text, write_with
 from robustprune.errors import UsageError
+from robustprune.models.modes import remember_train_mode, set_eval
 from robustprune.sparsity import fold_pruning_pairs
 
 FORMATS = ("safetensors", "state_dict", "pickled_module", "torchscript", "pt2")
@@ -431,11 +432,8 @@ def _load_pt2(path: Path) -> nn.Module:
 
 
 def _eval(model: nn.Module) -> nn.Module:
-    try:
-        model.eval()
-    except NotImplementedError:  # torch.export modules refuse .eval(); they run in the mode they were exported in
-        pass
-    return model
+    remember_train_mode(model)  # a module pickled in train mode is still reported by scoring (S3)
+    return set_eval(model)
 
 
 def _warn_trusted(shown: str, label: str) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 from torch import nn
 
 from robustprune.errors import UsageError
+from robustprune.models.modes import remember_train_mode, set_eval
 from robustprune.registry import Registry
 
 Factory = Callable[..., nn.Module]
@@ -67,4 +68,5 @@ def build_model(name: str, num_classes: int, input_shape: tuple[int, int, int], 
         model.robustprune_model = name
     except (AttributeError, RuntimeError):  # e.g. a ScriptModule refuses new attributes; the name is cosmetic
         pass
-    return model.eval()
+    remember_train_mode(model)  # scoring still reports a factory that returned train mode (S3)
+    return set_eval(model)

@@ -33,6 +33,7 @@ def render_html(doc: dict[str, Any]) -> str:
     figures = {stem: base64.b64encode(data).decode("ascii") for stem, data in document_figures(doc, "png").items()}
     context = {
         "title": f"robustprune score: {doc.get('architecture')} on {doc.get('dataset')}",
+        "alerts": t.alert_lines(doc),
         "summary": t.summary_rows(doc),
         "headline": t.headline_table(doc),
         "attacks_note": ATTACKS_NOTE.replace("`", ""),

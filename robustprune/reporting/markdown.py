@@ -51,6 +51,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
     reliability = t.reliability_table(doc)
     sections = [
         f"# robustprune score: {md_escape(str(doc.get('architecture')))} on {md_escape(str(doc.get('dataset')))}",
+        *[f"> **{md_escape(line)}**" for line in t.alert_lines(doc)],
         _kv(t.summary_rows(doc)),
         "## Headline",
         md_table(t.headline_table(doc)),

@@ -181,7 +181,7 @@ ATTACK_HEADERS = (
     "forward",
     "backward",
     "median norm",
-    "flags",
+    "notes",
 )
 
 
@@ -225,7 +225,7 @@ def attack_table(doc: dict[str, Any]) -> Table:
                 fmt_int(a.get("n_forward")),
                 fmt_int(a.get("n_backward")),
                 _median_norm(doc, str(a.get("label"))),
-                ", ".join(a.get("flags") or []) or "-",
+                attack_notes(a),
             )
         )
     # Totals: every attack sees only the survivors of the ones before, so attempted/broken add up without overlap.
@@ -424,6 +424,19 @@ def layer_table(doc: dict[str, Any]) -> Table:
 
 
 # ---------------------------------------------------------------- warnings and provenance
+
+
+def attack_notes(attack: dict[str, Any]) -> str:
+    """Why an attack did not run, what it changed about itself for this model, and its own flags."""
+    skipped = attack.get("skipped")
+    notes = [f"SKIPPED: {skipped}"] if skipped else []
+    notes += [str(n) for n in attack.get("notes") or []] + [str(f) for f in attack.get("flags") or []]
+    return "; ".join(notes) or "-"
+
+
+def alert_lines(doc: dict[str, Any]) -> list[str]:
+    """The findings a reader must see before any number (e.g. gradient attacks that could not run)."""
+    return [f"{a.get('check', NA)}: {a.get('message', '')}" for a in doc.get("alerts") or []]
 
 
 def warnings_table(doc: dict[str, Any]) -> Table:

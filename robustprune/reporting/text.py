@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from robustprune.reporting.tables import Table, attack_table, calibration_table, fmt_pct, sparsity_rows, threat_text
+from robustprune.reporting.tables import (
+    Table,
+    alert_lines,
+    attack_table,
+    calibration_table,
+    fmt_pct,
+    sparsity_rows,
+    threat_text,
+)
 
-SUMMARY_ATTACK_COLUMNS = ("attack", "acc %", "CI", "attempted", "broken", "seconds", "forward", "backward")
+SUMMARY_ATTACK_COLUMNS = ("attack", "acc %", "CI", "attempted", "broken", "seconds", "forward", "backward", "notes")
 SUMMARY_CALIBRATION_METRICS = ("examples", "ECE", "NLL", "Brier")
 
 
@@ -25,7 +33,10 @@ def summary_table(doc: dict[str, Any]) -> str:
     """Clean and per-attack cumulative accuracy with CIs and cost, worst case, calibration, sparsity, warnings."""
     n_warnings = len(doc.get("warnings") or [])
     seed = (doc.get("provenance") or {}).get("seed")
+    alerts = [f"!! {line}" for line in alert_lines(doc)]
     lines = [
+        *alerts,
+        *([""] if alerts else []),
         f"{doc.get('architecture')} on {doc.get('dataset')}: {threat_text(doc)}, battery {doc.get('battery')}, "
         + f"n = {doc.get('n_examples')}, seed {seed}",
         "",

@@ -1,0 +1,137 @@
+"""Models that used to break or flatter scoring: a graph cut to the input, noise in the forward pass, a factory
+that returns train mode."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+
+import pytest
+import torch
+from torch import nn
+
+from robustprune.attacks import run_battery
+from robustprune.cli import main
+from robustprune.config import AttackSpec, BatterySpec, ThreatModel
+from robustprune.scoring import RANDOMIZED_PASSES, score
+
+
+class Detached(nn.Module):
+    """Computes on x.detach(): no gradient reaches the input (S6)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x.detach())
+
+
+class Noisy(nn.Module):
+    """Gaussian noise on the input in every forward pass: a randomized model (S2)."""
+
+    def __init__(self, inner: nn.Module, sigma: float) -> None:
+        super().__init__()
+        self.inner, self.sigma = inner, sigma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x + self.sigma * torch.randn_like(x))
+
+
+@pytest.mark.parametrize("battery", ["quick", "autoattack"])
+def test_a_model_with_a_cut_graph_is_scored_by_gradient_free_attacks_and_says_so(battery, trained_mlp, digits_test):
+    doc = score(Detached(trained_mlp).eval(), digits_test.subset(24), battery, eps=0.1, seed=0).document
+    attacks = {a["label"]: a for a in doc["attacks"]}
+    gradient_attacks = [a for a in attacks.values() if a["name"] != "square"]
+    assert gradient_attacks and all(a["skipped"] and "S6" in a["skipped"] for a in gradient_attacks)
+    assert all(a["n_attempted"] == 0 for a in gradient_attacks)
+    square = attacks["square"]
+    assert square["skipped"] is None and square["n_attempted"] > 0 and square["n_broken"] > 0
+    assert doc["robust_acc"] < doc["clean_acc"]  # a real attack ran
+    assert doc["autoattack_acc"] is None  # AutoAttack could not run, so it has no number
+    assert [a["check"] for a in doc["alerts"]] == ["S6"]
+    assert "GRADIENT ATTACKS COULD NOT RUN" in doc["alerts"][0]["message"]
+    assert doc["provenance"]["battery_additions"][-1]["attack"] == "square"
+    assert any(w["check"] == "S6" for w in doc["warnings"])
+
+
+def test_the_cli_puts_the_cut_graph_alert_first(trained_mlp, tmp_path, monkeypatch, capsys):
+    module = tmp_path / "cut_graph_model.py"
+    module.write_text(
+        textwrap.dedent(
+            """
+            import torch
+            from torch import nn
+            from robustprune.models import build_model
+
+            class Detached(nn.Module):
+                def __init__(self, inner):
+                    super().__init__()
+                    self.inner = inner
+
+                def forward(self, x):
+                    return self.inner(x.detach())
+
+            def factory(num_classes, input_shape, mean=None, std=None):
+                return Detached(build_model("mlp", num_classes, input_shape))
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "run"
+    args = ["score", "--model", "cut_graph_model:factory", "--battery", "quick", "--n", "16", "--out", str(out)]
+    code = main(args)
+    stdout, stderr = capsys.readouterr()
+    assert code == 0, stderr
+    assert stdout.startswith("!! S6: GRADIENT ATTACKS COULD NOT RUN")
+    assert "GRADIENT ATTACKS COULD NOT RUN" in (out / "report.md").read_text().split("\n")[2]
+    assert "GRADIENT ATTACKS COULD NOT RUN" in (out / "report.html").read_text()
+    sys.modules.pop("cut_graph_model", None)
+
+
+def test_autoattack_on_a_noisy_model_is_no_higher_than_an_eot_attack(trained_mlp, digits_test):
+    """On a randomized model AutoAttack's standard version keeps the clean input wherever one noisy pass missed
+    the break; the `autoattack` battery must not report more than an EOT attack finds on the same examples."""
+    model = Noisy(trained_mlp, sigma=0.15).eval()
+    data = digits_test.subset(60)
+    doc = score(model, data, "autoattack", eps=0.1, seed=0).document
+    assert doc["randomized"] and doc["autoattack_acc"] is None
+    aa = next(a for a in doc["attacks"] if a["name"] == "autoattack")
+    assert aa["settings"]["version"] == "rand"
+
+    # The test's own EOT attack: torchattacks' EOT-PGD, judged like the engine judges (every one of 10 passes).
+    eot = BatterySpec(
+        name="eot",
+        threat=ThreatModel(norm="Linf", eps=0.1),
+        attacks=(AttackSpec(name="eot_pgd", params={"steps": 40, "eot_iter": 20}),),
+    )
+    torch.manual_seed(1)
+    out = run_battery(model, data.x, data.y, eot, num_classes=10, seed=1, n_passes=RANDOMIZED_PASSES)
+    eot_robust = int((~out.broken).sum())
+    ours = round(doc["robust_acc"] * len(data) / 100)
+    assert eot_robust < out.clean.correct.sum()  # the EOT attack did break examples
+    assert ours <= eot_robust + 1
+
+
+def test_a_factory_that_returns_train_mode_gets_s3_through_the_cli(tmp_path, monkeypatch, capsys):
+    module = tmp_path / "train_mode_factory.py"
+    module.write_text(
+        textwrap.dedent(
+            """
+            from robustprune.models import build_model
+
+            def factory(num_classes, input_shape, mean=None, std=None):
+                return build_model("mlp", num_classes, input_shape).train()
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "run"
+    code = main(["score", "--model", "train_mode_factory:factory", "--battery", "quick", "--n", "8", "--out", str(out)])
+    stdout, stderr = capsys.readouterr()
+    assert code == 0, stderr
+    doc = json.loads((out / "results.json").read_text())
+    assert [w["check"] for w in doc["warnings"] if w["check"] == "S3"] == ["S3"]
+    assert "S3" in stdout
+    sys.modules.pop("train_mode_factory", None)
