@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev,ray]'
 	touch $(STAMP)
 
-# The main job: a robustness-vs-sparsity sweep on digits (about 7 minutes on 2 cores); rerunning reuses every cell.
+# The main job: a robustness-vs-sparsity sweep on digits (7-12 minutes on 2 cores); rerunning reuses every cell.
 demo: $(STAMP)
 	$(PY) -m robustprune sweep --config sweeps/demo.toml --executor process --workers 2 --out reports/demo-sweep
 

@@ -18,7 +18,7 @@ from robustprune.config import BatterySpec, ThreatModel, load_battery
 from robustprune.data import Dataset, as_dataset, load_dataset
 from robustprune.errors import UsageError
 from robustprune.metrics import accuracy_with_ci, calibration_summary
-from robustprune.models.modes import eval_mode, handed_in_train_mode
+from robustprune.models.modes import eval_mode, handed_in_train_mode, mode_matters
 from robustprune.provenance import collect
 from robustprune.sanity import Finding, check_determinism, check_gradients, check_probability_output
 from robustprune.sparsity import sparsity_report
@@ -142,9 +142,16 @@ def score(
     additions = [addition] if addition is not None else []
     warnings: list[Finding] = []
     in_train_mode = handed_in_train_mode(model)  # as the factory or file returned it, not only as it is now
-    if in_train_mode:
+    if in_train_mode and mode_matters(model, in_train_mode):
         shown = ", ".join(in_train_mode[:3]) + (f" and {len(in_train_mode) - 3} more" if len(in_train_mode) > 3 else "")
-        warnings.append(Finding("S3", f"the model was handed over in train mode ({shown}); it was scored in eval mode"))
+        warnings.append(
+            Finding(
+                "S3",
+                f"the model was handed over in train mode ({shown}) and its output depends on the mode "
+                "(BatchNorm, Dropout or similar); it was scored in eval mode: if it is deployed in train mode, "
+                "this number does not describe it",
+            )
+        )
     torch.manual_seed(seed)
     with eval_mode(model, freeze_parameters=True), multihead.mode(model, "random"):
         sanity = _sanity(model, data, batch_size)

@@ -8,13 +8,16 @@ helpers save and restore each module's own flag.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator
 
 import torch
 from torch import nn
 
-# Set by build_model / load_checkpoint: the modules a factory or file returned in train mode, before the model
-# was switched to eval mode, so that scoring can still say the model was handed over in train mode (S3).
+# Set by build_model (for a user's factory) and load_checkpoint (for a whole pickled or scripted module): the
+# modules that came back in train mode, before the model was switched to eval mode, so that scoring can still say
+# the model was handed over in train mode (S3). The registry's own factories are fresh constructions whose mode
+# (nn.Module's default, train) states nothing, so they are not recorded.
 HANDED_IN_TRAIN_MODE = "robustprune_train_mode_modules"
 
 
@@ -43,6 +46,34 @@ def set_eval(model: nn.Module) -> nn.Module:
     except NotImplementedError:
         pass
     return model
+
+
+_MODE_DEPENDENT = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.AlphaDropout)
+
+
+def mode_dependent(module: nn.Module) -> bool:
+    """Whether the module computes differently in train mode: BatchNorm, Dropout, a tracking InstanceNorm, or
+    code outside torch.nn whose forward reads `self.training` (an unreadable forward counts as dependent)."""
+    if isinstance(module, _MODE_DEPENDENT):
+        return True
+    if isinstance(module, nn.modules.instancenorm._InstanceNorm):
+        return bool(module.track_running_stats)
+    forward = type(module).forward
+    if getattr(forward, "__module__", "").startswith("torch."):
+        return False
+    try:
+        source = inspect.getsource(forward)
+    except (OSError, TypeError):
+        return True
+    return "training" in source
+
+
+def mode_matters(model: nn.Module, train_modules: list[str]) -> bool:
+    """Whether any of the named modules (found in train mode) would compute differently in train mode.
+
+    Decided from the code, not by running the model in train mode (which would move BatchNorm statistics)."""
+    wanted = set(train_modules)
+    return any(mode_dependent(m) for name, m in model.named_modules() if (name or "<model>") in wanted)
 
 
 @contextlib.contextmanager

@@ -68,5 +68,6 @@ def build_model(name: str, num_classes: int, input_shape: tuple[int, int, int], 
         model.robustprune_model = name
     except (AttributeError, RuntimeError):  # e.g. a ScriptModule refuses new attributes; the name is cosmetic
         pass
-    remember_train_mode(model)  # scoring still reports a factory that returned train mode (S3)
+    if ":" in name:  # a user's factory: its mode is the user's statement, reported by scoring (S3)
+        remember_train_mode(model)
     return set_eval(model)
