@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from robustprune.errors import UsageError, VerificationError
+from robustprune.validation import escape
 
 log = logging.getLogger("robustprune")
 
@@ -109,6 +110,12 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--executor", choices=["inprocess", "process", "ray"], default="inprocess")
     p.add_argument("--workers", type=int, default=2, help="parallel workers for process / local ray")
     p.add_argument("--address", help="Ray cluster address (with --executor ray)")
+    p.add_argument(
+        "--no-wait",
+        dest="wait",
+        action="store_false",
+        help="exit (code 2, naming the holder) instead of waiting when another sweep holds the directory",
+    )
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_sweep)
 
@@ -233,6 +240,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         executor=args.executor,
         workers=args.workers,
         address=args.address,
+        wait=args.wait,
     )
     print(f"HTML report: {Path(paths['html']).resolve()}")
     return 0
@@ -289,11 +297,11 @@ def run(job: Callable[[], int]) -> int:
     """Map exceptions to exit codes and one-line messages; tracebacks only with ROBUSTPRUNE_DEBUG=1."""
     try:
         return job()
-    except UsageError as exc:
-        print(f"robustprune: error: {exc}", file=sys.stderr)
+    except UsageError as exc:  # escape(): one line whatever user text (a path with a newline) the message echoes
+        print(f"robustprune: error: {escape(exc)}", file=sys.stderr)
         return 2
     except VerificationError as exc:
-        print(f"robustprune: verification failed: {exc}", file=sys.stderr)
+        print(f"robustprune: verification failed: {escape(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("robustprune: interrupted", file=sys.stderr)
@@ -302,7 +310,8 @@ def run(job: Callable[[], int]) -> int:
         if os.environ.get("ROBUSTPRUNE_DEBUG"):
             traceback.print_exc()
         print(
-            f"robustprune: internal error: {type(exc).__name__}: {exc} (set ROBUSTPRUNE_DEBUG=1 for the traceback)",
+            f"robustprune: internal error: {type(exc).__name__}: {escape(exc)} "
+            "(set ROBUSTPRUNE_DEBUG=1 for the traceback)",
             file=sys.stderr,
         )
         return 1

@@ -7,11 +7,20 @@ import json
 import math
 import os
 import tomllib
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from robustprune.errors import UsageError
+from robustprune.validation import (
+    BOUNDS,
+    INT_LIMIT,
+    check_float,
+    check_input_file,
+    check_int,
+    escape,
+    read_input_text,
+)
 
 Norm = Literal["Linf", "L2"]
 NORMS: tuple[str, ...] = ("Linf", "L2")
@@ -64,6 +73,14 @@ class AttackSpec:
     params: dict[str, ParamValue] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise UsageError(f"an attack needs a name (a string; see robustprune ls), got {escape(repr(self.name))}")
+        if not isinstance(self.label, str):
+            raise UsageError(f"attack {self.name!r}: label must be a string, got {escape(repr(self.label))}")
+        if not isinstance(self.params, dict) or not all(
+            isinstance(k, str) and isinstance(v, bool | int | float | str) for k, v in self.params.items()
+        ):
+            raise UsageError(f"attack {self.name!r}: settings must map names to numbers, strings or booleans")
         if not self.label:
             object.__setattr__(self, "label", self.name)
         for norm in self.norms:
@@ -83,6 +100,8 @@ class BatterySpec:
     source: str = ""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise UsageError(f"a battery needs a name (a string), got {escape(repr(self.name))}")
         if not self.attacks:
             raise UsageError(f"battery {self.name!r} lists no attacks; add at least one [[attack]] table")
         labels = [a.label for a in self.attacks]
@@ -126,37 +145,49 @@ class BatterySpec:
         )
 
 
-def coerce_setting(value: ParamValue, default: ParamValue, where: str) -> ParamValue:
-    """Check `value` against the type of its default; ints are accepted where floats are expected."""
+def coerce_setting(value: ParamValue, default: ParamValue, where: str, key: str | None = None) -> ParamValue:
+    """Check `value` against the type of its default (ints are accepted where floats are expected): numbers must
+    be finite and inside the documented bound for `key` (validation.BOUNDS), any integer inside +-INT_LIMIT."""
     if isinstance(default, bool):
         if not isinstance(value, bool):
-            raise UsageError(f"{where} must be true or false, got {value!r}")
+            raise UsageError(f"{where} must be true or false, got {escape(repr(value))}")
         return value
     if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise UsageError(f"{where} must be an integer, got {value!r}")
+        value = check_int(value, where, bound=key if key in BOUNDS else None)
+        if abs(value) > INT_LIMIT:
+            raise UsageError(f"{where} = {value} is beyond any sensible setting (|value| <= {INT_LIMIT:,})")
         return value
     if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UsageError(f"{where} must be a number, got {value!r}")
-        return float(value)
+        return check_float(value, where, bound=key if key in BOUNDS else None)
     if not isinstance(value, str):
-        raise UsageError(f"{where} must be a string, got {value!r}")
+        raise UsageError(f"{where} must be a string, got {escape(repr(value))}")
     return value
+
+
+def check_fields(spec: Any, where: str) -> None:
+    """Every bool/int/float field of a frozen spec dataclass through coerce_setting, against its own default's
+    type: specs built in Python get exactly the checks their TOML form gets."""
+    for f in fields(spec):
+        default = f.default if f.default is not MISSING else None
+        if isinstance(default, bool | int | float):
+            value = coerce_setting(getattr(spec, f.name), default, f"{where} {f.name}", f.name)
+            object.__setattr__(spec, f.name, value)
 
 
 _BATTERY_KEYS = {"name", "description", "norm", "eps", "attack"}
 _ATTACK_KEYS = {"name", "label", "norms"}
 
 
-def read_toml(path: Path) -> dict[str, Any]:
+MAX_TOML_BYTES = 1 << 20  # batteries, recipes and sweep files are a few hundred bytes
+
+
+def read_toml(path: Path, what: str = "file") -> dict[str, Any]:
+    """A TOML file as a dict; not found, not a regular file, not UTF-8 or not TOML are one-line errors."""
+    text = read_input_text(path, what, max_bytes=MAX_TOML_BYTES)
     try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise UsageError(f"file {path} not found") from None
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{path} is not valid TOML: {exc}") from None
+        raise UsageError(f"{escape(path)} is not valid TOML: {exc}") from None
 
 
 def _reject_unknown(data: dict[str, Any], allowed: set[str], where: str) -> None:
@@ -175,16 +206,17 @@ def spec_dirs(env_var: str, folder: str) -> list[Path]:
 
 def find_spec_file(kind: str, spec: str, dirs: list[Path]) -> Path:
     """A path (`*.toml` or containing a separator) as given, else `<spec>.toml` in the first of `dirs` holding it."""
+    if not isinstance(spec, str) or not spec:
+        raise UsageError(f"the {kind} must be a name or a .toml path, got {escape(repr(spec))}")
     if spec.endswith(".toml") or os.sep in spec:
-        path = Path(spec)
-        if not path.is_file():
-            raise UsageError(f"{kind} file {spec} not found")
-        return path
+        return check_input_file(spec, f"{kind} file", max_bytes=MAX_TOML_BYTES)
     for directory in dirs:
         if (directory / f"{spec}.toml").is_file():
             return directory / f"{spec}.toml"
     known = sorted({p.stem for d in dirs for p in d.glob("*.toml")})
-    raise UsageError(f"unknown {kind} {spec!r}: use one of {', '.join(known) or '(none found)'} or a .toml file")
+    raise UsageError(
+        f"unknown {kind} {escape(repr(spec))}: use one of {', '.join(known) or '(none found)'} or a .toml file"
+    )
 
 
 def battery_dirs() -> list[Path]:
@@ -195,28 +227,34 @@ def find_battery(spec: str) -> Path:
     return find_spec_file("battery", spec, battery_dirs())
 
 
-def load_battery(spec: str, *, norm: str | None = None, eps: float | None = None) -> BatterySpec:
-    """Read a battery by name or path; `norm` and `eps` override the file's threat model."""
+def read_battery(spec: str, *, norm: str | None = None, eps: float | None = None) -> BatterySpec:
+    """Parse a battery file by name or path (keys, types, threat model); `norm` and `eps` override the file's
+    threat model. `robustprune.attacks.load_battery` also resolves every attack against the registry."""
     path = find_battery(spec)
-    data = read_toml(path)
-    where = str(path)
+    data = read_toml(path, "battery file")
+    where = escape(path)
     _reject_unknown(data, _BATTERY_KEYS, where)
+    for key in ("name", "description", "norm"):
+        if key in data and not isinstance(data[key], str):
+            raise UsageError(f"{where}: {key} must be a string, got {escape(repr(data[key]))}")
     tables = data.get("attack", [])
-    if not isinstance(tables, list):
-        raise UsageError(f"{where}: 'attack' must be an array of tables ([[attack]])")
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise UsageError(f"{where}: 'attack' must be an array of tables ([[attack]] with name = ...)")
     attacks = []
     for i, table in enumerate(tables):
-        if "name" not in table:
-            raise UsageError(f"{where}: attack #{i + 1} has no 'name'")
+        if not isinstance(table.get("name"), str) or not table["name"]:
+            raise UsageError(f'{where}: attack #{i + 1} needs name = "<attack>" (a string; see robustprune ls)')
+        name = table["name"]
+        if not isinstance(table.get("label", ""), str):
+            raise UsageError(f"{where}: attack {name!r} label must be a string, got {escape(repr(table['label']))}")
+        norms = table.get("norms", [])
+        if not isinstance(norms, list) or not all(isinstance(n, str) for n in norms):
+            raise UsageError(f'{where}: attack {name!r} norms must be a list of strings such as ["Linf"]')
         params = {k: v for k, v in table.items() if k not in _ATTACK_KEYS}
         for key, value in params.items():
             if not isinstance(value, (bool, int, float, str)):
-                raise UsageError(f"{where}: attack {table['name']!r} key {key!r} must be a number, string or bool")
-        attacks.append(
-            AttackSpec(
-                name=table["name"], label=table.get("label", ""), norms=tuple(table.get("norms", ())), params=params
-            )
-        )
+                raise UsageError(f"{where}: attack {name!r} key {key!r} must be a number, string or bool")
+        attacks.append(AttackSpec(name=name, label=table.get("label", ""), norms=tuple(norms), params=params))
     threat_norm = norm if norm is not None else data.get("norm", "Linf")
     threat_eps = eps if eps is not None else data.get("eps")
     if threat_eps is None:

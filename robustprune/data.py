@@ -16,6 +16,7 @@ import io
 import os
 import pickle
 import re
+import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,10 +27,12 @@ import numpy as np
 import torch
 
 from robustprune.errors import UsageError
+from robustprune.validation import check_input_file, escape, read_input_bytes
 
 __all__ = ["SPLITS", "Dataset", "as_dataset", "load_dataset", "validate_examples"]
 
 SPLITS = ("train", "test")
+MAX_DATA_BYTES = 64 * 2**30  # a data file beyond this is not a dataset this tool can hold in memory
 DIGITS_SOURCE = "sklearn.datasets.load_digits"
 _NOT_FOUND = (
     "dataset {spec!r} not found: use 'digits' or a path to a .npz file, an MNIST IDX file/directory, "
@@ -196,12 +199,19 @@ def load_dataset(spec: str | os.PathLike[str], split: str = "test") -> Dataset:
     """'digits' (embedded) or a path to a .npz file, MNIST IDX file/directory or CIFAR batch file/directory."""
     if split not in SPLITS:
         raise UsageError(f"split {split!r} is not known; use one of: {', '.join(SPLITS)}")
+    if not isinstance(spec, str | os.PathLike):
+        raise UsageError(f"--dataset must be 'digits' or a path, got {escape(repr(spec))}")
     spec_str = os.fspath(spec)
     if spec_str == "digits":
         return _load_digits(split)
-    path = Path(spec_str).expanduser()
-    if not spec_str or not path.exists():
+    if not spec_str:
         raise UsageError(_NOT_FOUND.format(spec=spec_str))
+    try:
+        path = check_input_file(spec_str, "--dataset", max_bytes=MAX_DATA_BYTES, allow_dir=True)
+    except UsageError as err:
+        if "does not exist" in str(err):
+            raise UsageError(_NOT_FOUND.format(spec=escape(spec_str))) from None
+        raise
     path = path.resolve()
     if path.is_dir():
         return _load_directory(path, split)
@@ -262,9 +272,10 @@ def _load_digits(split: str) -> Dataset:
 
 def _load_npz(path: Path, split: str) -> Dataset:
     where = path.name
+    check_input_file(path, "dataset file", max_bytes=MAX_DATA_BYTES)
     try:
         npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         if "pickle" in str(exc):  # numpy's own text suggests loading it unsafely, which we never do
             raise UsageError(f"{where} is a pickle, not an .npz archive; save x and y with numpy.savez") from exc
         raise UsageError(f"{where} is not a readable .npz file ({_one_line(exc)}); save it with numpy.savez") from exc
@@ -308,7 +319,7 @@ def _npz_array(npz: Any, key: str, where: str) -> np.ndarray:
                 "save x and y as plain numeric arrays"
             ) from exc
         raise UsageError(f"{where}: array {key!r} cannot be read ({_one_line(exc)})") from exc
-    except (OSError, EOFError, zlib.error, KeyError) as exc:
+    except (OSError, EOFError, zlib.error, KeyError, zipfile.BadZipFile) as exc:
         raise UsageError(f"{where}: array {key!r} cannot be read ({_one_line(exc)}); the file may be corrupt") from exc
 
 
@@ -333,8 +344,8 @@ _IDX_LABEL_MAGIC = 0x00000801  # unsigned byte, 1 dimension
 
 
 def _read_maybe_gz(path: Path) -> bytes:
+    raw = read_input_bytes(path, "dataset file", max_bytes=MAX_DATA_BYTES)
     try:
-        raw = path.read_bytes()
         if path.suffix.lower() == ".gz":
             return gzip.decompress(raw)
         return raw
@@ -505,10 +516,7 @@ class _DataOnlyUnpickler(pickle.Unpickler):
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
     """One batch file -> (uint8 images (N,3,32,32), int64 labels, num_classes)."""
     where = path.name
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"CIFAR batch {where} cannot be read ({_one_line(exc)})") from exc
+    raw = read_input_bytes(path, "CIFAR batch", max_bytes=MAX_DATA_BYTES)
     try:
         batch = _DataOnlyUnpickler(io.BytesIO(raw), where).load()
     except UsageError:

@@ -7,26 +7,20 @@ from typing import Any
 
 import torch
 
-from robustprune.config import canonical_key, load_battery
+from robustprune.attacks import check_battery, load_battery
+from robustprune.config import canonical_key
 from robustprune.data import load_dataset
 from robustprune.errors import UsageError
-from robustprune.models import build_model, load_checkpoint
+from robustprune.models import build_model, load_checkpoint, resolve_factory, sha256_file
+from robustprune.models.checkpoint import inspect_checkpoint
 from robustprune.reporting import summary_table
 from robustprune.scoring import ScoreResult, score
+from robustprune.validation import check_int, check_seed, output_dir
 
 
 def set_threads(threads: int | None) -> None:
     if threads is not None:
-        if threads < 1:
-            raise UsageError(f"--threads must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
-
-
-def check_out_dir(out: str | Path) -> Path:
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"--out {out} exists and is not a directory; choose another path")
-    return path
+        torch.set_num_threads(check_int(threads, "--threads", bound="threads"))
 
 
 def score_job(
@@ -46,19 +40,23 @@ def score_job(
     command: list[str] | None,
     head_battery: str | None = None,
 ) -> tuple[dict[str, str], str]:
+    # Everything is resolved and checked before a model is built: numbers, battery, model name, files, data.
     set_threads(threads)
+    check_seed(seed)
+    check_int(batch_size, "--batch-size", bound="batch_size")
     spec = load_battery(battery, norm=norm, eps=eps)
-    data = load_dataset(dataset, split="test").subset(n)
-    net = build_model(model, data.num_classes, data.input_shape)
-    info = None
-    if checkpoint:
-        net, loaded = load_checkpoint(net, checkpoint, trust=trust)
-        info = loaded.to_dict()
     heads = load_battery(head_battery, norm=spec.threat.norm, eps=spec.threat.eps) if head_battery else None
+    resolve_factory(model)
+    if checkpoint:
+        inspect_checkpoint(checkpoint)  # format from the header: a corrupt file fails before a model is built
+    data = load_dataset(dataset, split="test").subset(n)
+    for battery_spec in (spec, heads):
+        if battery_spec is not None:
+            check_battery(battery_spec, data.num_classes)
     key = canonical_key(
         {
             "model": model,
-            "checkpoint": info and info["sha256"],
+            "checkpoint": checkpoint and sha256_file(checkpoint),
             "data": data.fingerprint(),
             "battery": spec.to_dict(),
             "seed": seed,
@@ -66,20 +64,25 @@ def score_job(
             "head_battery": heads and heads.to_dict(),
         }
     )
-    out_dir = check_out_dir(out or Path("reports") / f"score-{key}")
-    result = score(
-        net,
-        data,
-        spec,
-        batch_size=batch_size,
-        seed=seed,
-        architecture=model,
-        checkpoint=info,
-        command=command,
-        progress=True,
-        head_battery=heads,
-    )
-    return result.save(str(out_dir)), summary_table(result.document)
+    with output_dir(out or Path("reports") / f"score-{key}") as out_dir:
+        net = build_model(model, data.num_classes, data.input_shape)
+        info = None
+        if checkpoint:
+            net, loaded = load_checkpoint(net, checkpoint, trust=trust)
+            info = loaded.to_dict()
+        result = score(
+            net,
+            data,
+            spec,
+            batch_size=batch_size,
+            seed=seed,
+            architecture=model,
+            checkpoint=info,
+            command=command,
+            progress=True,
+            head_battery=heads,
+        )
+        return result.save(str(out_dir)), summary_table(result.document)
 
 
 def train_demo_model(cache_dir: Path, seed: int) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -113,24 +116,32 @@ def train_demo_model(cache_dir: Path, seed: int) -> tuple[torch.nn.Module, dict[
 
 
 def demo_job(*, out: str, seed: int) -> tuple[dict[str, str], str]:
-    out_dir = check_out_dir(out)
-    model, info = train_demo_model(out_dir / "model", seed)
-    result: ScoreResult = score(
-        model,
-        "digits",
-        "standard",
-        eps=0.1,
-        seed=seed,
-        architecture="digits_cnn",
-        checkpoint=info,
-        command=["robustprune", "demo"],
-        progress=True,
-    )
-    return result.save(str(out_dir)), summary_table(result.document)
+    check_seed(seed)
+    with output_dir(out) as out_dir:
+        model, info = train_demo_model(out_dir / "model", seed)
+        result: ScoreResult = score(
+            model,
+            "digits",
+            "standard",
+            eps=0.1,
+            seed=seed,
+            architecture="digits_cnn",
+            checkpoint=info,
+            command=["robustprune", "demo"],
+            progress=True,
+        )
+        return result.save(str(out_dir)), summary_table(result.document)
 
 
 def sweep_job(
-    *, config: str | None, options: dict[str, Any], out: str, executor: str, workers: int, address: str | None
+    *,
+    config: str | None,
+    options: dict[str, Any],
+    out: str,
+    executor: str,
+    workers: int,
+    address: str | None,
+    wait: bool = True,
 ) -> dict[str, str]:
     """Resolve the grid (TOML file, then command-line options), run the missing cells, build the report."""
     from robustprune.reporting.sweep_report import build_sweep_report
@@ -140,9 +151,7 @@ def sweep_job(
     values |= options
     if "recipes" not in values:
         raise UsageError("the sweep needs recipes: pass --recipes dense,magnitude,... or a --config file")
-    if workers < 1:
-        raise UsageError(f"--workers must be >= 1, got {workers}")
+    check_int(workers, "--workers", bound="workers")
     spec = SweepSpec(**values)
-    check_out_dir(out)
-    run_sweep(spec, out, executor=executor, workers=workers, address=address, progress=True)
+    run_sweep(spec, out, executor=executor, workers=workers, address=address, progress=True, wait=wait)
     return build_sweep_report(out)

@@ -118,6 +118,9 @@ def incomparable_reason(
     `allow_added_attacks`: `new` may run every attack of `baseline` plus more (the adaptive attack a randomized
     model gets). Its worst case can then only be lower, so a worst-case comparison cannot flatter `new`.
     """
+    for side, doc in (("baseline", baseline), ("new", new)):
+        if not isinstance(doc.get("per_sample"), dict):
+            return f"no per-sample table in the {side} result (paired tests need it; rescore it)"
     reasons = []
     (b_threat, b_attacks), (n_threat, n_attacks) = _battery(baseline), _battery(new)
     if b_threat != n_threat:
@@ -349,7 +352,9 @@ def compare_documents(
 
 def _cell_documents(cell: StoredCell) -> dict[str, Any] | str:
     try:
-        return cell.document(cache=False)  # one pair in memory at a time, however large the sweep
+        # One pair in memory at a time, however large the sweep; a result without its per-sample table is loaded
+        # so that its row can say so (not comparable), rather than refusing the whole check.
+        return cell.document(cache=False, require_per_sample=False)
     except UsageError as exc:
         return f"score document unreadable: {exc}"
 
@@ -398,8 +403,8 @@ def compare(
             raise UsageError(f"--{name.replace('_', '-')} must be a number >= 0, got {value!r}")
     if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < 1:
         raise UsageError(f"--alpha must lie strictly between 0 and 1, got {alpha!r}")
-    new_kind, new_cells, new_name = load_cells(results)
-    base_kind, base_cells, base_name = load_cells(baseline)
+    new_kind, new_cells, new_name = load_cells(results, require_per_sample=False)
+    base_kind, base_cells, base_name = load_cells(baseline, require_per_sample=False)
     if new_kind != base_kind:
         raise UsageError(
             f"cannot compare a {new_kind} ({new_name}) with a {base_kind} baseline ({base_name}): "

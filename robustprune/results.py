@@ -14,6 +14,7 @@ import numpy as np
 
 from robustprune.atomic import dumps_json, write_bytes, write_text
 from robustprune.errors import UsageError
+from robustprune.validation import escape, path_kind, read_input_text
 
 if TYPE_CHECKING:
     from robustprune.scoring import ScoreResult
@@ -39,21 +40,42 @@ def save_result(result: ScoreResult, out_dir: str | Path, *, html: bool = True) 
     return {key: str(path) for key, path in paths.items()}
 
 
-def load_document(path: str | Path) -> dict[str, Any]:
-    """Read a results.json (or the results.json inside a directory); damaged files are reported, never trusted."""
+MAX_RESULT_BYTES = 4 * 2**30  # a results.json of 4 GiB would be some 10 million examples
+
+
+def load_document(path: str | Path, *, require_per_sample: bool = True) -> dict[str, Any]:
+    """Read and validate a results.json (or the one inside a directory): a score result against the shipped JSON
+    Schema, a sweep's against its record shape, both against the versions this robustprune reads. Damaged,
+    foreign or newer documents are one-line errors, never trusted.
+
+    `require_per_sample=False` accepts a score result without its per-sample table (for `check`, which reports
+    such a result as not comparable instead of refusing the whole comparison).
+    """
+    from robustprune.schema import validate_document, validate_sweep_document
+
     path = Path(path)
-    if path.is_dir():
+    if path_kind(path, "result file") == "dir":
         path = path / RESULTS_FILE
+    shown = escape(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"result file {path} not found; pass a results.json or the directory that holds one") from None
+        text = read_input_text(path, "result file", max_bytes=MAX_RESULT_BYTES)
+    except UsageError as err:
+        if "does not exist" in str(err):
+            raise UsageError(
+                f"result file {shown} not found; pass a results.json or the directory that holds one"
+            ) from None
+        raise
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageError(
-            f"result file {path} is truncated or not JSON ({exc.msg} at line {exc.lineno}); rerun the job that wrote it"
+            f"result file {shown} is truncated or not JSON ({exc.msg} at line {exc.lineno}); rerun the job that wrote it"
         ) from None
-    if not isinstance(doc, dict) or "schema_version" not in doc:
-        raise UsageError(f"{path} is not a robustprune result (no schema_version)")
+    try:
+        if isinstance(doc, dict) and doc.get("kind") == "sweep":
+            validate_sweep_document(doc)
+        else:
+            validate_document(doc, require_per_sample=require_per_sample)
+    except ValueError as exc:
+        raise UsageError(f"{shown} is not a valid robustprune result: {exc}") from None
     return doc

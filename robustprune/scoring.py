@@ -13,8 +13,8 @@ from torch import nn
 
 from robustprune import multihead
 from robustprune.additions import GRADIENT_FREE, RANDOMIZED
-from robustprune.attacks.battery import BatteryOutcome, run_battery
-from robustprune.config import BatterySpec, ThreatModel, load_battery
+from robustprune.attacks.battery import BatteryOutcome, check_battery, load_battery, run_battery
+from robustprune.config import BatterySpec, ThreatModel
 from robustprune.data import Dataset, as_dataset, load_dataset
 from robustprune.errors import UsageError
 from robustprune.metrics import accuracy_with_ci, calibration_summary
@@ -22,6 +22,7 @@ from robustprune.models.modes import eval_mode, handed_in_train_mode, mode_matte
 from robustprune.provenance import collect
 from robustprune.sanity import Finding, check_determinism, check_gradients, check_probability_output
 from robustprune.sparsity import sparsity_report
+from robustprune.validation import check_int, check_seed
 
 SCHEMA_VERSION = "1.0"
 RANDOMIZED_PASSES = 10  # verdicts on a randomized model: correct only if correct on every one of these passes
@@ -132,12 +133,22 @@ def score(
         head_battery: for multi-head (DIO) models, the battery run against each head in fixed mode for the
             per-head report (default: `battery`); it gets the same threat model and its name is recorded.
     """
-    if batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
-    data = _as_data(data, n)
+    # Every input is checked before anything runs: the batteries (names, settings, bounds) before the data.
+    if not isinstance(model, nn.Module):
+        raise UsageError(
+            f"score needs a torch.nn.Module, got {type(model).__name__}: build one with "
+            "robustprune.models.build_model(name, num_classes, input_shape)"
+        )
+    check_int(batch_size, "--batch-size", bound="batch_size")
+    check_seed(seed)
     battery = _as_battery(battery, norm, eps)
-    battery.threat.check_input_dim(int(np.prod(data.input_shape)))
     per_head = battery if head_battery is None else _as_battery(head_battery, battery.threat.norm, battery.threat.eps)
+    for spec in (battery, per_head):
+        check_battery(spec)
+    data = _as_data(data, n)
+    battery.threat.check_input_dim(int(np.prod(data.input_shape)))
+    for spec in (battery, per_head):
+        check_battery(spec, data.num_classes)
     battery, addition = multihead.prepare(model, battery)  # multi-head: adaptive attack first
     additions = [addition] if addition is not None else []
     warnings: list[Finding] = []

@@ -19,8 +19,10 @@ from typing import Any
 
 import robustprune
 from robustprune.atomic import write_json
-from robustprune.config import canonical_key, load_battery, read_toml
+from robustprune.config import canonical_key, read_toml
 from robustprune.errors import UsageError
+from robustprune.locking import CELL_LOCK, SWEEP_LOCK, hold
+from robustprune.validation import check_float, check_int, check_seed, escape, output_dir
 
 log = logging.getLogger("robustprune.sweep")
 
@@ -45,29 +47,51 @@ class SweepSpec:
     parent_recipe: str = "dense"
 
     def __post_init__(self) -> None:
-        if not self.recipes:
-            raise UsageError("the sweep lists no recipes: pass --recipes dense,magnitude,...")
+        """Types, finiteness and bounds of every field, the same from flags, a TOML file or Python."""
+        for key in ("recipes", "sparsities", "seeds"):
+            value = getattr(self, key)
+            if not isinstance(value, list | tuple):
+                raise UsageError(f"the sweep's {key} must be a list, got {escape(repr(value))}")
+            object.__setattr__(self, key, tuple(value))
+        if not self.recipes or not all(isinstance(r, str) and r for r in self.recipes):
+            raise UsageError(f'the sweep needs recipes as names, e.g. ["dense", "magnitude"]; got {self.recipes!r}')
         if not self.seeds:
             raise UsageError("the sweep lists no seeds: pass --seeds 0,1")
-        for s in self.sparsities:
-            if not 0 <= s < 1:
-                raise UsageError(f"sparsity {s} is impossible: use values in [0, 1)")
-        if self.threads < 1 or self.batch_size < 1:
-            raise UsageError("--threads and --batch-size must be >= 1")
+        if not self.sparsities:
+            raise UsageError("the sweep lists no sparsities: pass --sparsities 0,0.5,0.9")
+        for seed in self.seeds:
+            check_seed(seed, "sweep seed")
+        for sparsity in self.sparsities:
+            if not 0 <= check_float(sparsity, "sweep sparsity") < 1:
+                raise UsageError(f"sparsity {sparsity} is impossible: use values in [0, 1)")
+        for key in ("dataset", "battery", "parent_recipe"):
+            if not isinstance(getattr(self, key), str) or not getattr(self, key):
+                raise UsageError(f"the sweep's {key} must be a name or path, got {escape(repr(getattr(self, key)))}")
+        for key in ("head_battery", "norm"):
+            if getattr(self, key) is not None and not isinstance(getattr(self, key), str):
+                raise UsageError(f"the sweep's {key} must be a string, got {escape(repr(getattr(self, key)))}")
+        if self.eps is not None:
+            check_float(self.eps, "the sweep's eps")
+        if self.n is not None:
+            check_int(self.n, "the sweep's n", lo=1)
+        if self.epochs is not None:
+            check_int(self.epochs, "the sweep's epochs", bound="epochs")
+        check_int(self.batch_size, "the sweep's batch_size", bound="batch_size")
+        check_int(self.threads, "the sweep's threads", bound="threads")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def read_sweep_toml(path: str | Path) -> dict[str, Any]:
-    data = read_toml(Path(path))
+    data = read_toml(Path(path), "sweep file")
     allowed = set(SweepSpec.__dataclass_fields__)
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise UsageError(f"{path}: unknown key {unknown[0]!r}; allowed keys are {', '.join(sorted(allowed))}")
     for key in ("recipes", "sparsities", "seeds"):
         if key in data and not isinstance(data[key], list):
-            raise UsageError(f"{path}: {key} must be a list")
+            raise UsageError(f"{escape(path)}: {key} must be a list, e.g. {key} = [...]")
     return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
 
 
@@ -93,6 +117,7 @@ def _recipe_prunes(recipe: Any) -> bool:
 
 def plan_cells(spec: SweepSpec) -> list[Cell]:
     """Every cell of the grid, parents first; validates recipes, battery and data before anything runs."""
+    from robustprune.attacks import check_battery, load_battery
     from robustprune.data import load_dataset
     from robustprune.defenses.base import load_recipe
 
@@ -101,6 +126,9 @@ def plan_cells(spec: SweepSpec) -> list[Cell]:
         load_battery(spec.head_battery, norm=battery.threat.norm, eps=battery.threat.eps) if spec.head_battery else None
     )
     data = load_dataset(spec.dataset, "test").subset(spec.n)
+    for checked in (battery, head):
+        if checked is not None:
+            check_battery(checked, data.num_classes)
     overrides = [f"train.epochs={spec.epochs}"] if spec.epochs is not None else []
     recipes = {name: load_recipe(name, overrides) for name in dict.fromkeys((*spec.recipes, spec.parent_recipe))}
     common = {
@@ -162,50 +190,68 @@ def load_complete_cell(cell_dir: Path, key: str) -> dict[str, Any] | None:
 
 def run_cell(cell: Cell, root: str) -> dict[str, Any]:
     """Train (or reuse) and score one cell; safe to call in any worker process."""
-    import time
-
     import torch
-
-    from robustprune.config import BatterySpec
-    from robustprune.data import load_dataset
-    from robustprune.defenses.base import load_recipe
-    from robustprune.defenses.pipeline import train_model
-    from robustprune.models import build_model, load_checkpoint, save_checkpoint
-    from robustprune.scoring import score
 
     torch.set_num_threads(int(cell.config["threads"]))
     cell_dir = Path(root) / "cells" / cell.key
     done = load_complete_cell(cell_dir, cell.key)
     if done is not None:
         return done
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    # Two workers handed the same cell (a cluster, or two sweeps sharing a directory) compute it once: the second
+    # waits here and then finds it complete.
+    with hold(cell_dir / CELL_LOCK, what="cell", announce=None):
+        done = load_complete_cell(cell_dir, cell.key)
+        if done is not None:
+            return done
+        return _compute_cell(cell, cell_dir, root)
+
+
+def _compute_cell(cell: Cell, cell_dir: Path, root: str) -> dict[str, Any]:
+    import time
+
+    from robustprune.config import BatterySpec
+    from robustprune.data import load_dataset
+    from robustprune.defenses.base import DEFENSES, load_recipe
+    from robustprune.defenses.pipeline import train_model
+    from robustprune.models import load_checkpoint, save_checkpoint
+    from robustprune.scoring import score
+
     for stale in cell_dir.glob("**/.*.tmp"):  # temporaries of a killed run: never trusted, never reused
         stale.unlink()
+    overrides = [f"train.epochs={cell.config['epochs']}"] if cell.config["epochs"] is not None else []
+    recipe = load_recipe(cell.recipe, overrides)
+    data = load_dataset(cell.config["dataset"], "test").subset(cell.config["n"])
+
+    # The architecture comes from the recipe (as the sweep resolved it), never from a file in the cell: a data file
+    # must not be able to make robustprune import code.
+    def build() -> Any:
+        return DEFENSES.get(recipe.defense)(recipe).build_model(data.num_classes, data.input_shape)
+
     ckpt = cell_dir / "model.safetensors"
-    if ckpt.exists():  # written atomically, so complete; the cell stopped while scoring
-        manifest = json.loads((cell_dir / "model.manifest.json").read_text())
-    else:
-        overrides = [f"train.epochs={cell.config['epochs']}"] if cell.config["epochs"] is not None else []
+    loaded = _load_partial_cell(cell, ckpt, build) if ckpt.exists() else None
+    if loaded is None:
         parent = str(Path(root) / "cells" / cell.parent_key / "model.safetensors") if cell.parent_key else None
         started = time.perf_counter()
         artifact, manifest = train_model(
-            load_recipe(cell.recipe, overrides),
+            recipe,
             dataset=cell.config["dataset"],
             sparsity=cell.sparsity,
             parent=parent,
             seed=cell.seed,
-            epochs=cell.config["epochs"],
         )
         manifest = manifest | {"train_seconds": time.perf_counter() - started, "cell_key": cell.key}
         save_checkpoint(artifact.model, ckpt, manifest=manifest)
-    data = load_dataset(cell.config["dataset"], "test").subset(cell.config["n"])
-    model, info = load_checkpoint(build_model(manifest["architecture"], data.num_classes, data.input_shape), ckpt)
+        loaded = load_checkpoint(build(), ckpt)
+    model, info = loaded
+    manifest = info.manifest or {}
     result = score(
         model,
         data,
         BatterySpec.from_dict(cell.config["battery"]),
         batch_size=cell.config["batch_size"],
         seed=cell.seed,
-        architecture=manifest["architecture"],
+        architecture=recipe.architecture,
         checkpoint=info.to_dict(),
         head_battery=BatterySpec.from_dict(cell.config["head_battery"]) if cell.config.get("head_battery") else None,
     )
@@ -213,6 +259,27 @@ def run_cell(cell: Cell, root: str) -> dict[str, Any]:
     record = summarize(cell, result.document, manifest)
     write_json(cell_dir / CELL_FILE, record)
     return record
+
+
+def _load_partial_cell(cell: Cell, ckpt: Path, build: Callable[[], Any]) -> tuple[Any, Any] | None:
+    """The checkpoint of a cell that stopped while scoring, if it is intact and this cell's; else None (and the
+    partial files are removed, so the cell is retrained instead of being a dead end).
+
+    load_checkpoint checks the manifest against the SHA-256 the safetensors metadata holds before any field of it
+    is used; a cell's checkpoint must carry a manifest naming this cell."""
+    from robustprune.models import load_checkpoint
+    from robustprune.models.checkpoint import manifest_path
+
+    try:
+        model, info = load_checkpoint(build(), ckpt)
+        if not info.manifest or info.manifest.get("cell_key") != cell.key:
+            raise UsageError("its manifest is missing or names another cell")
+        return model, info
+    except UsageError as exc:
+        log.warning("cell %s: the partial checkpoint is unusable (%s); training the cell again", cell.key, exc)
+        ckpt.unlink(missing_ok=True)
+        manifest_path(ckpt).unlink(missing_ok=True)
+        return None
 
 
 def summarize(cell: Cell, doc: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
@@ -281,8 +348,13 @@ def run_sweep(
     workers: int = 2,
     address: str | None = None,
     progress: bool = False,
+    wait: bool = True,
 ) -> list[dict[str, Any]]:
-    """Run every cell not already complete under `out` (parents first) and write the sweep's results.json."""
+    """Run every cell not already complete under `out` (parents first) and write the sweep's results.json.
+
+    Everything is validated (plan_cells) before `out` is created; the directory is then locked for the sweep's
+    lifetime: a second sweep into it waits (`wait`) or is refused naming the holder.
+    """
     if executor not in EXECUTORS:
         raise UsageError(f"unknown executor {executor!r}: use one of {', '.join(EXECUTORS)}")
     if executor == "ray":
@@ -291,7 +363,19 @@ def run_sweep(
         except ImportError:
             raise UsageError("--executor ray needs Ray: pip install 'robustprune[ray]'") from None
     cells = plan_cells(spec)
-    root = Path(out)
+    with output_dir(out) as root, hold(root / SWEEP_LOCK, what="sweep directory", wait=wait):
+        return _run_planned(spec, cells, root, executor, workers, address, progress)
+
+
+def _run_planned(
+    spec: SweepSpec,
+    cells: list[Cell],
+    root: Path,
+    executor: str,
+    workers: int,
+    address: str | None,
+    progress: bool,
+) -> list[dict[str, Any]]:
     keys = [c.key for c in cells]
     write_json(root / "sweep.json", {"spec": spec.to_dict(), "cells": keys})
     _drop_stale_results(root / "results.json", set(keys))

@@ -14,6 +14,8 @@ from typing import Any
 
 from robustprune.errors import UsageError
 from robustprune.results import RESULTS_FILE, load_document
+from robustprune.schema import validate_document
+from robustprune.validation import escape, path_kind
 
 CELL_FILE = "cell.json"  # same name as robustprune.sweep.CELL_FILE; not imported to keep this module light
 
@@ -65,7 +67,7 @@ class StoredCell:
             and (self.root / str(self.record["result"])).is_file()
         )
 
-    def document(self, *, cache: bool = True) -> dict[str, Any]:
+    def document(self, *, cache: bool = True, require_per_sample: bool = True) -> dict[str, Any]:
         """The cell's full score document (with the per-sample table); UsageError when it is missing or damaged.
 
         `cache=False` reads it without keeping it: a big sweep's per-sample tables need not all sit in memory.
@@ -74,7 +76,7 @@ class StoredCell:
             return self._document
         if self.root is None or not self.record.get("result"):
             raise UsageError(f"cell {self.label}: no score document is recorded")
-        doc = load_document(self.root / str(self.record["result"]))
+        doc = load_document(self.root / str(self.record["result"]), require_per_sample=require_per_sample)
         if cache:
             self._document = doc
         return doc
@@ -111,8 +113,9 @@ def is_sweep_document(doc: dict[str, Any]) -> bool:
 def load_sweep(path: str | Path) -> StoredSweep:
     """A sweep from its directory or its results.json; a directory without results.json is read cell by cell."""
     path = Path(path)
-    root = path.parent if path.is_file() else path
-    results = path if path.is_file() else path / RESULTS_FILE
+    is_file = path_kind(path, "sweep") == "file"
+    root = path.parent if is_file else path
+    results = path if is_file else path / RESULTS_FILE
     if results.exists():
         doc = load_document(results)
         if not is_sweep_document(doc):
@@ -156,20 +159,27 @@ def score_cell(doc: dict[str, Any], origin: Path | None = None) -> StoredCell:
     return StoredCell(record, None, doc)
 
 
-def load_cells(source: str | Path | dict[str, Any]) -> tuple[str, list[StoredCell], str]:
+def load_cells(
+    source: str | Path | dict[str, Any], *, require_per_sample: bool = True
+) -> tuple[str, list[StoredCell], str]:
     """("sweep" | "score", cells, description) for a sweep dir / sweep results.json / score results.json (or the
     directory holding one) / an already loaded document."""
     if isinstance(source, dict):
         if is_sweep_document(source):
             raise UsageError("pass a sweep as its directory or results.json path, not as a loaded document")
+        try:  # a loaded document gets the checks a file gets
+            validate_document(source, require_per_sample=require_per_sample)
+        except ValueError as exc:
+            raise UsageError(f"the document is not a valid robustprune result: {exc}") from None
         return "score", [score_cell(source)], "<document>"
     path = Path(source)
-    if not path.exists():
-        raise UsageError(f"{path} not found; pass a results.json, a score directory or a sweep directory")
-    results = path / RESULTS_FILE if path.is_dir() else path
-    if path.is_dir() and not results.exists() and (path / "cells").is_dir():
+    kind = path_kind(path, "result")
+    if kind == "missing":
+        raise UsageError(f"{escape(path)} not found; pass a results.json, a score directory or a sweep directory")
+    results = path / RESULTS_FILE if kind == "dir" else path
+    if kind == "dir" and not results.exists() and (path / "cells").is_dir():
         return "sweep", load_sweep(path).cells, str(path)
-    doc = load_document(results)
+    doc = load_document(results, require_per_sample=require_per_sample)
     if is_sweep_document(doc):
         return "sweep", load_sweep(results).cells, str(path)
     return "score", [score_cell(doc, results)], str(path)

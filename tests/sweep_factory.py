@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from robustprune.atomic import write_json
-from robustprune.config import canonical_key, load_battery
+from robustprune.attacks import load_battery
+from robustprune.config import canonical_key
 from robustprune.data import Dataset, load_dataset
 from robustprune.scoring import score
 from robustprune.sparsity import apply_masks

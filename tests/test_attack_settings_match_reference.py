@@ -9,8 +9,7 @@ import pytest
 from pyautoattack import AutoAttack as ReferenceAutoAttack
 from torch import nn
 
-from robustprune.attacks import ATTACKS
-from robustprune.config import load_battery
+from robustprune.attacks import ATTACKS, load_battery
 
 # (our attack name, the reference component's attribute on pyautoattack.AutoAttack, attributes to compare as
 #  (name on the torchattacks object, name on the reference object))

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from robustprune.attacks import run_battery
+from robustprune.attacks import load_battery, run_battery
 from robustprune.attacks.base import Attack, register_attack
-from robustprune.config import AttackSpec, BatterySpec, ThreatModel, load_battery
+from robustprune.config import AttackSpec, BatterySpec, ThreatModel
 from robustprune.errors import UsageError, VerificationError
 
 

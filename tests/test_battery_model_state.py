@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from robustprune.attacks import ATTACKS, run_battery
+from robustprune.attacks import ATTACKS, load_battery, run_battery
 from robustprune.attacks.counting import CountingModel
-from robustprune.config import AttackSpec, BatterySpec, ThreatModel, battery_dirs, load_battery
+from robustprune.config import AttackSpec, BatterySpec, ThreatModel, battery_dirs
 from robustprune.errors import VerificationError
 from robustprune.scoring import score
 

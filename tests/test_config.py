@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from robustprune.attacks import load_battery
 from robustprune.attacks.battery import build_attacks
-from robustprune.config import ThreatModel, canonical_key, load_battery
+from robustprune.config import ThreatModel, canonical_key, read_battery
 from robustprune.errors import UsageError
 
 BATTERIES = sorted(p.stem for p in (Path(__file__).parents[1] / "attacks").glob("*.toml"))
@@ -42,9 +43,11 @@ def test_unknown_top_level_key(tmp_path):
 
 
 def test_unknown_attack(tmp_path):
-    battery = load_battery(write(tmp_path, 'eps = 0.1\n[[attack]]\nname = "pgdd"\n'))
+    path = write(tmp_path, 'eps = 0.1\n[[attack]]\nname = "pgdd"\n')
     with pytest.raises(UsageError, match="unknown attack 'pgdd' \\(did you mean pgd"):
-        build_attacks(battery, num_classes=10)
+        load_battery(path)  # refused when the battery is read, before anything could run it
+    with pytest.raises(UsageError, match="unknown attack 'pgdd' \\(did you mean pgd"):
+        build_attacks(read_battery(path), num_classes=10)
 
 
 def test_invalid_toml_and_empty_battery(tmp_path):

@@ -2,6 +2,15 @@
 
 from robustprune.attacks import adaptive, apgd, autoattack, fab, fgsm, pgd, square  # noqa: F401  (registration)
 from robustprune.attacks.base import ATTACKS, Attack
-from robustprune.attacks.battery import BatteryOutcome, Predictions, predict, run_battery
+from robustprune.attacks.battery import BatteryOutcome, Predictions, check_battery, load_battery, predict, run_battery
 
-__all__ = ["ATTACKS", "Attack", "BatteryOutcome", "Predictions", "predict", "run_battery"]
+__all__ = [
+    "ATTACKS",
+    "Attack",
+    "BatteryOutcome",
+    "Predictions",
+    "check_battery",
+    "load_battery",
+    "predict",
+    "run_battery",
+]

@@ -21,8 +21,9 @@ class APGD(TorchattacksAttack):
     def validate(self) -> None:
         check_positive(self, "steps", "n_restarts")
         check_choice(self, "loss", ("ce", "dlr"))
-        if self.settings["loss"] == "dlr" and self.num_classes < 3:
-            check_choice(self, "loss", ("ce",))  # DLR needs the third-largest logit
+
+    def required_classes(self) -> int:
+        return 3 if self.settings["loss"] == "dlr" else 2  # DLR reads the third-largest logit
 
     def build(self, model, seed):
         return torchattacks.APGD(

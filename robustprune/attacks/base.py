@@ -17,6 +17,7 @@ from torch import nn
 from robustprune.config import AttackSpec, ParamValue, ThreatModel, coerce_setting
 from robustprune.errors import UsageError
 from robustprune.registry import Registry
+from robustprune.validation import escape
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")
 
@@ -67,8 +68,12 @@ class Attack(ABC):
     uses_gradients: ClassVar[bool] = True
 
     def __init__(
-        self, spec: AttackSpec, threat: ThreatModel, num_classes: int, context: AttackContext | None = None
+        self, spec: AttackSpec, threat: ThreatModel, num_classes: int | None, context: AttackContext | None = None
     ) -> None:
+        """Resolve and check everything about the attack that can be known before a model exists.
+
+        `num_classes` None (the data is not read yet) skips the class-count check only.
+        """
         self.spec = spec
         self.threat = threat
         self.num_classes = num_classes
@@ -77,18 +82,29 @@ class Attack(ABC):
         where = f"attack {spec.label!r} ({self.name})"
         if threat.norm not in self.norms:
             raise UsageError(f"{where} does not support the {threat.norm} norm; it supports {', '.join(self.norms)}")
-        if num_classes < self.min_classes:
-            raise UsageError(f"{where} needs at least {self.min_classes} classes, the data has {num_classes}")
-        self.settings: dict[str, ParamValue] = dict(self.defaults)
-        for key, value in spec.params.items():
-            if key not in self.defaults:
-                allowed = ", ".join(sorted(self.defaults)) or "none"
-                raise UsageError(f"{where}: unknown setting {key!r}; allowed settings are {allowed}")
-            self.settings[key] = coerce_setting(value, self.defaults[key], f"{where} setting {key!r}")
+        self.settings = self.resolve_settings(spec)
         self.validate()
+        if num_classes is not None and num_classes < self.required_classes():
+            raise UsageError(f"{where} needs at least {self.required_classes()} classes, the data has {num_classes}")
+
+    @classmethod
+    def resolve_settings(cls, spec: AttackSpec) -> dict[str, ParamValue]:
+        """Defaults overridden by the spec's params: known keys only, typed, finite and within the bounds."""
+        where = f"attack {spec.label!r} ({cls.name})"
+        settings: dict[str, ParamValue] = dict(cls.defaults)
+        for key, value in spec.params.items():
+            if key not in cls.defaults:
+                allowed = ", ".join(sorted(cls.defaults)) or "none"
+                raise UsageError(f"{where}: unknown setting {escape(repr(key))}; allowed settings are {allowed}")
+            settings[key] = coerce_setting(value, cls.defaults[key], f"{where} setting {key!r}", key)
+        return settings
 
     def validate(self) -> None:
-        """Hook for setting checks beyond types (ranges, choices)."""
+        """Hook for setting checks beyond types (ranges, choices); it must not depend on num_classes."""
+
+    def required_classes(self) -> int:
+        """The fewest classes the attack can work with (its loss reads the k-th largest logit)."""
+        return self.min_classes
 
     def skip_reason(self) -> str | None:
         """Why this attack cannot run on this model (None: it runs)."""

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from robustprune.attacks.base import ATTACKS, Attack, AttackContext
 from robustprune.attacks.counting import CountingModel
 from robustprune.attacks.verify import verify_adversarial
-from robustprune.config import BatterySpec
+from robustprune.config import BatterySpec, read_battery
 from robustprune.errors import UsageError, VerificationError
 from robustprune.models.modes import eval_mode
 
@@ -114,6 +114,31 @@ class ModelState:
             if before is None or before.shape != buffer.shape or not torch.equal(before, buffer.detach()):
                 out.append(f"buffer {name!r} changed")
         return out
+
+
+def check_battery(battery: BatterySpec, num_classes: int | None = None) -> None:
+    """Resolve every attack of `battery` without running anything: a known name, known settings of the right type
+    within their bounds, support for the threat model and (when known) the class count. Commands call it before
+    any data or model is loaded, so a refused battery never costs a trained model."""
+    for spec in battery.attacks:
+        cls = ATTACKS.get(spec.name)
+        if spec.applies_to(battery.threat.norm):
+            cls(spec, battery.threat, num_classes)
+        else:  # not run for this norm, but a typo in it is still a typo
+            cls.resolve_settings(spec)
+    if not battery.active_attacks():
+        raise UsageError(
+            f"battery {battery.name!r} has no attack for the {battery.threat.norm} norm (each is limited by its "
+            "'norms'): its robust accuracy would equal the clean accuracy; add an attack for this norm"
+        )
+
+
+def load_battery(spec: str, *, norm: str | None = None, eps: float | None = None) -> BatterySpec:
+    """Read a battery by name or path and resolve every attack (check_battery); `norm` and `eps` override the
+    file's threat model. The one way commands and the Python API read a battery."""
+    battery = read_battery(spec, norm=norm, eps=eps)
+    check_battery(battery)
+    return battery
 
 
 def build_attacks(battery: BatterySpec, num_classes: int, context: AttackContext | None = None) -> list[Attack]:

@@ -118,7 +118,9 @@ class Defense(ABC):
             if key not in self.defaults:
                 allowed = ", ".join(sorted(self.defaults)) or "none"
                 raise UsageError(f"recipe {recipe.name!r}: unknown [settings] key {key!r}; allowed keys are {allowed}")
-            self.settings[key] = coerce_setting(value, self.defaults[key], f"recipe {recipe.name!r} [settings] {key!r}")
+            self.settings[key] = coerce_setting(
+                value, self.defaults[key], f"recipe {recipe.name!r} [settings] {key!r}", key
+            )
         self.validate()
 
     def validate(self) -> None:
@@ -181,7 +183,7 @@ def _typed_section(cls: type, data: Any, where: str) -> Any:
                 raise UsageError(f"{where} {key!r} must be a list of strings")
             values[key] = tuple(value)
         else:
-            values[key] = coerce_setting(value, default, f"{where} {key!r}")
+            values[key] = coerce_setting(value, default, f"{where} {key!r}", key)
     try:
         return cls(**values)
     except UsageError as err:  # range checks in __post_init__ do not know the file

@@ -24,12 +24,24 @@ from robustprune.errors import UsageError
 from robustprune.models.checkpoint import CheckpointInfo
 from robustprune.pruning import check_sparsity
 from robustprune.sparsity import fold_pruned_state_dict, sparsity_report
+from robustprune.validation import check_int, check_seed, output_dir
 
 MANIFEST_KIND = "robustprune.train"
 MANIFEST_VERSION = 1
 CHECKPOINT_NAME = "model.safetensors"
 
-__all__ = ["CHECKPOINT_NAME", "TrainPlan", "execute", "prepare", "save_trained", "summary", "train_job", "train_model"]
+__all__ = [
+    "CHECKPOINT_NAME",
+    "TrainInputs",
+    "TrainPlan",
+    "execute",
+    "prepare",
+    "resolve",
+    "save_trained",
+    "summary",
+    "train_job",
+    "train_model",
+]
 
 
 @dataclass
@@ -70,13 +82,39 @@ def _check_fits(parent: nn.Module, model: nn.Module, architecture: str) -> None:
         raise UsageError(f"the parent model does not fit architecture {architecture} (differs at {bad[0]!r})")
 
 
-def _seed(seed: int) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise UsageError(f"--seed must be a non-negative integer, got {seed!r}")
-    return seed
+@dataclass
+class TrainInputs:
+    """Every input of a training run, resolved and checked; no model has been built yet."""
+
+    recipe: Recipe
+    overrides: tuple[str, ...]
+    defense: Defense
+    dataset: str
+    train: Dataset
+    val: Dataset
+    sparsity: float
+    seed: int
+    parent: str | Path | nn.Module | None
+
+    def key(self) -> str:
+        """What names the default output directory: the run's configuration, the parent's file hash included."""
+        from robustprune.config import canonical_key
+        from robustprune.models import sha256_file
+
+        parent = self.parent
+        parent_hash = sha256_file(parent) if isinstance(parent, str | Path) else None
+        return canonical_key(
+            {
+                "recipe": self.recipe.to_dict(),
+                "data": self.train.fingerprint(),
+                "sparsity": self.sparsity,
+                "seed": self.seed,
+                "parent": parent_hash,
+            }
+        )
 
 
-def prepare(
+def resolve(
     recipe: str | Recipe,
     *,
     dataset: str = "digits",
@@ -85,29 +123,62 @@ def prepare(
     seed: int = 0,
     epochs: int | None = None,
     overrides: list[str] | tuple[str, ...] = (),
-) -> TrainPlan:
-    """Resolve and validate every input of a training run (UsageError on bad input); trains nothing."""
-    from robustprune.models import load_checkpoint
+) -> TrainInputs:
+    """Check every input of a training run (UsageError on bad input) without building or loading a model."""
+    from robustprune.models.checkpoint import inspect_checkpoint
 
     overrides = tuple(overrides)
-    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0):
-        raise UsageError(f"--epochs must be a non-negative integer, got {epochs!r}")
+    if epochs is not None:
+        check_int(epochs, "--epochs", bound="epochs")
+    check_seed(seed)
     if isinstance(recipe, Recipe):
         if overrides:
             raise UsageError("overrides apply to a recipe name or file; edit the Recipe object instead")
-        defense = DEFENSES.get(recipe.defense)(recipe)
     else:
         recipe = load_recipe(recipe, overrides)
-        defense = DEFENSES.get(recipe.defense)(recipe)
     if epochs is not None:
         recipe = replace(recipe, train=replace(recipe.train, epochs=epochs))
-        defense = DEFENSES.get(recipe.defense)(recipe)
+    defense = DEFENSES.get(recipe.defense)(recipe)
     sparsity = check_sparsity(sparsity, "--sparsity")
-    seed = _seed(seed)
     if recipe.needs_parent and parent is None:
         raise UsageError(f"recipe {recipe.name!r} needs a parent model and got none: pass --parent CHECKPOINT")
+    if isinstance(parent, str | Path):
+        try:
+            inspect_checkpoint(parent)
+        except UsageError as err:
+            raise UsageError(f"--parent: {err}") from None
     train, val = load_dataset(dataset, "train"), load_dataset(dataset, "test")
-    torch.manual_seed(seed)
+    return TrainInputs(recipe, overrides, defense, str(dataset), train, val, sparsity, seed, parent)
+
+
+def prepare(
+    recipe: str | Recipe | TrainInputs,
+    *,
+    dataset: str = "digits",
+    sparsity: float = 0.0,
+    parent: str | Path | nn.Module | None = None,
+    seed: int = 0,
+    epochs: int | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> TrainPlan:
+    """Resolve and validate every input of a training run (UsageError on bad input), then build the model and load
+    the parent; trains nothing."""
+    from robustprune.models import load_checkpoint
+
+    if isinstance(recipe, TrainInputs):
+        inputs = recipe
+    else:
+        inputs = resolve(
+            recipe, dataset=dataset, sparsity=sparsity, parent=parent, seed=seed, epochs=epochs, overrides=overrides
+        )
+    recipe, defense, train, sparsity, parent = (
+        inputs.recipe,
+        inputs.defense,
+        inputs.train,
+        inputs.sparsity,
+        inputs.parent,
+    )
+    torch.manual_seed(inputs.seed)
     model = defense.build_model(train.num_classes, train.input_shape)
     parent_model: nn.Module | None = None
     record: dict[str, Any] | None = None
@@ -147,13 +218,13 @@ def prepare(
     )
     return TrainPlan(
         recipe=recipe,
-        overrides=overrides,
+        overrides=inputs.overrides,
         defense=defense,
-        dataset=str(dataset),
+        dataset=inputs.dataset,
         train=train,
-        val=val,
+        val=inputs.val,
         sparsity=sparsity,
-        seed=seed,
+        seed=inputs.seed,
         model=model,
         parent=parent_model,
         parent_record=record,
@@ -310,29 +381,20 @@ def train_job(
     command: list[str] | None = None,
     progress: bool = True,
 ) -> tuple[dict[str, str], str]:
-    """The CLI's `train`: validate everything, train, then write DIR/model.safetensors + its manifest."""
-    from robustprune.config import canonical_key
-    from robustprune.jobs import check_out_dir, set_threads
+    """The CLI's `train`: validate everything, create the output directory, train, then write
+    DIR/model.safetensors + its manifest."""
+    from robustprune.jobs import set_threads
     from robustprune.models.checkpoint import manifest_path
 
     set_threads(threads)
-    plan = prepare(
+    inputs = resolve(
         recipe, dataset=dataset, sparsity=sparsity, parent=parent, seed=seed, epochs=epochs, overrides=overrides
     )
-    key = canonical_key(
-        {
-            "recipe": plan.recipe.to_dict(),
-            "data": plan.train.fingerprint(),
-            "sparsity": sparsity,
-            "seed": seed,
-            "parent": plan.parent_record and plan.parent_record.get("sha256"),
-        }
-    )
-    out_dir = check_out_dir(out or Path("reports") / f"train-{plan.recipe.name}-{key}")
-    target = out_dir / CHECKPOINT_NAME
-    if target.exists() and not target.is_file():
-        raise UsageError(f"{target} exists and is not a file; choose another --out")
-    artifact, manifest = execute(plan, progress=progress, command=command)
-    info = save_trained(artifact, manifest, out_dir)
+    with output_dir(out or Path("reports") / f"train-{inputs.recipe.name}-{inputs.key()}") as out_dir:
+        target = out_dir / CHECKPOINT_NAME
+        if target.exists() and not target.is_file():
+            raise UsageError(f"{target} exists and is not a file; choose another --out")
+        artifact, manifest = execute(prepare(inputs), progress=progress, command=command)
+        info = save_trained(artifact, manifest, out_dir)
     text = summary(manifest) + f"\ncheckpoint: {info.path}\nmanifest:   {manifest_path(info.path)}"
     return {"checkpoint": info.path, "manifest": str(manifest_path(info.path))}, text

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from robustprune.config import check_fields
 from robustprune.data import Dataset
 from robustprune.errors import UsageError
 from robustprune.sparsity import dead_relu_rate
@@ -36,12 +37,7 @@ class TrainSpec:
     probe_size: int = 128
 
     def __post_init__(self) -> None:
-        if self.epochs < 0:
-            raise UsageError(f"epochs must be >= 0, got {self.epochs}")
-        if self.batch_size < 1:
-            raise UsageError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise UsageError(f"lr must be > 0, got {self.lr}")
+        check_fields(self, "[train]")  # types, finiteness and bounds (epochs, batch_size, lr, probe_*)
         if self.optimizer not in ("sgd", "adam"):
             raise UsageError(f"optimizer {self.optimizer!r} is not one of sgd, adam")
         if self.schedule not in ("constant", "cosine", "step", "cyclic"):

@@ -37,6 +37,7 @@ from robustprune.atomic import dumps_json, write_text, write_with
 from robustprune.errors import UsageError
 from robustprune.models.modes import remember_train_mode, set_eval
 from robustprune.sparsity import fold_pruning_pairs
+from robustprune.validation import check_input_file, escape
 
 FORMATS = ("safetensors", "state_dict", "pickled_module", "torchscript", "pt2")
 MASK_PREFIX = "__mask__."
@@ -132,6 +133,17 @@ def save_checkpoint(model: nn.Module, path: str | Path, manifest: dict | None = 
 # ---------------------------------------------------------------- loading
 
 
+def inspect_checkpoint(path: str | Path) -> tuple[Path, int, str]:
+    """(path, size, format) of a checkpoint file, from its header alone: missing, non-regular, empty, oversized,
+    truncated and unrecognised files are one-line errors here, before any model is built to load them into."""
+    shown = escape(path)
+    path = check_input_file(path, "checkpoint", max_bytes=MAX_CHECKPOINT_BYTES)
+    size = path.stat().st_size
+    if size == 0:
+        raise UsageError(f"checkpoint {shown} is truncated or corrupt (the file is empty); re-save or re-copy it")
+    return path, size, _detect(path, size)
+
+
 def load_checkpoint(
     model: nn.Module | None, path: str | Path, *, trust: bool = False
 ) -> tuple[nn.Module, CheckpointInfo]:
@@ -140,21 +152,9 @@ def load_checkpoint(
     `model` may be None only for files that carry their own module (trusted pickled modules, TorchScript, .pt2);
     such files replace `model`. Prune masks already on `model` are removed and those in the file applied.
     """
-    path = Path(path)
-    shown = str(path)
-    if not path.exists():
-        raise UsageError(f"checkpoint {shown} does not exist; check the path")
-    if not path.is_file():
-        raise UsageError(f"checkpoint {shown} is not a file; give the path of a .safetensors or .pt file")
-    size = path.stat().st_size
-    if size == 0:
-        raise UsageError(f"checkpoint {shown} is truncated or corrupt (the file is empty); re-save or re-copy it")
-    if size > MAX_CHECKPOINT_BYTES:
-        raise UsageError(
-            f"checkpoint {shown} is {size / 2**30:.1f} GiB, over the {MAX_CHECKPOINT_BYTES >> 30} GiB limit"
-        )
+    path, size, kind = inspect_checkpoint(path)
+    shown = escape(path)
     digest = sha256_file(path)
-    kind = _detect(path, size)
 
     def info(
         out: nn.Module, fmt: str, trusted: bool, folded: bool = False, manifest: dict | None = None
@@ -219,7 +219,7 @@ def load_checkpoint(
 
 def _detect(path: Path, size: int) -> str:
     """Classify by content: safetensors, torch_zip, torchscript, pt2 or legacy_pickle (else corrupt)."""
-    shown = str(path)
+    shown = escape(path)
     with open(path, "rb") as fh:
         head = fh.read(16)
     if head.startswith(b"PK"):
@@ -387,13 +387,30 @@ def _fit(
             more = f" (and {len(items) - _SHOW} more)" if len(items) > _SHOW else ""
             problems.append(f"{label} {', '.join(items[:_SHOW])}{more}")
     problems += shapes[:_SHOW]
+    arch = getattr(model, "robustprune_model", None) or type(model).__name__
     if problems:
-        arch = getattr(model, "robustprune_model", None) or type(model).__name__
         raise UsageError(
             f"checkpoint {shown} does not fit architecture {arch}: {'; '.join(problems)}; "
             "check --model and the dataset's class count"
         )
+    _check_dtypes(sd, expected, shown, arch)
     return sd, masks
+
+
+def _check_dtypes(sd: Mapping[str, Any], expected: Mapping[str, torch.Tensor], shown: str, arch: str) -> None:
+    """Weights the model holds as real floats must be real floats in the file: loading int64 weights would cast
+    them to integers (and count zeros as pruned), complex ones would silently drop the imaginary part."""
+    for key, value in sd.items():
+        want = expected[key]
+        if not want.is_floating_point():
+            continue  # integer buffers such as BatchNorm's num_batches_tracked
+        if value.is_complex():
+            why = f"is complex ({value.dtype}); robustprune models have real weights"
+        elif not value.is_floating_point():
+            why = f"is {value.dtype}, not floating point; weights must be stored as floats"
+        else:
+            continue
+        raise UsageError(f"checkpoint {shown}: tensor {key!r} {why} (architecture {arch}); re-save it as float32")
 
 
 def _check_finite(tensors: Mapping[str, Any], shown: str) -> None:

@@ -38,8 +38,12 @@ def resolve_factory(name: str) -> Factory:
     if not hasattr(module, attr):
         raise UsageError(f"{module_name} has no attribute {attr!r} (from --model {name}); check the factory name")
     factory = getattr(module, attr)
-    if not callable(factory):
-        raise UsageError(f"{module_name}.{attr} is a {type(factory).__name__}, not a factory function (--model {name})")
+    if not (inspect.isfunction(factory) or inspect.isclass(factory) or inspect.ismethod(factory)):
+        # Builtins (os:execv, os:system) pass a signature check and are never model factories.
+        raise UsageError(
+            f"{module_name}.{attr} is a {type(factory).__name__}, not a factory (a Python function or nn.Module "
+            f"class; --model {name})"
+        )
     return factory
 
 
@@ -61,7 +65,15 @@ def build_model(name: str, num_classes: int, input_shape: tuple[int, int, int], 
         ) from None
     except ValueError:
         pass  # no introspectable signature (C callables): let the call itself decide
-    model = factory(num_classes, input_shape, **kwargs)
+    try:
+        model = factory(num_classes, input_shape, **kwargs)
+    except UsageError:
+        raise
+    except Exception as err:  # noqa: BLE001  the user's factory failed: theirs to fix, named in one line
+        detail = str(err).splitlines()[0] if str(err) else ""
+        raise UsageError(
+            f"--model {name} failed when called: {type(err).__name__}: {detail}; fix the factory"
+        ) from None
     if not isinstance(model, nn.Module):
         raise UsageError(f"--model {name} returned a {type(model).__name__}, not a torch.nn.Module; fix the factory")
     try:  # recorded so checkpoint errors can name the architecture the user asked for

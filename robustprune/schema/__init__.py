@@ -31,13 +31,23 @@ def load_schema() -> dict[str, Any]:
     return copy.deepcopy(_schema())
 
 
-@lru_cache(maxsize=1)
-def _validator() -> Any:
+class InvalidDocument(ValueError):
+    """A document that is not a valid robustprune result of a version this robustprune reads."""
+
+
+SCHEMA_VERSIONS = ("1.0",)  # the score/sweep document versions this robustprune reads
+
+
+@lru_cache(maxsize=2)
+def _validator(require_per_sample: bool = True) -> Any:
     try:
         from jsonschema import Draft202012Validator
     except ImportError:  # runtime installs need not carry jsonschema
         return None
-    return Draft202012Validator(_schema())
+    schema = load_schema()
+    if not require_per_sample:  # `check` reads such a document to say it is not comparable, not to crash on it
+        schema["required"] = [k for k in schema["required"] if k != "per_sample"]
+    return Draft202012Validator(schema)
 
 
 def format_path(parts: Any) -> str:
@@ -83,9 +93,38 @@ def _cross_field_errors(doc: dict[str, Any]) -> list[tuple[str, str]]:
     return errors
 
 
-def validate_document(doc: Any) -> None:
+def check_version(doc: Any, kind: str = "score") -> None:
+    """Raise InvalidDocument unless `doc` is an object with a schema_version this robustprune reads."""
+    if not isinstance(doc, dict):
+        raise InvalidDocument(f"invalid {kind} result at <document>: expected an object, got {type(doc).__name__}")
+    if "schema_version" not in doc:
+        raise InvalidDocument(f"invalid {kind} result at schema_version: not a robustprune result (none is set)")
+    version = doc["schema_version"]
+    if version not in SCHEMA_VERSIONS:
+        raise InvalidDocument(
+            f"invalid {kind} result at schema_version: {version!r} is not a version this robustprune reads "
+            f"({', '.join(SCHEMA_VERSIONS)}); it was written by another version: use a matching robustprune or rescore"
+        )
+
+
+def validate_sweep_document(doc: Any) -> None:
+    """Raise InvalidDocument unless `doc` is a sweep's results.json: kind, version and a list of cell records."""
+    check_version(doc, "sweep")
+    cells = doc.get("cells")
+    if not isinstance(cells, list):
+        raise InvalidDocument("invalid sweep result at cells: expected a list of cell records")
+    for i, cell in enumerate(cells):
+        if not isinstance(cell, dict):
+            raise InvalidDocument(f"invalid sweep result at cells[{i}]: expected an object")
+        for key, kind in (("key", str), ("recipe", str), ("sparsity", int | float), ("seed", int)):
+            if not isinstance(cell.get(key), kind) or isinstance(cell.get(key), bool):
+                raise InvalidDocument(f"invalid sweep result at cells[{i}].{key}: missing or of the wrong type")
+
+
+def validate_document(doc: Any, *, require_per_sample: bool = True) -> None:
     """Raise ValueError naming the first invalid path of a score result; return None when it is valid."""
-    validator = _validator()
+    check_version(doc)
+    validator = _validator() if require_per_sample else _validator(False)
     if validator is not None:
         from jsonschema.exceptions import best_match
 
@@ -95,13 +134,22 @@ def validate_document(doc: Any) -> None:
             if error.validator == "required" and isinstance(error.instance, dict):
                 # Point at the missing key itself rather than at the object that lacks it.
                 path.append(next(k for k in error.validator_value if k not in error.instance))
-            raise ValueError(f"invalid score result at {format_path(path)}: {error.message}")
+            raise InvalidDocument(f"invalid score result at {format_path(path)}: {error.message}")
     elif not isinstance(doc, dict):
-        raise ValueError(f"invalid score result at <document>: expected an object, got {type(doc).__name__}")
+        raise InvalidDocument(f"invalid score result at <document>: expected an object, got {type(doc).__name__}")
     errors = _cross_field_errors(doc)
     if errors:
         path, message = errors[0]
-        raise ValueError(f"invalid score result at {path}: {message}")
+        raise InvalidDocument(f"invalid score result at {path}: {message}")
 
 
-__all__ = ["format_path", "load_schema", "schema_path", "validate_document"]
+__all__ = [
+    "SCHEMA_VERSIONS",
+    "InvalidDocument",
+    "check_version",
+    "format_path",
+    "load_schema",
+    "schema_path",
+    "validate_document",
+    "validate_sweep_document",
+]
