@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from robustprune.jsonio import dumps_json
 
 
 def write_with(path: str | os.PathLike, writer: Callable[[Path], None]) -> Path:
@@ -41,11 +42,6 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
-
-
-def dumps_json(obj: Any) -> str:
-    """Canonical, human-readable JSON: sorted keys, no NaN (NaN is not JSON)."""
-    return json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:

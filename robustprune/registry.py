@@ -35,6 +35,16 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def register_instance(self, name: str) -> Callable[[type], type]:
+        """Register an instance of the decorated class (built with no arguments) and set the class's `name`."""
+
+        def decorator(cls: type) -> type:
+            cls.name = name  # type: ignore[attr-defined]
+            self.add(name, cls())
+            return cls
+
+        return decorator
+
     def add(self, name: str, obj: T) -> None:
         if name in self._items:
             raise ValueError(f"{self.kind} {name!r} is registered twice")

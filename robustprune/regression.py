@@ -23,7 +23,7 @@ import numpy as np
 
 from robustprune.check_rule import ALPHA, CALIBRATION_TOLERANCE, NLL_TOLERANCE, TOLERANCE
 from robustprune.errors import UsageError
-from robustprune.metrics.accuracy import one_sided_drop_pvalue
+from robustprune.metrics.paired import one_sided_drop_pvalue
 from robustprune.reporting.tables import Table, fmt_p
 from robustprune.reporting.text import format_fixed
 from robustprune.sweepdata import StoredCell, load_cells

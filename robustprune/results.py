@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from robustprune.atomic import dumps_json, write_bytes, write_text
+from robustprune.atomic import write_bytes, write_text
 from robustprune.errors import UsageError
+from robustprune.jsonio import dumps_json
 from robustprune.validation import escape, path_kind, read_input_text
 
 if TYPE_CHECKING:

@@ -17,12 +17,12 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import robustprune
 from robustprune.atomic import write_json
 from robustprune.config import canonical_key, read_toml
 from robustprune.errors import UsageError
 from robustprune.locking import CELL_LOCK, SWEEP_LOCK, hold
 from robustprune.validation import check_float, check_int, check_seed, escape, output_dir
+from robustprune.version import __version__
 
 log = logging.getLogger("robustprune.sweep")
 
@@ -139,7 +139,7 @@ def plan_cells(spec: SweepSpec) -> list[Cell]:
         "head_battery": head and {k: v for k, v in head.to_dict().items() if k != "source"},
         "batch_size": spec.batch_size,
         "threads": spec.threads,
-        "robustprune": robustprune.__version__,
+        "robustprune": __version__,
     }
 
     def make(name: str, sparsity: float, seed: int, parent: Cell | None) -> Cell:

@@ -18,7 +18,7 @@ from torch.nn.utils import prune
 from robustprune.errors import UsageError
 from robustprune.models import CheckpointInfo, build_model, load_checkpoint, save_checkpoint, sha256_file
 from robustprune.models.checkpoint import TrustedCheckpointWarning, manifest_path
-from robustprune.sparsity import fold_pruning_pairs
+from robustprune.models.state import fold_pruning_pairs
 
 SHAPE = (1, 8, 8)
 

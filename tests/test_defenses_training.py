@@ -21,8 +21,14 @@ from robustprune.defenses.pipeline import save_trained, train_model
 from robustprune.defenses.pruning_driver import ScheduledPruning, train_with_pruning
 from robustprune.defenses.train_loop import Callback, StepContext, TrainSpec, accuracy, cross_entropy, fit
 from robustprune.models import build_model, load_checkpoint
-from robustprune.pruning import agp_sparsity, global_magnitude, iterative_sparsities, one_cycle_sparsity
-from robustprune.sparsity import current_masks, sparsity_report
+from robustprune.sparsity import (
+    agp_sparsity,
+    current_masks,
+    global_magnitude,
+    iterative_sparsities,
+    one_cycle_sparsity,
+    sparsity_report,
+)
 
 # Cheap per-epoch probes and inner attacks: these tests check mechanics, not robustness (except the one that does).
 FAST = ["train.probe_steps=2", "train.probe_size=32"]

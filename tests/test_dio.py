@@ -14,12 +14,11 @@ from robustprune.errors import UsageError
 from robustprune.models import build_model, load_checkpoint, save_checkpoint
 from robustprune.models.dio import DIOModel
 from robustprune.multihead import multihead_report
-from robustprune.pruning import global_magnitude
 from robustprune.reporting.html import render_html
 from robustprune.reporting.markdown import render_markdown
 from robustprune.reporting.text import summary_table
 from robustprune.scoring import score
-from robustprune.sparsity import apply_masks, current_masks, prunable_modules, sparsity_report
+from robustprune.sparsity import apply_masks, current_masks, global_magnitude, prunable_modules, sparsity_report
 
 HEADS = 4  # fewer heads than the published 10 keep the per-head scoring in these tests fast
 

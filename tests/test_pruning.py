@@ -9,16 +9,18 @@ import torch
 from torch import nn
 
 from robustprune.errors import UsageError
-from robustprune.pruning import (
+from robustprune.sparsity import (
     PRUNING_CRITERIA,
     agp_sparsity,
+    apply_masks,
+    effective_weight,
     global_magnitude,
     iterative_sparsities,
     layerwise_magnitude,
     one_cycle_sparsity,
     random_pruning,
+    sparsity_report,
 )
-from robustprune.sparsity import apply_masks, effective_weight, sparsity_report
 
 
 def make_net(seed: int = 0) -> nn.Module:

@@ -16,7 +16,7 @@ from sweep_factory import make_sweep
 
 from robustprune.atomic import write_json
 from robustprune.errors import UsageError
-from robustprune.metrics.accuracy import one_sided_drop_pvalue
+from robustprune.metrics.paired import one_sided_drop_pvalue
 from robustprune.regression import (
     CLEAN,
     FAIL,

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from robustprune.atomic import dumps_json
+from robustprune.jsonio import dumps_json
 from robustprune.reporting import render_html, render_markdown, summary_table
 from robustprune.reporting.figures import attack_curve_figure, reliability_figure, save_figures
 from robustprune.reporting.tables import attack_table

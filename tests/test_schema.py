@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import robustprune.schema as schema_mod
-from robustprune.atomic import dumps_json
+from robustprune.jsonio import dumps_json
 from robustprune.schema import load_schema, schema_path, validate_document
 
 jsonschema = pytest.importorskip("jsonschema")

@@ -10,12 +10,12 @@ from torch import nn
 from torch.nn.utils import prune
 
 from robustprune.errors import UsageError
+from robustprune.metrics.activity import dead_relu_rate
+from robustprune.models.state import fold_pruned_state_dict
 from robustprune.sparsity import (
     apply_masks,
     current_masks,
-    dead_relu_rate,
     effective_weight,
-    fold_pruned_state_dict,
     prunable_modules,
     remove_masks,
     sparsity_report,

@@ -17,8 +17,9 @@ from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from sweep_factory import make_sweep
 
-from robustprune.atomic import dumps_json, write_json
-from robustprune.metrics.accuracy import mcnemar_test
+from robustprune.atomic import write_json
+from robustprune.jsonio import dumps_json
+from robustprune.metrics.paired import mcnemar_test
 from robustprune.regression import WORST, correct_vectors
 from robustprune.reporting import sweep_report as sr
 from robustprune.sweepdata import StoredCell, StoredSweep

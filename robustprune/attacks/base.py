@@ -18,6 +18,7 @@ from robustprune.config import AttackSpec, ParamValue, ThreatModel, coerce_setti
 from robustprune.errors import UsageError
 from robustprune.registry import Registry
 from robustprune.validation import escape
+from robustprune.version import package_version
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")
 
@@ -25,15 +26,6 @@ ATTACKS: Registry[type[Attack]] = Registry("attack")
 def register_attack(name: str) -> Callable[[type[Attack]], type[Attack]]:
     """Register an adapter class under `name`, which also becomes its `name` attribute."""
     return ATTACKS.register_named(name)
-
-
-def library_version(module_name: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(module_name)
-    except PackageNotFoundError:
-        return "unknown"
 
 
 @dataclass(frozen=True)
@@ -118,7 +110,7 @@ class Attack(ABC):
             "label": self.spec.label,
             "implementation": self.implementation,
             "library": self.library,
-            "library_version": library_version(self.library),
+            "library_version": package_version(self.library) or "unknown",
             "norm": self.threat.norm,
             "eps": self.threat.eps,
             "settings": dict(self.settings),

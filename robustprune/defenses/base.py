@@ -15,11 +15,12 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from robustprune.config import ParamValue, coerce_setting, find_spec_file, read_toml, spec_dirs
+from robustprune.config import ParamValue, check_fields, coerce_setting, find_spec_file, read_toml, spec_dirs
 from robustprune.data import Dataset
 from robustprune.defenses.train_loop import TrainSpec
 from robustprune.errors import UsageError
 from robustprune.registry import Registry
+from robustprune.sparsity import PRUNING_CRITERIA, SCHEDULES
 
 DEFENSES: Registry[type[Defense]] = Registry("defense")
 
@@ -28,13 +29,12 @@ def register_defense(name: str) -> Callable[[type[Defense]], type[Defense]]:
     return DEFENSES.register_named(name)
 
 
-SCHEDULES = ("one_shot", "iterative", "agp", "one_cycle")
 REINIT_SCHEMES = ("sparse_kaiming", "default")
 
 
 @dataclass(frozen=True, kw_only=True)
 class PruningSpec:
-    """How a recipe reaches its target sparsity (see robustprune/pruning.py for criteria and schedules, and
+    """How a recipe reaches its target sparsity (see robustprune/sparsity/ for criteria and schedules, and
     robustprune/defenses/pruning_driver.py for how they are applied during training)."""
 
     criterion: str = "global_magnitude"  # a PRUNING_CRITERIA name
@@ -50,11 +50,9 @@ class PruningSpec:
     reinit_scheme: str = "sparse_kaiming"  # sparse_kaiming (the Rethinking code) | default (the architecture's init)
 
     def __post_init__(self) -> None:
-        from robustprune.pruning import PRUNING_CRITERIA
-
+        check_fields(self, "[pruning]")
         PRUNING_CRITERIA.get(self.criterion)  # unknown names fail with the list of known ones
-        if self.schedule not in SCHEDULES:
-            raise UsageError(f"[pruning] schedule {self.schedule!r} is not one of {', '.join(SCHEDULES)}")
+        SCHEDULES.get(self.schedule)
         if self.rounds < 1:
             raise UsageError(f"[pruning] rounds must be >= 1, got {self.rounds}")
         if not 0.0 <= self.start_fraction < self.end_fraction <= 1.0:

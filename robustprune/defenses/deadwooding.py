@@ -39,8 +39,8 @@ from robustprune.defenses.pruning_driver import (
 )
 from robustprune.defenses.train_loop import Callback, StepContext, fit
 from robustprune.errors import UsageError
-from robustprune.pruning import check_sparsity
-from robustprune.sparsity import prunable_modules
+from robustprune.models.modes import eval_mode
+from robustprune.sparsity import check_sparsity, prunable_modules
 
 FORMULATIONS = ("mass", "closeness")
 RECONSTRUCTION_NOTE = (
@@ -64,11 +64,8 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) ->
 
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
     """One signed-gradient step of size eps from x (no random start), crafted in eval mode."""
-    was_training = model.training
-    model.eval()
-    x_adv = pgd_linf(model, x, y, eps=eps, alpha=eps, steps=1, random_start=False)
-    model.train(was_training)
-    return x_adv
+    with eval_mode(model):
+        return pgd_linf(model, x, y, eps=eps, alpha=eps, steps=1, random_start=False)
 
 
 def prunable_weights(model: nn.Module, exclude: tuple[str, ...] = ()) -> list[torch.Tensor]:

@@ -25,6 +25,7 @@ from robustprune.defenses.base import register_defense
 from robustprune.defenses.common import LossDefense
 from robustprune.defenses.perturb import fgsm_rs, pgd_linf
 from robustprune.defenses.train_loop import Callback, Loss, StepContext, accuracy
+from robustprune.models.modes import eval_mode
 
 
 class CatastrophicOverfittingGuard(Callback):
@@ -95,10 +96,8 @@ class FGSMRS(LossDefense):
         x, y = train.x[idx], train.y[idx]
 
         def probe(model: nn.Module) -> float:
-            was_training = model.training
-            model.eval()  # measured like any evaluation; digits_cnn has no BatchNorm, so this changes nothing there
-            x_adv = pgd_linf(model, x, y, eps=eps, alpha=eps / 4, steps=steps, random_start=True)
-            model.train(was_training)
+            with eval_mode(model):  # measured like any evaluation; digits_cnn has no BatchNorm, so no change there
+                x_adv = pgd_linf(model, x, y, eps=eps, alpha=eps / 4, steps=steps, random_start=True)
             return accuracy(model, x_adv, y)
 
         return (CatastrophicOverfittingGuard(probe, float(self.settings["guard_drop"])),)

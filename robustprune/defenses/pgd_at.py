@@ -11,6 +11,8 @@ TRADES convention). The two differ only for models with BatchNorm/Dropout; digit
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -20,6 +22,7 @@ from robustprune.defenses.common import LossDefense
 from robustprune.defenses.perturb import pgd_linf
 from robustprune.defenses.train_loop import Loss, StepContext
 from robustprune.errors import UsageError
+from robustprune.models.modes import eval_mode
 
 
 @register_defense("pgd_at")
@@ -38,10 +41,8 @@ class PGDAT(LossDefense):
         random_start, craft_eval = bool(self.settings["random_start"]), self.settings["craft_mode"] == "eval"
 
         def pgd_at_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-            if craft_eval:
-                model.eval()
-            x_adv = pgd_linf(model, x, y, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
-            model.train()
+            with eval_mode(model) if craft_eval else contextlib.nullcontext():
+                x_adv = pgd_linf(model, x, y, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
             return nn.functional.cross_entropy(model(x_adv), y)
 
         return pgd_at_loss

@@ -22,8 +22,8 @@ from robustprune.defenses.base import DEFENSES, Artifact, Defense, Recipe, load_
 from robustprune.defenses.pruning_driver import SPARSITY_TOLERANCE, validate_pruning
 from robustprune.errors import UsageError
 from robustprune.models.checkpoint import CheckpointInfo
-from robustprune.pruning import check_sparsity
-from robustprune.sparsity import fold_pruned_state_dict, sparsity_report
+from robustprune.models.state import fold_pruned_state_dict
+from robustprune.sparsity import check_sparsity, sparsity_report
 from robustprune.validation import check_int, check_seed, output_dir
 
 MANIFEST_KIND = "robustprune.train"

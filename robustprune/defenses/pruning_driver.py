@@ -1,13 +1,9 @@
 """Pruning on masks for any defense's loss: the schedules of a recipe's [pruning] table, run inside the shared loop.
 
-- one_shot: prune the starting model (the parent, else the fresh init) once to the target, then train / fine-tune
-  (Han et al., arXiv 1506.02626, without the iterations).
-- iterative: R rounds; round r prunes to `iterative_sparsities(s, R)[r]` and trains epochs/R epochs with its own
-  learning-rate schedule (iterative magnitude pruning, Han et al. arXiv 1506.02626).
-- agp: Zhu & Gupta's cubic schedule (arXiv 1710.01878), masks updated every `interval` steps between
-  start_fraction and end_fraction of training (algorithms.md §4.2).
-- one_cycle: Hubens et al.'s logistic schedule with alpha=14, beta=6 (arXiv 2107.02086, algorithms.md §4.3),
-  masks updated every `interval` steps from the first to the last step.
+The schedules themselves are registered in `robustprune.sparsity.schedules` (one_shot, iterative, agp,
+one_cycle); this module realises them: a `rounds` schedule (iterative) runs one fit per round, each with its own
+learning-rate schedule and epochs/R epochs; `one_shot` and `gradual` ones (agp, one_cycle) run as a callback that
+updates the masks at the steps the schedule names.
 - reinit (the `scratch` control of Liu et al., "Rethinking the value of network pruning", arXiv 1810.05270):
   the parent's mask at the target sparsity, weights re-initialised with the run's seed, mask fixed, trained from
   scratch.
@@ -31,18 +27,19 @@ from robustprune.data import Dataset
 from robustprune.defenses.base import Artifact, PruningSpec, Recipe
 from robustprune.defenses.train_loop import Callback, Loss, StepContext, accuracy, fit, pgd_probe
 from robustprune.errors import UsageError
-from robustprune.pruning import PRUNING_CRITERIA, agp_sparsity, check_sparsity, iterative_sparsities, one_cycle_sparsity
+from robustprune.metrics.activity import dead_relu_rate
+from robustprune.models.state import fold_pruned_state_dict
 from robustprune.sparsity import (
+    PRUNING_CRITERIA,
+    SCHEDULES,
     apply_masks,
-    dead_relu_rate,
-    fold_pruned_state_dict,
+    check_sparsity,
     prunable_modules,
     remove_masks,
     sparsity_report,
 )
 
 SPARSITY_TOLERANCE = 0.005  # 0.5 percentage points
-AUTO_UPDATES = 32  # interval = 0: about this many mask updates over a gradual (agp / one_cycle) run
 
 __all__ = [
     "SPARSITY_TOLERANCE",
@@ -183,8 +180,9 @@ class ScheduledPruning(Callback):
     """
 
     def __init__(self, spec: PruningSpec, sparsity: float, *, generator: torch.Generator | None = None) -> None:
-        if spec.schedule == "iterative":
-            raise ValueError("iterative pruning runs as rounds of fit (train_with_pruning), not as one callback")
+        self.schedule = SCHEDULES.get(spec.schedule)
+        if self.schedule.kind == "rounds":
+            raise ValueError(f"{spec.schedule} pruning runs as rounds of fit (train_with_pruning), not as one callback")
         self.spec = spec
         self.sparsity = check_sparsity(sparsity)
         self.generator = generator
@@ -193,32 +191,9 @@ class ScheduledPruning(Callback):
         self.start = 0.0
         self.current = 0.0
 
-    # -- the schedule as a pure function of the step ------------------------------------------------------------
-    def _interval(self) -> int:
-        return self.spec.interval or max(1, self.total // AUTO_UPDATES)
-
-    def _agp_plan(self) -> tuple[int, int, float, int]:
-        """(t0, n updates, dt, t_end): updates at t0 + k*dt (rounded), k = 0..n, the last exactly at t_end."""
-        t0 = round(self.spec.start_fraction * self.total)
-        t_end = max(t0 + 1, round(self.spec.end_fraction * self.total))
-        n = max(1, math.ceil((t_end - t0) / self._interval()))
-        return t0, n, (t_end - t0) / n, t_end
-
     def target_at(self, t: int) -> float | None:
-        """The target sparsity if the masks are updated after `t` steps, else None."""
-        s_i, s_f = min(self.start, self.sparsity), self.sparsity
-        if self.total == 0 or self.spec.schedule == "one_shot":
-            return s_f if t == 0 else None
-        if self.spec.schedule == "agp":
-            t0, n, dt, t_end = self._agp_plan()
-            k = (t - t0) / dt
-            if t < t0 or t > t_end or round(t0 + round(k) * dt) != t:
-                return None
-            return agp_sparsity(t, s_i, s_f, t0, n, dt)
-        # one_cycle: every interval steps and on the last one
-        if t % self._interval() and t != self.total:
-            return None
-        return one_cycle_sparsity(t, self.total, s_f, self.spec.alpha, self.spec.beta, s_i)
+        """The target sparsity if the masks are updated after `t` steps, else None (see sparsity.schedules)."""
+        return self.schedule.target_at(t, self.total, min(self.start, self.sparsity), self.sparsity, self.spec)
 
     # -- hooks ----------------------------------------------------------------------------------------------------
     def on_train_begin(self, ctx: StepContext) -> None:
@@ -309,8 +284,8 @@ def train_with_pruning(
         scratch_init(model, masks, spec.reinit_scheme, generator)
         events.append({"event": "scratch_reinit", "scheme": spec.reinit_scheme, "sparsity": achieved_sparsity(model)})
         log = fit(model, train, val, recipe.train, loss=loss, callbacks=list(callbacks()), seed=seed, progress=progress)
-    elif spec.schedule == "iterative":
-        targets = iterative_sparsities(sparsity, spec.rounds)
+    elif SCHEDULES.get(spec.schedule).kind == "rounds":
+        targets = SCHEDULES.get(spec.schedule).round_targets(sparsity, spec)
         epochs = [
             recipe.train.epochs // spec.rounds + (r < recipe.train.epochs % spec.rounds) for r in range(spec.rounds)
         ]

@@ -18,6 +18,7 @@ from robustprune.defenses.common import LossDefense
 from robustprune.defenses.perturb import trades_kl
 from robustprune.defenses.train_loop import Loss, StepContext
 from robustprune.errors import UsageError
+from robustprune.models.modes import eval_mode
 
 
 @register_defense("trades")
@@ -36,9 +37,8 @@ class TRADES(LossDefense):
         alpha, steps = float(self.settings["alpha"]), int(self.settings["steps"])
 
         def trades_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-            model.eval()
-            x_adv = trades_kl(model, x, eps=eps, alpha=alpha, steps=steps)
-            model.train()
+            with eval_mode(model):
+                x_adv = trades_kl(model, x, eps=eps, alpha=alpha, steps=steps)
             logits, logits_adv = model(x), model(x_adv)
             robust = nn.functional.kl_div(
                 torch.log_softmax(logits_adv, dim=1), torch.softmax(logits, dim=1), reduction="sum"

@@ -17,7 +17,8 @@ from tqdm import tqdm
 from robustprune.config import check_fields
 from robustprune.data import Dataset
 from robustprune.errors import UsageError
-from robustprune.sparsity import dead_relu_rate
+from robustprune.metrics.activity import dead_relu_rate
+from robustprune.models.modes import eval_mode
 
 Schedule = Literal["constant", "cosine", "step", "cyclic"]
 
@@ -99,15 +100,12 @@ def make_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
 
 
-@torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
-    was_training = model.training
-    model.eval()
-    correct = sum(
-        int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum())
-        for i in range(0, len(x), batch_size)
-    )
-    model.train(was_training)
+    with eval_mode(model, no_grad=True):
+        correct = sum(
+            int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum())
+            for i in range(0, len(x), batch_size)
+        )
     return correct / max(len(x), 1)
 
 
@@ -115,10 +113,8 @@ def pgd_probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, st
     """Linf PGD accuracy on a held-out batch: the per-epoch robustness signal (catches catastrophic overfitting)."""
     from robustprune.defenses.perturb import pgd_linf
 
-    was_training = model.training
-    model.eval()
-    x_adv = pgd_linf(model, x, y, eps=eps, alpha=2.5 * eps / max(steps, 1), steps=steps, random_start=True)
-    model.train(was_training)
+    with eval_mode(model):
+        x_adv = pgd_linf(model, x, y, eps=eps, alpha=2.5 * eps / max(steps, 1), steps=steps, random_start=True)
     return accuracy(model, x_adv, y)
 
 

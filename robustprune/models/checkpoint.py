@@ -33,11 +33,13 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from robustprune.atomic import dumps_json, write_text, write_with
+from robustprune.atomic import write_text, write_with
 from robustprune.errors import UsageError
+from robustprune.jsonio import dumps_json
 from robustprune.models.modes import remember_train_mode, set_eval
-from robustprune.sparsity import fold_pruning_pairs
+from robustprune.models.state import fold_pruning_pairs
 from robustprune.validation import check_input_file, escape
+from robustprune.version import __version__
 
 FORMATS = ("safetensors", "state_dict", "pickled_module", "torchscript", "pt2")
 MASK_PREFIX = "__mask__."
@@ -92,8 +94,6 @@ def save_checkpoint(model: nn.Module, path: str | Path, manifest: dict | None = 
     `*_orig`. With manifest=None a manifest left beside `path` by an earlier save is removed.
     """
     from safetensors.torch import save_file
-
-    from robustprune import __version__
 
     path = Path(path)
     if manifest is not None and not isinstance(manifest, dict):

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from robustprune.errors import UsageError
+from robustprune.models.modes import eval_mode
 from robustprune.models.registry import MODELS, Factory, resolve_factory
 
 Mode = Literal["random", "fixed", "mean"]
@@ -133,10 +134,8 @@ def dio_model(
     """A DIO model on the registered architecture (or factory) `base`."""
     factory = resolve_factory(base) if isinstance(base, str) else base
     backbone, d = strip_classifier(factory(num_classes, input_shape, mean=mean, std=std), num_classes)
-    with torch.no_grad():  # the feature must be flat (N, d) for linear heads
-        was_training = backbone.training
-        out = backbone.eval()(torch.zeros(1, *input_shape))
-        backbone.train(was_training)
+    with eval_mode(backbone, no_grad=True):  # the feature must be flat (N, d) for linear heads
+        out = backbone(torch.zeros(1, *input_shape))
     if tuple(out.shape) != (1, d):
         raise UsageError(f"{base}: the backbone outputs shape {tuple(out.shape)[1:]}, not the flat feature ({d},)")
     return DIOModel(backbone, d, num_classes, heads=heads, mode=mode).eval()

@@ -27,7 +27,8 @@ from matplotlib.patches import Patch
 
 from robustprune.atomic import write_bytes, write_json, write_text
 from robustprune.errors import UsageError
-from robustprune.metrics.accuracy import mcnemar_test
+from robustprune.metrics.paired import mcnemar_test
+from robustprune.metrics.seeds import Bounds, mean_band
 from robustprune.regression import WORST, added_attacks, correct_vectors, incomparable_reason
 from robustprune.reporting.figures import Format, _render, reliability_figure
 from robustprune.reporting.markdown import md_escape, md_table
@@ -83,30 +84,8 @@ def recipe_style(recipe: str) -> tuple[str, str]:
 # ---------------------------------------------------------------- statistics over seeds
 
 
-Bounds = tuple[float | None, float | None]
 ACC_BOUNDS: Bounds = (0.0, 100.0)
 CAL_BOUNDS: Bounds = (0.0, None)
-
-
-def mean_band(
-    values: Sequence[float], confidence: float = CONFIDENCE, bounds: Bounds = (None, None)
-) -> tuple[float, float | None, float | None]:
-    """(mean, lo, hi): a t interval for the mean over seeds, clipped to `bounds` (with 2-3 seeds t is large and the
-    raw interval leaves the metric's range); no band (None, None) with a single seed."""
-    n = len(values)
-    mean = math.fsum(values) / n
-    if n < 2:
-        return mean, None, None
-    from scipy import stats
-
-    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
-    half = float(stats.t.ppf(0.5 + confidence / 2.0, n - 1)) * sd / math.sqrt(n)
-    lo, hi = mean - half, mean + half
-    if bounds[0] is not None:
-        lo = max(lo, bounds[0])
-    if bounds[1] is not None:
-        hi = min(hi, bounds[1])
-    return mean, lo, hi
 
 
 @dataclass(frozen=True)

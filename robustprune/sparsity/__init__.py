@@ -1,0 +1,47 @@
+"""Sparsity: masks on Conv/Linear weights, accounting on effective weights, pruning criteria and schedules.
+
+Criteria (`PRUNING_CRITERIA`) and schedules (`SCHEDULES`) are registries: adding one is one registered entry.
+"""
+
+from robustprune.sparsity.accounting import sparsity_report
+from robustprune.sparsity.criteria import PRUNING_CRITERIA, global_magnitude, layerwise_magnitude, random_pruning
+from robustprune.sparsity.masks import (
+    PRUNABLE_TYPES,
+    apply_masks,
+    check_sparsity,
+    current_masks,
+    effective_weight,
+    measuring,
+    prunable_modules,
+    remove_masks,
+)
+from robustprune.sparsity.schedules import (
+    SCHEDULES,
+    Schedule,
+    agp_sparsity,
+    iterative_sparsities,
+    one_cycle_sparsity,
+    register_schedule,
+)
+
+__all__ = [
+    "PRUNABLE_TYPES",
+    "PRUNING_CRITERIA",
+    "SCHEDULES",
+    "Schedule",
+    "agp_sparsity",
+    "apply_masks",
+    "check_sparsity",
+    "current_masks",
+    "effective_weight",
+    "global_magnitude",
+    "iterative_sparsities",
+    "layerwise_magnitude",
+    "measuring",
+    "one_cycle_sparsity",
+    "prunable_modules",
+    "random_pruning",
+    "register_schedule",
+    "remove_masks",
+    "sparsity_report",
+]
