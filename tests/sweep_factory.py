@@ -21,7 +21,8 @@ from robustprune.config import canonical_key
 from robustprune.data import Dataset, load_dataset
 from robustprune.scoring import score
 from robustprune.sparsity import apply_masks
-from robustprune.sweep import Cell, SweepSpec, summarize, sweep_document
+from robustprune.results import CellConfig, CellRecord, save_result
+from robustprune.sweep import SweepSpec, sweep_document
 
 N = 40
 EPS = 0.1
@@ -81,7 +82,7 @@ def make_sweep(
     eps: float = EPS,
     n: int = N,
     write_results: bool = True,
-) -> list[dict[str, Any]]:
+) -> list[CellRecord]:
     """Write sweep.json, cells/<key>/{cell.json,score/results.json} and (optionally) results.json under `root`."""
     train = load_dataset("digits", "train")
     data = load_dataset("digits", "test").subset(n)
@@ -106,15 +107,25 @@ def make_sweep(
             "steps": p.steps,
             "parent": parent_key,
         }
-        cell = Cell(p.recipe, p.sparsity, p.seed, canonical_key(config), parent_key, config)
-        keys[(p.recipe, p.sparsity, p.seed)] = cell.key
+        key = canonical_key(config)
+        keys[(p.recipe, p.sparsity, p.seed)] = key
         model = prune(train_mlp(p.seed, p.steps, train), p.sparsity).eval()
         result = score(model, data, spec_battery, batch_size=64, seed=p.seed, architecture="mlp-64-32")
-        cell_dir = root / "cells" / cell.key
-        result.save(str(cell_dir / "score"), html=False)
-        manifest = {"architecture": "mlp-64-32", "train_seconds": 0.5 + p.steps / 100}
-        record = summarize(cell, result.document, manifest)
-        write_json(cell_dir / "cell.json", record)
+        cell_dir = root / "cells" / key
+        save_result(result, cell_dir / "score", html=False)
+        record = CellRecord.summarize(
+            key=key,
+            recipe=p.recipe,
+            sparsity=p.sparsity,
+            seed=p.seed,
+            parent_key=parent_key,
+            config=CellConfig.from_json(config),
+            result=result,
+            architecture="mlp-64-32",
+            train_seconds=0.5 + p.steps / 100,
+            result_path=f"cells/{key}/score/results.json",
+        )
+        write_json(cell_dir / "cell.json", record.to_json())
         records.append(record)
     recipes = tuple(dict.fromkeys(p.recipe for p in plan))
     spec = SweepSpec(
@@ -125,7 +136,7 @@ def make_sweep(
         eps=eps,
         n=n,
     )
-    write_json(root / "sweep.json", {"spec": spec.to_dict(), "cells": [r["key"] for r in records]})
+    write_json(root / "sweep.json", {"spec": spec.to_dict(), "cells": [r.key for r in records]})
     if write_results:
         write_json(root / "results.json", sweep_document(spec, records))
     return records

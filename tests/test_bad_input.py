@@ -534,7 +534,7 @@ def api_train(recipe: str = "dense", **kwargs: Any) -> Callable[[Ctx], Callable[
 
 def api_compare(results: Callable[[Ctx], Any], baseline: Callable[[Ctx], Any], **kwargs: Any):
     def build(c: Ctx) -> Callable[[], Any]:
-        from robustprune.regression import compare
+        from robustprune.check.compare import compare
 
         new, base = results(c), baseline(c)
         return lambda: compare(new, base, **kwargs)

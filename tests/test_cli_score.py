@@ -14,7 +14,7 @@ import torch
 
 from robustprune.cli import main
 from robustprune.models import build_model, save_checkpoint
-from robustprune.schema import validate_document
+from robustprune.results.schema import validate_document
 
 
 @pytest.fixture(scope="module")

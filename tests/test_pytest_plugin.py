@@ -47,7 +47,7 @@ def documents(tmp_path_factory) -> dict[str, dict[str, Any]]:
     root = tmp_path_factory.mktemp("sweep")
     plan = tuple(p for p in DEFAULT_PLAN if p.seed == 0 and p.recipe in ("dense", "magnitude") and p.sparsity != 0.5)
     records = make_sweep(root, plan, write_results=False)
-    docs = {r["recipe"]: json.loads((root / r["result"]).read_text()) for r in records}
+    docs = {r.recipe: json.loads((root / r.result).read_text()) for r in records}
     assert docs["magnitude"]["robust_acc"] < docs["dense"]["robust_acc"] - 20, "the pruned model should be weaker"
     return {"strong": docs["dense"], "weak": docs["magnitude"]}
 
@@ -129,7 +129,7 @@ def test_marked():
 
 def test_plugin_load_imports_nothing_heavy():
     code = (
-        "import sys, robustprune.pytest_plugin; heavy = [m for m in ('torch', 'numpy', 'scipy', 'matplotlib') "
+        "import sys, robustprune.check.pytest_plugin; heavy = [m for m in ('torch', 'numpy', 'scipy', 'matplotlib') "
         "if m in sys.modules]; assert not heavy, heavy"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120)

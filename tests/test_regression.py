@@ -17,17 +17,14 @@ from sweep_factory import make_sweep
 from robustprune.atomic import write_json
 from robustprune.errors import UsageError
 from robustprune.metrics.paired import one_sided_drop_pvalue
-from robustprune.regression import (
-    CLEAN,
-    FAIL,
-    NOT_COMPARABLE,
-    PASS,
-    WORST,
-    attack_metric,
-    check_main,
-    compare,
-    correct_vectors,
-)
+from robustprune.check.compare import check_main, compare
+from robustprune.check.report import FAIL, NOT_COMPARABLE, PASS
+from robustprune.scoring import ScoreResult
+from robustprune.scoring.per_sample import CLEAN, WORST, attack_metric
+
+
+def correct_vectors(doc: dict[str, Any]) -> dict[str, np.ndarray]:
+    return ScoreResult.from_json(doc).correct_vectors()
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,11 @@ import torch
 from torch import nn
 
 from robustprune.jsonio import dumps_json
-from robustprune.reporting import render_html, render_markdown, summary_table
-from robustprune.reporting.figures import attack_curve_figure, reliability_figure, save_figures
-from robustprune.reporting.tables import attack_table
+from robustprune.render import render_html, render_markdown, summary_table
+from robustprune.render.figures import attack_curve_figure, reliability_figure, save_figures
+from robustprune.render.tables import attack_table
+from robustprune.scoring import ScoreResult
+from robustprune.scoring.result import ReliabilityBin
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SHA = "ab" * 32
@@ -222,15 +224,15 @@ def test_summary_table_rows(document: dict[str, Any]) -> None:
 
 
 def test_reports_share_one_set_of_rows(document: dict[str, Any], markdown: str, html: str) -> None:
-    table = attack_table(document)
+    table = attack_table(ScoreResult.from_json(document))
     ci = table.headers.index("CI")
     for row in table.rows:
         assert row[ci] in markdown and row[ci] in html and row[ci] in summary_table(document)
 
 
 def test_figures_carry_no_metadata_and_svg_is_deterministic(document: dict[str, Any]) -> None:
-    bins = document["calibration"]["clean"]["reliability"]["bins"]
-    adv = document["calibration"]["adversarial"]["reliability"]["bins"]
+    bins = [ReliabilityBin.from_json(b) for b in document["calibration"]["clean"]["reliability"]["bins"]]
+    adv = [ReliabilityBin.from_json(b) for b in document["calibration"]["adversarial"]["reliability"]["bins"]]
     png = reliability_figure(bins, adv, clean_ece=0.1)  # byte-identical PNGs are covered by the HTML test
     assert png.startswith(PNG_MAGIC) and b"Software" not in png and b"matplotlib" not in png.lower()
     svg = attack_curve_figure(document, fmt="svg")
@@ -241,7 +243,9 @@ def test_figures_carry_no_metadata_and_svg_is_deterministic(document: dict[str, 
 
 def test_figures_handle_empty_inputs(document: dict[str, Any]) -> None:
     empty = [
-        {"lo": i / 4, "hi": (i + 1) / 4, "count": 0, "accuracy": None, "confidence": None, "gap": None}
+        ReliabilityBin.from_json(
+            {"lo": i / 4, "hi": (i + 1) / 4, "count": 0, "accuracy": None, "confidence": None, "gap": None}
+        )
         for i in range(4)
     ]
     assert reliability_figure(empty, empty).startswith(PNG_MAGIC)

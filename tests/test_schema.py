@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-import robustprune.schema as schema_mod
+import robustprune.results.schema as schema_mod
 from robustprune.jsonio import dumps_json
-from robustprune.schema import load_schema, schema_path, validate_document
+from robustprune.results.schema import load_schema, schema_path, validate_document
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -56,7 +56,7 @@ def test_schema_ships_with_the_package() -> None:
     path = schema_path()
     assert path.is_file() and path.parent == Path(schema_mod.__file__).parent
     pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
-    assert "schema/*.json" in pyproject["tool"]["setuptools"]["package-data"]["robustprune"]
+    assert "results/schema/*.json" in pyproject["tool"]["setuptools"]["package-data"]["robustprune"]
 
 
 def test_real_document_validates(document: dict[str, Any]) -> None:

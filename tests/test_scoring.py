@@ -11,7 +11,7 @@ from torch import nn
 
 from robustprune.config import AttackSpec, BatterySpec, ThreatModel
 from robustprune.errors import UsageError
-from robustprune.schema import validate_document
+from robustprune.results.schema import validate_document
 from robustprune.scoring import score
 
 

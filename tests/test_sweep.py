@@ -43,10 +43,11 @@ CLI_GRID = [
 ]
 
 
-def comparable(records: list[dict]) -> list[dict]:
+def comparable(records: list) -> list[dict]:
     """A cell record without its wall-clock timings (the only thing allowed to differ between runs)."""
     drop = {"train_seconds", "score_seconds"}
-    return sorted(({k: v for k, v in r.items() if k not in drop} for r in records), key=lambda r: r["key"])
+    as_json = [r.to_json() if hasattr(r, "to_json") else r for r in records]  # CellRecords or stored dicts
+    return sorted(({k: v for k, v in r.items() if k not in drop} for r in as_json), key=lambda r: r["key"])
 
 
 def per_sample(root: Path) -> dict[str, dict]:
@@ -154,7 +155,7 @@ def test_bad_sweeps():
 
 
 def test_a_results_json_of_another_sweep_in_the_directory_is_dropped_when_a_sweep_starts(tmp_path):
-    from robustprune.sweep import _drop_stale_results
+    from robustprune.sweep.run import _drop_stale_results
 
     path = tmp_path / "results.json"
     path.write_text(json.dumps({"kind": "sweep", "cells": [{"key": "a"}, {"key": "b"}]}))

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from robustprune.cli import main
-from robustprune.locking import SWEEP_LOCK, hold
+from robustprune.paths import SWEEP_LOCK
+from robustprune.sweep.locking import hold
 from robustprune.sweep import SweepSpec, plan_cells, run_sweep
 
 GRID = {"recipes": ("dense", "magnitude"), "sparsities": (0.0, 0.5), "seeds": (0,), "battery": "quick", "n": 20}
@@ -21,13 +22,13 @@ CLI_GRID += ["--n", "20", "--epochs", "1"]
 
 # Loaded into every sweep process through PYTHONPATH: appends one line per cell computation to $COUNT_FILE.
 COUNTER = """
-import os, robustprune.sweep as sweep
-_compute = sweep._compute_cell
-def _counted(cell, cell_dir, root):
+import os, robustprune.sweep.cell as cell_module
+_compute = cell_module._compute_cell
+def _counted(cell, root):
     with open(os.environ["COUNT_FILE"], "a") as fh:
         fh.write(cell.key + "\\n")
-    return _compute(cell, cell_dir, root)
-sweep._compute_cell = _counted
+    return _compute(cell, root)
+cell_module._compute_cell = _counted
 """
 
 

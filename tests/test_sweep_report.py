@@ -20,9 +20,18 @@ from sweep_factory import make_sweep
 from robustprune.atomic import write_json
 from robustprune.jsonio import dumps_json
 from robustprune.metrics.paired import mcnemar_test
-from robustprune.regression import WORST, correct_vectors
+from robustprune.metrics.seeds import mean_band
+from robustprune.reporting import styles, sweep_figures, sweep_tables
 from robustprune.reporting import sweep_report as sr
-from robustprune.sweepdata import StoredCell, StoredSweep
+from robustprune.reporting.view import ACC_BOUNDS, make_view
+from robustprune.results import CellRecord
+from robustprune.results.store import StoredCell, StoredSweep
+from robustprune.scoring import ScoreResult
+from robustprune.scoring.per_sample import WORST
+
+
+def correct_vectors(doc: dict[str, Any]) -> dict[str, Any]:
+    return ScoreResult.from_json(doc).correct_vectors()
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -149,7 +158,7 @@ def test_different_data_is_marked_not_comparable(sweep, tmp_path):
         if cell["key"] == target:
             cell["config"]["data_fingerprint"] = "f" * 64
     write_json(copy / "results.json", doc)
-    comparisons = sr.prepare_report(copy).comparisons
+    comparisons = [c.to_json() for c in sr.prepare_report(copy).comparisons]
     entry = next(c for c in comparisons if c["cell"] == target)
     assert entry["status"].startswith("not comparable") and "data fingerprint differs" in entry["status"]
     assert "robust" not in entry
@@ -170,7 +179,7 @@ def test_an_added_adaptive_attack_is_compared_on_the_worst_case_a_missing_attack
     extended, reduced = key_of(copy, "magnitude", 0.5, 1), key_of(copy, "magnitude", 0.9, 1)
     _edit_battery(copy, extended, lambda attacks: attacks.append({"name": "all_heads_pgd", "label": "adaptive"}))
     _edit_battery(copy, reduced, lambda attacks: attacks.pop())
-    comparisons = sr.prepare_report(copy).comparisons
+    comparisons = [c.to_json() for c in sr.prepare_report(copy).comparisons]
     entry = next(c for c in comparisons if c["cell"] == extended)
     assert entry["status"] == "ok; worst case over the reference's attacks plus adaptive" and "robust" in entry
     entry = next(c for c in comparisons if c["cell"] == reduced)
@@ -194,7 +203,7 @@ def test_rebuild_gives_byte_identical_tables(sweep, built, tmp_path):
                 "schema_version": "1.0",
                 "kind": "sweep_comparisons",
                 "test": "mcnemar-exact (two-sided)",
-                "comparisons": report.comparisons,
+                "comparisons": [c.to_json() for c in report.comparisons],
             }
         ).encode()
         == first_json
@@ -227,7 +236,7 @@ def _capture(monkeypatch) -> list[Figure]:
         figures.append(fig)
         return b""
 
-    monkeypatch.setattr(sr, "_render", fake_render)
+    monkeypatch.setattr(sweep_figures, "render_figure", fake_render)
     return figures
 
 
@@ -249,20 +258,20 @@ def test_recipe_colors_do_not_depend_on_order(sweep, tmp_path, monkeypatch):
     doc["spec"]["recipes"] = list(reversed(doc["spec"]["recipes"]))
     write_json(copy / "results.json", doc)
     figures = _capture(monkeypatch)
-    sr.accuracy_figure(sr.prepare_report(sweep).view, None, "png")
-    sr.accuracy_figure(sr.prepare_report(copy).view, None, "png")
+    sweep_figures.accuracy_figure(sr.prepare_report(sweep).view, None, "png")
+    sweep_figures.accuracy_figure(sr.prepare_report(copy).view, None, "png")
     forward, backward = (_styles(f) for f in figures)
     for recipe in ("dense", "magnitude", "pgd_at"):
-        color, marker = sr.recipe_style(recipe)
-        assert color == sr.RECIPE_STYLES[recipe][0]
+        color, marker = styles.recipe_style(recipe)
+        assert color == styles.RECIPE_STYLES[recipe][0]
         assert (color, marker) in forward and (color, marker) in backward
-    new = sr.recipe_style("my_new_recipe")
+    new = styles.recipe_style("my_new_recipe")
     assert new in backward and new not in forward
-    assert new[0] not in {c for c, _ in sr.RECIPE_STYLES.values()}
-    colors = [c for c, _ in sr.RECIPE_STYLES.values()]
+    assert new[0] not in {c for c, _ in styles.RECIPE_STYLES.values()}
+    colors = [c for c, _ in styles.RECIPE_STYLES.values()]
     assert len(set(colors)) == len(colors) == 13  # every known recipe has its own colour
     # a stable hash, not Python's salted hash(): another interpreter with another hash seed agrees
-    code = "from robustprune.reporting.sweep_report import recipe_style; print(recipe_style('my_new_recipe'))"
+    code = "from robustprune.reporting.styles import recipe_style; print(recipe_style('my_new_recipe'))"
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -278,73 +287,79 @@ def test_recipe_colors_do_not_depend_on_order(sweep, tmp_path, monkeypatch):
 def test_curves_dense_reference_clean_dashed_and_bands(sweep, monkeypatch):
     figures = _capture(monkeypatch)
     view = sr.prepare_report(sweep).view
-    sr.accuracy_figure(view, None, "png")
+    sweep_figures.accuracy_figure(view, None, "png")
     ax = figures[0].axes[0]
-    at_color = sr.recipe_style("pgd_at")[0]
+    at_color = styles.recipe_style("pgd_at")[0]
     at_robust = next(r["robust_acc"] for r in records(sweep) if r["recipe"] == "pgd_at")
     # pgd_at has only a dense cell: a horizontal reference line spanning the axes at its robust accuracy
     hlines = [line for line in ax.lines if to_hex(line.get_color()) == at_color and list(line.get_xdata()) == [0, 1]]
     assert any(list(line.get_ydata()) == [at_robust, at_robust] and line.get_linestyle() == "-" for line in hlines)
     assert any(line.get_linestyle() == "--" for line in hlines)  # its clean accuracy, dashed
     # magnitude: solid robust line and dashed clean line in the same colour through its target sparsities (in %)
-    mag_color = sr.recipe_style("magnitude")[0]
+    mag_color = styles.recipe_style("magnitude")[0]
     mag = [line for line in ax.lines if to_hex(line.get_color()) == mag_color and len(line.get_xdata()) == 2]
     assert {line.get_linestyle() for line in mag} >= {"-", "--"}
     assert all(list(line.get_xdata()) == [50.0, 90.0] for line in mag if line.get_linestyle() in ("-", "--"))
     # two seeds give a band (fill_between) for magnitude; pgd_at_agp (one seed) gets none
     band_colors = {to_hex(c.get_facecolor()[0][:3]) for c in ax.collections}
-    assert mag_color in band_colors and sr.recipe_style("pgd_at_agp")[0] not in band_colors
+    assert mag_color in band_colors and styles.recipe_style("pgd_at_agp")[0] not in band_colors
 
 
 def test_mean_band_is_t_based_clipped_and_absent_for_one_seed():
     from scipy import stats
 
-    assert sr.mean_band([42.0]) == (42.0, None, None)
-    mean, lo, hi = sr.mean_band([60.0, 62.0, 64.0])
+    assert mean_band([42.0]) == (42.0, None, None)
+    mean, lo, hi = mean_band([60.0, 62.0, 64.0])
     half = stats.t.ppf(0.975, 2) * 2.0 / 3**0.5
     assert mean == 62.0 and lo == pytest.approx(62.0 - half) and hi == pytest.approx(62.0 + half)
-    assert sr.mean_band([95.0, 100.0], bounds=sr.ACC_BOUNDS)[2] == 100.0
-    assert sr.mean_band([0.0, 5.0], bounds=sr.ACC_BOUNDS)[1] == 0.0
+    assert mean_band([95.0, 100.0], bounds=ACC_BOUNDS)[2] == 100.0
+    assert mean_band([0.0, 5.0], bounds=ACC_BOUNDS)[1] == 0.0
 
 
 def test_reliability_cells_default_and_explicit(sweep):
     view = sr.prepare_report(sweep).view
-    chosen = {(c.recipe, c.sparsity, c.seed) for c in sr.reliability_cells(view)}
+    chosen = {(c.recipe, c.sparsity, c.seed) for c in sweep_figures.reliability_cells(view)}
     assert chosen == {("dense", 0.0, 0), ("magnitude", 0.9, 0), ("pgd_at", 0.0, 0), ("pgd_at_agp", 0.5, 0)}
     key = key_of(sweep, "magnitude", 0.5, 1)
-    assert [c.key for c in sr.reliability_cells(view, [key])] == [key]
+    assert [c.key for c in sweep_figures.reliability_cells(view, [key])] == [key]
     from robustprune.errors import UsageError
 
     with pytest.raises(UsageError, match="no cell"):
-        sr.reliability_cells(view, ["nope"])
+        sweep_figures.reliability_cells(view, ["nope"])
+
+
+def battery_dict(name: str, labels: list[tuple[str, list[str]]], norm: str = "Linf", eps: float = 0.1) -> dict:
+    attacks = [{"name": label, "label": label, "norms": norms, "params": {}} for label, norms in labels]
+    return {"name": name, "threat": {"norm": norm, "eps": eps}, "attacks": attacks}
+
+
+def record(key: str, recipe: str, battery: dict, attacks: dict[str, float]) -> CellRecord:
+    return CellRecord.from_json(
+        {"key": key, "recipe": recipe, "sparsity": 0.0, "seed": 0, "parent_key": None, "config": {"battery": battery}}
+        | {"attacks": attacks}
+    )
 
 
 def test_a_randomized_cells_adaptive_attack_comes_first_in_the_columns():
-    battery = {"name": "standard", "attacks": [{"label": "apgd-ce"}, {"label": "square"}]}
+    battery = battery_dict("standard", [("apgd-ce", []), ("square", [])])
 
     def cell(recipe: str, attacks: list[str]) -> StoredCell:
-        record = {"key": recipe, "recipe": recipe, "sparsity": 0.0, "seed": 0, "config": {"battery": battery}}
-        return StoredCell(record | {"attacks": dict.fromkeys(sorted(attacks), 50.0)})
+        return StoredCell(record(recipe, recipe, battery, dict.fromkeys(sorted(attacks), 50.0)))
 
     stored = StoredSweep(
         Path("."),
-        {},
+        None,
         [cell("dense", ["apgd-ce", "square"]), cell("dio_at", ["all_heads_pgd", "apgd-ce", "square"])],
         True,
     )
-    view = sr._view(stored)
+    view = make_view(stored)
     assert view.labels == ["all_heads_pgd", "apgd-ce", "square"]  # the order scoring runs them in
-    assert dict(sr.summary_rows(view))["battery"] == (
+    assert dict(sweep_tables.summary_rows(view))["battery"] == (
         "standard: apgd-ce, square (randomized cells: all_heads_pgd first, adaptive)"
     )
 
 
 def test_the_battery_summary_lists_only_the_attacks_for_the_threat_norm():
-    battery = {
-        "name": "full",
-        "threat": {"norm": "L2", "eps": 0.5},
-        "attacks": [{"label": "fgsm", "norms": ["Linf"]}, {"label": "pgd", "norms": []}],
-    }
-    record = {"key": "a", "recipe": "dense", "sparsity": 0.0, "seed": 0, "config": {"battery": battery}}
-    view = sr._view(StoredSweep(Path("."), {}, [StoredCell(record | {"attacks": {"pgd": 50.0}})], True))
-    assert dict(sr.summary_rows(view))["battery"] == "full: pgd"
+    battery = battery_dict("full", [("fgsm", ["Linf"]), ("pgd", [])], norm="L2", eps=0.5)
+    view = make_view(StoredSweep(Path("."), None, [StoredCell(record("a", "dense", battery, {"pgd": 50.0}))], True))
+    assert dict(sweep_tables.summary_rows(view))["battery"] == "full: pgd"

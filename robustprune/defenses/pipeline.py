@@ -24,7 +24,7 @@ from robustprune.errors import UsageError
 from robustprune.models.checkpoint import CheckpointInfo
 from robustprune.models.state import fold_pruned_state_dict
 from robustprune.sparsity import check_sparsity, sparsity_report
-from robustprune.validation import check_int, check_seed, output_dir
+from robustprune.validation import check_int, check_seed
 
 MANIFEST_KIND = "robustprune.train"
 MANIFEST_VERSION = 1
@@ -39,7 +39,6 @@ __all__ = [
     "resolve",
     "save_trained",
     "summary",
-    "train_job",
     "train_model",
 ]
 
@@ -365,36 +364,3 @@ def save_trained(artifact: Artifact, manifest: dict, out_dir: str | Path) -> Che
     from robustprune.models import save_checkpoint
 
     return save_checkpoint(artifact.model, Path(out_dir) / CHECKPOINT_NAME, manifest)
-
-
-def train_job(
-    *,
-    recipe: str,
-    dataset: str = "digits",
-    sparsity: float = 0.0,
-    parent: str | None = None,
-    epochs: int | None = None,
-    seed: int = 0,
-    overrides: list[str] | tuple[str, ...] = (),
-    out: str | None = None,
-    threads: int | None = None,
-    command: list[str] | None = None,
-    progress: bool = True,
-) -> tuple[dict[str, str], str]:
-    """The CLI's `train`: validate everything, create the output directory, train, then write
-    DIR/model.safetensors + its manifest."""
-    from robustprune.jobs import set_threads
-    from robustprune.models.checkpoint import manifest_path
-
-    set_threads(threads)
-    inputs = resolve(
-        recipe, dataset=dataset, sparsity=sparsity, parent=parent, seed=seed, epochs=epochs, overrides=overrides
-    )
-    with output_dir(out or Path("reports") / f"train-{inputs.recipe.name}-{inputs.key()}") as out_dir:
-        target = out_dir / CHECKPOINT_NAME
-        if target.exists() and not target.is_file():
-            raise UsageError(f"{target} exists and is not a file; choose another --out")
-        artifact, manifest = execute(prepare(inputs), progress=progress, command=command)
-        info = save_trained(artifact, manifest, out_dir)
-    text = summary(manifest) + f"\ncheckpoint: {info.path}\nmanifest:   {manifest_path(info.path)}"
-    return {"checkpoint": info.path, "manifest": str(manifest_path(info.path))}, text

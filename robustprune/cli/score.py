@@ -1,0 +1,126 @@
+"""`robustprune score`: one model against one battery; resolve and check every input, then create the output
+directory, then build the model and score it; results.json is written last."""
+
+from __future__ import annotations
+
+import argparse
+
+from robustprune.attacks import check_battery, load_battery
+from robustprune.cli.common import Subparsers, command_line, set_threads
+from robustprune.config import canonical_key
+from robustprune.data import load_dataset
+from robustprune.models import build_model, load_checkpoint, resolve_factory, sha256_file
+from robustprune.models.checkpoint import inspect_checkpoint
+from robustprune.paths import default_score_dir
+from robustprune.render import summary_table
+from robustprune.results import save_result
+from robustprune.scoring import score
+from robustprune.validation import check_int, check_seed, output_dir
+
+
+def add_parser(sub: Subparsers) -> None:
+    p = sub.add_parser("score", help="score one model against one battery")
+    p.add_argument("--model", required=True, help="registry name (see `robustprune ls`) or package.module:factory")
+    p.add_argument("--checkpoint", help="weights: .safetensors or a state_dict saved with torch.save")
+    p.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow pickled modules, TorchScript and .pt2 (they can run code when loaded)",
+    )
+    p.add_argument("--dataset", default="digits", help="digits (default) or a path: .npz, MNIST IDX, CIFAR batches")
+    p.add_argument("--battery", default="standard", help="quick | standard | autoattack | full | FILE.toml")
+    p.add_argument(
+        "--head-battery", help="multi-head (DIO) models: battery for the per-head report (default: --battery)"
+    )
+    p.add_argument("--norm", choices=["Linf", "L2"], help="threat model norm (default: the battery's)")
+    p.add_argument("--eps", type=float, help="threat model radius in pixel units of [0,1] inputs")
+    p.add_argument("--n", type=int, help="score the first N test examples (default: all)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--out", help="output directory (default: reports/score-<config hash>)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    paths, summary = score_job(
+        model=args.model,
+        checkpoint=args.checkpoint,
+        trust=args.trust_checkpoint,
+        dataset=args.dataset,
+        battery=args.battery,
+        norm=args.norm,
+        eps=args.eps,
+        n=args.n,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        threads=args.threads,
+        out=args.out,
+        command=command_line(),
+        head_battery=args.head_battery,
+    )
+    print(summary)
+    print(f"\nresults: {paths['results']}\nreport:  {paths.get('html', paths['markdown'])}")
+    return 0
+
+
+def score_job(
+    *,
+    model: str,
+    checkpoint: str | None,
+    trust: bool,
+    dataset: str,
+    battery: str,
+    norm: str | None,
+    eps: float | None,
+    n: int | None,
+    batch_size: int,
+    seed: int,
+    threads: int | None,
+    out: str | None,
+    command: list[str] | None,
+    head_battery: str | None = None,
+) -> tuple[dict[str, str], str]:
+    # Everything is resolved and checked before a model is built: numbers, battery, model name, files, data.
+    set_threads(threads)
+    check_seed(seed)
+    check_int(batch_size, "--batch-size", bound="batch_size")
+    spec = load_battery(battery, norm=norm, eps=eps)
+    heads = load_battery(head_battery, norm=spec.threat.norm, eps=spec.threat.eps) if head_battery else None
+    resolve_factory(model)
+    if checkpoint:
+        inspect_checkpoint(checkpoint)  # format from the header: a corrupt file fails before a model is built
+    data = load_dataset(dataset, split="test").subset(n)
+    for battery_spec in (spec, heads):
+        if battery_spec is not None:
+            check_battery(battery_spec, data.num_classes)
+    key = canonical_key(
+        {
+            "model": model,
+            "checkpoint": checkpoint and sha256_file(checkpoint),
+            "data": data.fingerprint(),
+            "battery": spec.to_dict(),
+            "seed": seed,
+            "batch_size": batch_size,
+            "head_battery": heads and heads.to_dict(),
+        }
+    )
+    with output_dir(out or default_score_dir(key)) as out_dir:
+        net = build_model(model, data.num_classes, data.input_shape)
+        info = None
+        if checkpoint:
+            net, loaded = load_checkpoint(net, checkpoint, trust=trust)
+            info = loaded.to_dict()
+        result = score(
+            net,
+            data,
+            spec,
+            batch_size=batch_size,
+            seed=seed,
+            architecture=model,
+            checkpoint=info,
+            command=command,
+            progress=True,
+            head_battery=heads,
+        )
+        return save_result(result, out_dir), summary_table(result)

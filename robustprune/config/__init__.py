@@ -1,0 +1,43 @@
+"""Typed specs read from TOML or built in Python, validated the same way: threat models and batteries, sweeps,
+the one typed-setting check, the lookup of declarative files, and the keys that name runs by their configuration.
+"""
+
+from robustprune.config.battery import (
+    MAX_EPS,
+    NORMS,
+    AttackSpec,
+    BatterySpec,
+    Norm,
+    ThreatModel,
+    battery_dirs,
+    find_battery,
+    read_battery,
+)
+from robustprune.config.files import MAX_TOML_BYTES, find_spec_file, read_toml, reject_unknown, spec_dirs
+from robustprune.config.keys import canonical_key
+from robustprune.config.settings import ParamValue, check_fields, coerce_setting
+from robustprune.config.sweep import SweepSpec, read_sweep_toml, sweep_spec_from_dict
+
+__all__ = [
+    "MAX_EPS",
+    "MAX_TOML_BYTES",
+    "NORMS",
+    "AttackSpec",
+    "BatterySpec",
+    "Norm",
+    "ParamValue",
+    "SweepSpec",
+    "ThreatModel",
+    "battery_dirs",
+    "canonical_key",
+    "check_fields",
+    "coerce_setting",
+    "find_battery",
+    "find_spec_file",
+    "read_battery",
+    "read_sweep_toml",
+    "read_toml",
+    "reject_unknown",
+    "spec_dirs",
+    "sweep_spec_from_dict",
+]

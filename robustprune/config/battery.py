@@ -1,0 +1,186 @@
+"""Threat models and batteries: typed specs read from TOML, with errors that name the file and key."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from robustprune.config.files import find_spec_file, read_toml, reject_unknown, spec_dirs
+from robustprune.config.settings import ParamValue
+from robustprune.errors import UsageError
+from robustprune.validation import escape
+
+Norm = Literal["Linf", "L2"]
+NORMS: tuple[str, ...] = ("Linf", "L2")
+
+# Above these an eps is not a threat model but a typo: Linf 1.0 already reaches every image in [0,1].
+MAX_EPS = {"Linf": 1.0, "L2": 1000.0}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ThreatModel:
+    norm: Norm
+    eps: float
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise UsageError(f"unknown norm {self.norm!r}: use one of {', '.join(NORMS)}")
+        eps = self.eps
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps):
+            raise UsageError(f"eps must be a finite number, got {eps!r}")
+        if eps < 0:
+            raise UsageError(f"eps {eps} is negative: use a value >= 0 in pixel units of [0,1] inputs")
+        if eps > MAX_EPS[self.norm]:
+            raise UsageError(
+                f"eps {eps} is absurd for {self.norm} on inputs in [0,1] (max {MAX_EPS[self.norm]:g}); "
+                "eps is in pixel units, e.g. 8/255 = 0.0314 for Linf"
+            )
+        object.__setattr__(self, "eps", float(eps))
+
+    def check_input_dim(self, n_features: int) -> None:
+        """An L2 ball wider than the whole [0,1] box means eps was given in the wrong units."""
+        if self.norm == "L2" and self.eps > math.sqrt(n_features):
+            raise UsageError(
+                f"L2 eps {self.eps} exceeds the diameter of the input box ({math.sqrt(n_features):.3g} for "
+                f"{n_features} features); eps is in pixel units of [0,1] inputs"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttackSpec:
+    name: str
+    label: str = ""
+    norms: tuple[str, ...] = ()  # empty: the attack must support whatever norm the battery uses
+    params: dict[str, ParamValue] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise UsageError(f"an attack needs a name (a string; see robustprune ls), got {escape(repr(self.name))}")
+        if not isinstance(self.label, str):
+            raise UsageError(f"attack {self.name!r}: label must be a string, got {escape(repr(self.label))}")
+        if not isinstance(self.params, dict) or not all(
+            isinstance(k, str) and isinstance(v, bool | int | float | str) for k, v in self.params.items()
+        ):
+            raise UsageError(f"attack {self.name!r}: settings must map names to numbers, strings or booleans")
+        if not self.label:
+            object.__setattr__(self, "label", self.name)
+        for norm in self.norms:
+            if norm not in NORMS:
+                raise UsageError(f"attack {self.label!r}: unknown norm {norm!r} in norms; use {', '.join(NORMS)}")
+
+    def applies_to(self, norm: str) -> bool:
+        return not self.norms or norm in self.norms
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatterySpec:
+    name: str
+    threat: ThreatModel
+    attacks: tuple[AttackSpec, ...]
+    description: str = ""
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise UsageError(f"a battery needs a name (a string), got {escape(repr(self.name))}")
+        if not self.attacks:
+            raise UsageError(f"battery {self.name!r} lists no attacks; add at least one [[attack]] table")
+        labels = [a.label for a in self.attacks]
+        duplicates = sorted({lbl for lbl in labels if labels.count(lbl) > 1})
+        if duplicates:
+            raise UsageError(
+                f"battery {self.name!r}: attack label {duplicates[0]!r} is used twice; give each a unique label"
+            )
+
+    def active_attacks(self) -> tuple[AttackSpec, ...]:
+        return tuple(a for a in self.attacks if a.applies_to(self.threat.norm))
+
+    def with_attack(self, attack: AttackSpec, *, first: bool) -> tuple[BatterySpec, AttackSpec]:
+        """This battery plus `attack` (first or last), relabelled if needed so it never collides with a label."""
+        labels = {a.label for a in self.attacks}
+        label, n = attack.label, 1
+        while label in labels:
+            label, n = f"{attack.label}_{n}", n + 1
+        added = replace(attack, label=label)
+        attacks = (added, *self.attacks) if first else (*self.attacks, added)
+        return replace(self, attacks=attacks), added
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["attacks"] = [asdict(a) | {"norms": list(a.norms)} for a in self.attacks]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BatterySpec:
+        """Inverse of to_dict: a resolved battery travels with results and sweep cells."""
+        attacks = tuple(
+            AttackSpec(
+                name=a["name"],
+                label=a.get("label", ""),
+                norms=tuple(a.get("norms", ())),
+                params=dict(a.get("params", {})),
+            )
+            for a in data["attacks"]
+        )
+        return cls(
+            name=data["name"],
+            threat=ThreatModel(**data["threat"]),
+            attacks=attacks,
+            description=data.get("description", ""),
+            source=data.get("source", ""),
+        )
+
+
+_BATTERY_KEYS = {"name", "description", "norm", "eps", "attack"}
+_ATTACK_KEYS = {"name", "label", "norms"}
+
+
+def battery_dirs() -> list[Path]:
+    return spec_dirs("ROBUSTPRUNE_BATTERIES", "attacks")
+
+
+def find_battery(spec: str) -> Path:
+    return find_spec_file("battery", spec, battery_dirs())
+
+
+def read_battery(spec: str, *, norm: str | None = None, eps: float | None = None) -> BatterySpec:
+    """Parse a battery file by name or path (keys, types, threat model); `norm` and `eps` override the file's
+    threat model. `robustprune.attacks.load_battery` also resolves every attack against the registry."""
+    path = find_battery(spec)
+    data = read_toml(path, "battery file")
+    where = escape(path)
+    reject_unknown(data, _BATTERY_KEYS, where)
+    for key in ("name", "description", "norm"):
+        if key in data and not isinstance(data[key], str):
+            raise UsageError(f"{where}: {key} must be a string, got {escape(repr(data[key]))}")
+    tables = data.get("attack", [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise UsageError(f"{where}: 'attack' must be an array of tables ([[attack]] with name = ...)")
+    attacks = []
+    for i, table in enumerate(tables):
+        if not isinstance(table.get("name"), str) or not table["name"]:
+            raise UsageError(f'{where}: attack #{i + 1} needs name = "<attack>" (a string; see robustprune ls)')
+        name = table["name"]
+        if not isinstance(table.get("label", ""), str):
+            raise UsageError(f"{where}: attack {name!r} label must be a string, got {escape(repr(table['label']))}")
+        norms = table.get("norms", [])
+        if not isinstance(norms, list) or not all(isinstance(n, str) for n in norms):
+            raise UsageError(f'{where}: attack {name!r} norms must be a list of strings such as ["Linf"]')
+        params = {k: v for k, v in table.items() if k not in _ATTACK_KEYS}
+        for key, value in params.items():
+            if not isinstance(value, (bool, int, float, str)):
+                raise UsageError(f"{where}: attack {name!r} key {key!r} must be a number, string or bool")
+        attacks.append(AttackSpec(name=name, label=table.get("label", ""), norms=tuple(norms), params=params))
+    threat_norm = norm if norm is not None else data.get("norm", "Linf")
+    threat_eps = eps if eps is not None else data.get("eps")
+    if threat_eps is None:
+        raise UsageError(f"{where} sets no eps: pass --eps")
+    return BatterySpec(
+        name=data.get("name", path.stem),
+        description=data.get("description", ""),
+        threat=ThreatModel(norm=threat_norm, eps=threat_eps),
+        attacks=tuple(attacks),
+        source=str(path),
+    )

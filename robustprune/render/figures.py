@@ -1,0 +1,180 @@
+"""Report figures as PNG (or SVG) bytes: reliability diagrams (clean vs adversarial) and accuracy after each attack.
+
+Figures are drawn on `matplotlib.figure.Figure` with the Agg canvas, never through pyplot: rendering works headless,
+leaves the caller's backend alone and registers nothing global that could leak. Style is reset to matplotlib's
+defaults, and PNG/SVG metadata (software, date) and SVG ids are pinned, so the same document gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any, Literal
+
+import matplotlib
+import matplotlib.style
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from robustprune.atomic import write_bytes
+from robustprune.render.tables import attack_series, reliability_bins, threat_text
+from robustprune.scoring.result import ReliabilityBin, ScoreResult
+
+Format = Literal["png", "svg"]
+DPI = 150
+# parse_math off: architecture names and attack labels are user text, and a stray "$" must not become mathtext.
+_RC = {
+    "svg.hashsalt": "robustprune",
+    "svg.fonttype": "path",
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "text.parse_math": False,
+}
+_METADATA = {"png": {"Software": None}, "svg": {"Creator": None, "Date": None}}
+ACC_COLOR, GAP_COLOR, COUNT_COLOR, CLEAN_COLOR = "#1f77b4", "#d62728", "#7f7f7f", "#2ca02c"
+
+
+def render_figure(draw: Any, size: tuple[float, float], fmt: Format) -> bytes:
+    """Draw on a fresh Figure under a pinned style and return its encoded bytes."""
+    if fmt not in _METADATA:
+        raise ValueError(f"unknown figure format {fmt!r}; use png or svg")
+    with matplotlib.style.context("default"), matplotlib.rc_context(_RC):
+        fig = Figure(figsize=size, dpi=DPI, layout="constrained")
+        FigureCanvasAgg(fig)
+        try:
+            draw(fig)
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format=fmt, dpi=DPI, metadata=_METADATA[fmt])
+        finally:
+            fig.clear()
+    return buffer.getvalue()
+
+
+def _reliability_panel(ax: Any, ax_count: Any, bins: list[ReliabilityBin], title: str, ece: float | None) -> None:
+    full = [b for b in bins if b.count]
+    lo = [b.lo for b in full]
+    width = [b.hi - b.lo for b in full]
+    acc = [b.accuracy for b in full]
+    gap = [b.confidence - b.accuracy for b in full]
+    ax.plot([0, 1], [0, 1], linestyle="--", color="black", linewidth=1, label="perfect calibration")
+    ax.bar(lo, acc, width=width, align="edge", color=ACC_COLOR, edgecolor="black", linewidth=0.5, label="accuracy")
+    # The gap bar spans accuracy -> mean confidence: above the bar means over-confident, below under-confident.
+    ax.bar(
+        lo,
+        gap,
+        bottom=acc,
+        width=width,
+        align="edge",
+        color=GAP_COLOR,
+        alpha=0.35,
+        edgecolor=GAP_COLOR,
+        hatch="//",
+        linewidth=0.5,
+        label="gap to confidence",
+    )
+    n_bins = len(bins)
+    ece_text = f"ECE = {ece:.4f} (B = {n_bins})" if ece is not None else f"ECE n/a (B = {n_bins})"
+    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy", title=title)
+    ax.legend(loc="upper left", title=ece_text, fontsize=8, title_fontsize=8)
+    ax_count.bar(
+        [b.lo for b in bins],
+        [b.count or 0 for b in bins],
+        width=[b.hi - b.lo for b in bins],
+        align="edge",
+        color=COUNT_COLOR,
+        edgecolor="black",
+        linewidth=0.5,
+    )
+    ax_count.set(xlim=(0, 1), xlabel="confidence", ylabel="count")
+
+
+def reliability_figure(
+    clean_bins: list[ReliabilityBin],
+    adv_bins: list[ReliabilityBin],
+    *,
+    clean_ece: float | None = None,
+    adv_ece: float | None = None,
+    fmt: Format = "png",
+) -> bytes:
+    """Reliability diagrams side by side (clean | adversarial): accuracy per bin, gap, diagonal, counts below."""
+
+    def draw(fig: Figure) -> None:
+        axes = fig.subplots(2, 2, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+        _reliability_panel(axes[0][0], axes[1][0], clean_bins, "clean", clean_ece)
+        _reliability_panel(axes[0][1], axes[1][1], adv_bins, "adversarial (worst case)", adv_ece)
+
+    return render_figure(draw, (9.0, 5.0), fmt)
+
+
+def attack_curve_figure(result: ScoreResult | dict[str, Any], fmt: Format = "png") -> bytes:
+    """Accuracy after each attack (cumulative, with CI) as bars, clean accuracy as a dashed line."""
+    result = ScoreResult.coerce(result)
+    series = attack_series(result)
+
+    def draw(fig: Figure) -> None:
+        ax = fig.subplots()
+        xs = list(range(len(series)))
+        accs = [v if v is not None else 0.0 for _, v, _ in series]
+        errs = (
+            [
+                [max(v - ci[0], 0.0) for (_, _, ci), v in zip(series, accs)],
+                [max(ci[1] - v, 0.0) for (_, _, ci), v in zip(series, accs)],
+            ]
+            if all(ci for _, _, ci in series)
+            else None
+        )
+        colors = [CLEAN_COLOR] + [ACC_COLOR] * (len(series) - 1)
+        ax.bar(
+            xs, accs, width=0.6, color=colors, edgecolor="black", linewidth=0.5, yerr=errs, capsize=4, ecolor="black"
+        )
+        ax.axhline(accs[0], linestyle="--", color=CLEAN_COLOR, linewidth=1, label=f"clean {accs[0]:.2f} %")
+        for x, v in zip(xs, accs):
+            # Inside the bar, clear of the CI whiskers; above it when the bar is too short to hold text.
+            inside = v >= 12
+            ax.text(
+                x,
+                v / 2 if inside else v + 1,
+                f"{v:.1f}",
+                ha="center",
+                va="center" if inside else "bottom",
+                fontsize=8,
+                color="white" if inside else "black",
+                fontweight="bold",
+            )
+        ax.set_xticks(xs, [label for label, _, _ in series], rotation=30 if len(series) > 6 else 0)
+        ax.set(
+            ylim=(0, 105),
+            ylabel="accuracy (%)",
+            xlabel="after attack (cumulative)",
+            title=f"{result.architecture} on {result.dataset}: {threat_text(result)}",
+        )
+        ax.legend(loc="upper right", fontsize=8)
+
+    return render_figure(draw, (max(5.0, 1.0 + 0.9 * len(series)), 3.6), fmt)
+
+
+def document_figures(result: ScoreResult | dict[str, Any], fmt: Format = "png") -> dict[str, bytes]:
+    """Every figure of a report, keyed by file stem."""
+    result = ScoreResult.coerce(result)
+    return {
+        "reliability": reliability_figure(
+            reliability_bins(result, "clean"),
+            reliability_bins(result, "adversarial"),
+            clean_ece=result.calibration.clean.ece.value,
+            adv_ece=result.calibration.adversarial.ece.value,
+            fmt=fmt,
+        ),
+        "attacks": attack_curve_figure(result, fmt=fmt),
+    }
+
+
+def save_figures(
+    result: ScoreResult | dict[str, Any], out_dir: str | Path, formats: tuple[Format, ...] = ("png", "svg")
+) -> list[Path]:
+    """Write <stem>.<fmt> for every figure and format, atomically; returns the paths written."""
+    result = ScoreResult.coerce(result)
+    paths = []
+    for fmt in formats:
+        for stem, data in document_figures(result, fmt).items():
+            paths.append(write_bytes(Path(out_dir) / f"{stem}.{fmt}", data))
+    return paths

@@ -1,0 +1,200 @@
+"""The sweep report's tables: every cell, the means over seeds, the cost, and the summary rows; and their notes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from robustprune.render.format import NA, Table, fmt_frac_pct, fmt_int, fmt_num, fmt_pct, fmt_seconds
+from robustprune.reporting.view import ACC_BOUNDS, CAL_BOUNDS, RECORD_METRICS, Point, SweepView, attack_metric, series
+
+
+def _sparsity_text(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, int | float) else NA
+
+
+def _has_heads(view: SweepView) -> bool:
+    """Whether any cell is multi-head: then the tables add the worst single head's robust accuracy."""
+    return any(c.record.worst_head_robust_acc is not None for c in view.cells)
+
+
+def cells_table(view: SweepView) -> Table:
+    """Every stored number of every cell, one row per cell."""
+    heads = _has_heads(view)
+    headers = (
+        "recipe",
+        "target",
+        "achieved",
+        "seed",
+        "clean %",
+        *(f"after {lbl} %" for lbl in view.labels),
+        "worst %",
+        *(("worst head %",) if heads else ()),
+        "ECE clean",
+        "ECE adv",
+        "NLL clean",
+        "NLL adv",
+        "randomized",
+        "key",
+        "parent",
+    )
+    rows = []
+    for c in view.cells:
+        r = c.record
+        rows.append(
+            (
+                c.recipe,
+                _sparsity_text(r.sparsity),
+                fmt_frac_pct(r.achieved_sparsity),
+                str(c.seed),
+                fmt_pct(r.clean_acc),
+                *(fmt_pct(r.attacks.get(lbl)) for lbl in view.labels),
+                fmt_pct(r.robust_acc),
+                *((fmt_pct(r.worst_head_robust_acc),) if heads else ()),
+                fmt_num(r.ece_clean),
+                fmt_num(r.ece_adv),
+                fmt_num(r.nll_clean),
+                fmt_num(r.nll_adv),
+                "yes" if r.randomized else "no",
+                c.key,
+                str(r.parent_key or "-"),
+            )
+        )
+    return Table(headers, tuple(rows), "lrrrr" + "r" * (len(view.labels) + heads) + "rrrrrlll")
+
+
+def _mean_text(point: Point | None, digits: int = 2) -> str:
+    if point is None:
+        return NA
+    text = f"{point.mean:.{digits}f}"
+    if point.lo is not None and point.hi is not None:
+        text += f" [{point.lo:.{digits}f}, {point.hi:.{digits}f}]"
+    return text
+
+
+def means_table(view: SweepView) -> Table:
+    """Mean over seeds with the 95 % t interval (the numbers behind the curves)."""
+    metrics = [
+        ("clean %", RECORD_METRICS["clean_acc"], 2),
+        *((f"after {lbl} %", attack_metric(lbl), 2) for lbl in view.labels),
+        ("worst %", RECORD_METRICS["robust_acc"], 2),
+        *((("worst head %", RECORD_METRICS["worst_head_robust_acc"], 2),) if _has_heads(view) else ()),
+        ("ECE clean", RECORD_METRICS["ece_clean"], 4),
+        ("ECE adv", RECORD_METRICS["ece_adv"], 4),
+        ("NLL clean", RECORD_METRICS["nll_clean"], 4),
+        ("NLL adv", RECORD_METRICS["nll_adv"], 4),
+    ]
+    rows = []
+    for recipe in view.recipes:
+        cells = view.recipe_cells(recipe)
+        per_metric = [
+            {p.sparsity: p for p in series(cells, fn, ACC_BOUNDS if digits == 2 else CAL_BOUNDS)}
+            for _, fn, digits in metrics
+        ]
+        for sparsity in sorted({c.sparsity for c in cells}):
+            seeds = sorted({c.seed for c in cells if c.sparsity == sparsity})
+            achieved = series([c for c in cells if c.sparsity == sparsity], RECORD_METRICS["achieved_sparsity"])
+            rows.append(
+                (
+                    recipe,
+                    f"{sparsity:g}",
+                    fmt_frac_pct(achieved[0].mean) if achieved else NA,
+                    str(len(seeds)),
+                    *(_mean_text(pm.get(sparsity), digits) for pm, (_, _, digits) in zip(per_metric, metrics)),
+                )
+            )
+    headers = ("recipe", "target", "achieved (mean)", "seeds", *(m[0] for m in metrics))
+    return Table(headers, tuple(rows), "lrrr" + "r" * len(metrics))
+
+
+def cost_table(view: SweepView) -> Table:
+    rows = [
+        (
+            c.recipe,
+            f"{c.sparsity:g}",
+            str(c.seed),
+            fmt_seconds(c.record.train_seconds),
+            fmt_seconds(c.record.score_seconds),
+            fmt_int(c.record.n_forward),
+            fmt_int(c.record.n_backward),
+            c.key,
+        )
+        for c in view.cells
+    ]
+    columns = [
+        [c.record.train_seconds for c in view.cells],
+        [c.record.score_seconds for c in view.cells],
+        [c.record.n_forward for c in view.cells],
+        [c.record.n_backward for c in view.cells],
+    ]
+    total = [sum(v for v in column if isinstance(v, int | float)) for column in columns]
+    rows.append(
+        ("total", "", "", fmt_seconds(total[0]), fmt_seconds(total[1]), fmt_int(total[2]), fmt_int(total[3]), "")
+    )
+    headers = ("recipe", "target", "seed", "train s", "score s", "forward passes", "backward passes", "key")
+    return Table(headers, tuple(rows), "lrrrrrrl")
+
+
+def _battery_text(view: SweepView) -> str:
+    battery, spec = view.battery(), view.sweep.spec
+    # the attacks that apply to the threat model's norm (a battery may list others)
+    configured = [a.label for a in battery.active_attacks()] if battery is not None else []
+    added = [lbl for lbl in view.labels if lbl not in configured]
+    name = battery.name if battery is not None else spec.battery if spec is not None else NA
+    text = f"{name}: {', '.join(configured or view.labels) or NA}"
+    return text + (f" (randomized cells: {', '.join(added)} first, adaptive)" if configured and added else "")
+
+
+def summary_rows(view: SweepView) -> list[tuple[str, str]]:
+    spec = view.sweep.spec
+    config = view.cells[0].record.config if view.cells else None
+    dataset = config.dataset if config is not None and config.dataset else spec.dataset if spec is not None else NA
+    fingerprints = sorted({str(c.record.config.data_fingerprint) for c in view.cells})
+    return [
+        ("dataset", str(dataset)),
+        ("examples", fmt_int(config.n if config is not None else None)),
+        (
+            "data fingerprint",
+            ", ".join(fingerprints) + (" (DIFFERENT DATA IN ONE SWEEP)" if len(fingerprints) > 1 else ""),
+        ),
+        ("threat model", view.threat_text()),
+        ("battery", _battery_text(view)),
+        ("recipes", ", ".join(view.recipes)),
+        ("target sparsities", ", ".join(f"{s:g}" for s in sorted({c.sparsity for c in view.cells}))),
+        ("seeds", ", ".join(str(s) for s in sorted({c.seed for c in view.cells}))),
+        (
+            "cells",
+            f"{len(view.cells)}"
+            + (
+                ""
+                if view.sweep.complete
+                else " (partial: the sweep's results.json is missing, read from the finished cells)"
+            ),
+        ),
+        ("dense baseline recipe", view.parent_recipe),
+    ]
+
+
+NOTES = (
+    "The x axis of every figure is the TARGET sparsity; the achieved sparsity of every cell is in the tables. "
+    "Lines join the mean over seeds, small dots are single seeds, the band is a 95 % t interval of the mean over "
+    "seeds (none with one seed), clipped to the metric's range. Solid: robust accuracy; dashed: clean accuracy in "
+    "the same colour. A recipe with only a dense cell is drawn as a horizontal reference line. Colours and markers "
+    "are fixed per recipe name."
+)
+COST_NOTE = (
+    "Training and scoring wall-clock seconds and the attacks' forward / backward passes (in examples), per cell; "
+    "a multi-head cell's per-head runs are included."
+)
+MEANS_NOTE = (
+    "Mean [95 % t interval over seeds, clipped to the metric's range] per recipe and target sparsity; "
+    "one seed gives the value alone. `worst head %` (multi-head cells only): the weakest single head alone, under "
+    "the per-head battery named in the cell's report, which may be lighter than the sweep's battery."
+)
+COMPARISON_NOTE = (
+    "Paired on the same examples (equal data fingerprints), from the per-sample tables: each cell against its parent "
+    "and against the dense baseline of the same seed. Δ = cell - reference in percentage points; `lost` = examples "
+    "the reference got right and the cell got wrong (robust: broken by some attack or misclassified clean), `gained` "
+    "the reverse; p = exact two-sided McNemar test on those discordant examples. A randomized cell is also attacked "
+    "adaptively (its status says so); that can only lower its worst case, so the comparison does not flatter it. A "
+    "cell scored with fewer or different attacks than its reference is not compared."
+)

@@ -1,0 +1,117 @@
+"""The record a sweep keeps per cell (cell.json): what the sweep report and `check` read without opening the full
+score document, which it points at."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from robustprune.config import BatterySpec
+from robustprune.records import Record, extra_field
+from robustprune.scoring.result import ScoreResult
+
+
+@dataclass
+class CellConfig(Record):
+    """A cell's resolved configuration, the thing its key names: the recipe as resolved, the target, the seed, the
+    parent's key, and what every cell of a sweep shares (data, battery, batch size, threads, version)."""
+
+    dataset: str | None = None
+    data_fingerprint: str | None = None
+    n: int | None = None
+    battery: dict[str, Any] | None = None  # BatterySpec.to_dict() without its source path
+    head_battery: dict[str, Any] | None = None
+    batch_size: int | None = None
+    threads: int | None = None
+    robustprune: str | None = None
+    recipe: dict[str, Any] | None = None  # Recipe.to_dict() without its source path
+    recipe_name: str | None = None
+    sparsity: float | None = None
+    seed: int | None = None
+    epochs: int | None = None
+    parent: str | None = None
+    extra: dict[str, Any] = extra_field()
+
+    def battery_spec(self) -> BatterySpec | None:
+        return BatterySpec.from_dict(self.battery) if self.battery else None
+
+    def head_battery_spec(self) -> BatterySpec | None:
+        return BatterySpec.from_dict(self.head_battery) if self.head_battery else None
+
+
+@dataclass
+class CellRecord(Record):
+    key: str
+    recipe: str
+    sparsity: float  # target
+    seed: int
+    parent_key: str | None
+    config: CellConfig
+    architecture: str | None = None
+    achieved_sparsity: float | None = None
+    clean_acc: float | None = None
+    robust_acc: float | None = None
+    attacks: dict[str, float] = field(default_factory=dict)  # label -> accuracy after it (cumulative)
+    ece_clean: float | None = None
+    ece_adv: float | None = None
+    nll_clean: float | None = None
+    nll_adv: float | None = None
+    randomized: bool = False
+    train_seconds: float | None = None
+    score_seconds: float | None = None
+    n_forward: int | None = None
+    n_backward: int | None = None
+    worst_head_robust_acc: float | None = None
+    result: str | None = None  # the score document, relative to the sweep directory
+    extra: dict[str, Any] = extra_field()
+
+    @property
+    def label(self) -> str:
+        return f"{self.recipe} s={self.sparsity:g} seed={self.seed}"
+
+    @property
+    def match_key(self) -> tuple[str, float, int]:
+        """How `check` pairs cells of two sweeps: keys hash the full config, which a regression run changes."""
+        return self.recipe, self.sparsity, self.seed
+
+    @classmethod
+    def summarize(
+        cls,
+        *,
+        key: str,
+        recipe: str,
+        sparsity: float,
+        seed: int,
+        parent_key: str | None,
+        config: CellConfig,
+        result: ScoreResult,
+        architecture: str | None,
+        train_seconds: float | None,
+        result_path: str | None,
+    ) -> CellRecord:
+        """The record of a finished cell from its score result."""
+        calibration = result.calibration
+        return cls(
+            key=key,
+            recipe=recipe,
+            sparsity=sparsity,
+            seed=seed,
+            parent_key=parent_key,
+            config=config,
+            architecture=architecture,
+            achieved_sparsity=result.sparsity.sparsity if result.sparsity is not None else None,
+            clean_acc=result.clean_acc,
+            robust_acc=result.robust_acc,
+            attacks={a.label: a.robust_acc for a in result.attacks},
+            ece_clean=calibration.clean.ece.value,
+            ece_adv=calibration.adversarial.ece.value,
+            nll_clean=calibration.clean.nll.value,
+            nll_adv=calibration.adversarial.nll.value,
+            randomized=result.randomized,
+            train_seconds=train_seconds,
+            score_seconds=result.cost.seconds,
+            n_forward=result.cost.n_forward,
+            n_backward=result.cost.n_backward,
+            worst_head_robust_acc=result.multi_head.worst_head_robust_acc if result.multi_head is not None else None,
+            result=result_path,
+        )

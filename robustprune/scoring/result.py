@@ -1,0 +1,275 @@
+"""The typed score result: what `score` returns and what results.json holds, field for field.
+
+Every consumer (reports, `check`, sweeps) reads attributes of these records; `to_json` gives the document that
+results.json stores (validated against robustprune/schema/score_result.schema.json) and `from_json` reads one back.
+Field names follow RobustBench where the meaning matches; accuracies are percentages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from robustprune.config import BatterySpec
+from robustprune.records import Record, extra_field, optional_field, runtime_field
+from robustprune.scoring.per_sample import PerSampleTable
+
+SCHEMA_VERSION = "1.0"
+
+
+@dataclass
+class Finding(Record):
+    """A sanity finding (a warning) or an alert, by check id."""
+
+    check: str
+    message: str
+
+
+@dataclass
+class AttackEntry(Record):
+    """One attack of the battery as it ran: settings, cumulative accuracy after it, cost."""
+
+    name: str
+    label: str
+    implementation: str
+    library: str | None
+    library_version: str | None
+    norm: str
+    eps: float
+    settings: dict[str, Any]
+    n_attempted: int
+    n_broken: int
+    robust_acc: float
+    robust_acc_ci: list[float]
+    seconds: float
+    n_forward: int
+    n_backward: int
+    flags: list[str] = field(default_factory=list)
+    skipped: str | None = None  # why the attack did not run on this model
+    notes: list[str] = field(default_factory=list)  # what it changed about itself for this model
+    extra: dict[str, Any] = extra_field()
+
+
+@dataclass
+class CalibrationMetric(Record):
+    value: float | None
+    binning: str | None = optional_field()
+    n_bins: int | None = optional_field()
+    min_count: int | None = optional_field()
+    eps: float | None = optional_field()
+    convention: str | None = optional_field()
+
+
+@dataclass
+class ReliabilityBin(Record):
+    lo: float
+    hi: float
+    count: int
+    accuracy: float | None
+    confidence: float | None
+    gap: float | None
+
+
+@dataclass
+class Reliability(Record):
+    binning: str
+    n_bins: int
+    bins: list[ReliabilityBin]
+
+
+@dataclass
+class CalibrationSummary(Record):
+    """Every calibration number of one side (clean or adversarial), each with its binning."""
+
+    n: int
+    ece: CalibrationMetric
+    ece_equal_mass: CalibrationMetric
+    mce: CalibrationMetric
+    classwise_ece: CalibrationMetric
+    nll: CalibrationMetric
+    brier: CalibrationMetric
+    aurc: CalibrationMetric
+    reliability: Reliability
+    extra: dict[str, Any] = extra_field()
+
+    METRICS = ("ece", "ece_equal_mass", "mce", "classwise_ece", "nll", "brier", "aurc")
+
+    def metric(self, name: str) -> CalibrationMetric:
+        if name not in self.METRICS:
+            raise KeyError(name)
+        return getattr(self, name)
+
+
+@dataclass
+class Calibration(Record):
+    clean: CalibrationSummary
+    adversarial: CalibrationSummary
+
+
+@dataclass
+class LayerSparsity(Record):
+    name: str
+    type: str
+    shape: list[int]
+    numel: int
+    nonzero: int
+    sparsity: float
+    macs_dense: int | None
+    macs_effective: int | None
+
+
+@dataclass
+class SparsitySummary(Record):
+    """Sparsity on effective weights (DESIGN.md "Sparsity accounting")."""
+
+    sparsity: float
+    prunable_params: int
+    prunable_nonzero: int
+    all_params: int
+    all_nonzero: int
+    all_sparsity: float
+    compression_ratio: float | None
+    macs_dense: int | None
+    macs_effective: int | None
+    layers: list[LayerSparsity]
+    extra: dict[str, Any] = extra_field()
+
+
+@dataclass
+class Cost(Record):
+    seconds: float
+    n_forward: int
+    n_backward: int
+
+
+@dataclass
+class DataInfo(Record):
+    source: str
+    split: str
+    fingerprint: str
+    input_shape: list[int]
+
+
+@dataclass
+class CheckpointRecord(Record):
+    """The weights' file as loaded (robustprune.models.CheckpointInfo)."""
+
+    path: str
+    sha256: str
+    format: str
+    trusted: bool
+    folded_pruning: bool
+    manifest: dict[str, Any] | None
+    size_bytes: int = 0
+    masked: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = extra_field()
+
+
+@dataclass
+class Provenance(Record):
+    """Where a number came from: versions, seed, threads, command, checkpoint, the battery as resolved."""
+
+    robustprune: str
+    versions: dict[str, str | None]
+    python: str
+    platform: str
+    seed: int
+    threads: int
+    device: str
+    command: list[str] | None
+    created: str
+    checkpoint: CheckpointRecord | None = None
+    batch_size: int | None = optional_field()
+    battery: BatterySpec | None = optional_field()
+    battery_additions: list[dict[str, Any]] | None = optional_field()
+    extra: dict[str, Any] = extra_field()
+
+
+@dataclass
+class MultiHeadReport(Record):
+    """Per-head accuracy of a multi-head randomized defense (DIO), each head attacked alone in fixed mode."""
+
+    randomized: bool
+    n_heads: int
+    original_mode: str | None
+    scored_mode: str
+    adaptive_attack: dict[str, Any]
+    per_head_battery: str
+    per_head_clean_acc: list[float]
+    per_head_robust_acc: list[float]
+    worst_head_robust_acc: float
+    mean_head_robust_acc: float
+    std_head_robust_acc: float
+    worst_head_clean_acc: float
+    mean_head_clean_acc: float
+    n_forward: int
+    n_backward: int
+    seconds: float = 0.0
+    extra: dict[str, Any] = extra_field()
+
+
+@dataclass
+class ScoreResult(Record):
+    """One model scored on one dataset under one battery (results.json), plus the probabilities calibration was
+    computed from (kept beside the document in probabilities.npz, never inside it). Write one with
+    `robustprune.save_result(result, out_dir)`."""
+
+    schema_version: str
+    kind: str
+    dataset: str
+    architecture: str
+    threat_model: str
+    norm: str
+    eps: float
+    n_examples: int
+    num_classes: int
+    clean_acc: float
+    clean_acc_ci: list[float]
+    robust_acc: float
+    robust_acc_ci: list[float]
+    autoattack_acc: float | None
+    ci_method: str
+    ci_confidence: float
+    battery: str
+    attacks: list[AttackEntry]
+    randomized: bool
+    n_eval_passes: int
+    calibration: Calibration
+    sparsity: SparsitySummary | None
+    warnings: list[Finding]
+    cost: Cost
+    data: DataInfo
+    provenance: Provenance
+    per_sample: PerSampleTable | None = None  # absent only in a document `check` reads to say it is not comparable
+    alerts: list[Finding] = field(default_factory=list)
+    multi_head: MultiHeadReport | None = optional_field()
+    extra: dict[str, Any] = extra_field()
+    clean_probs: np.ndarray | None = runtime_field()
+    adversarial_probs: np.ndarray | None = runtime_field()
+
+    @classmethod
+    def coerce(cls, result: ScoreResult | dict[str, Any]) -> ScoreResult:
+        """A ScoreResult as given, or one read from its JSON document (as results.json holds it)."""
+        return result if isinstance(result, ScoreResult) else cls.from_json(result)
+
+    @property
+    def document(self) -> dict[str, Any]:
+        """The JSON document (what results.json holds)."""
+        return self.to_json()
+
+    def attack_labels(self) -> list[str]:
+        """Attack labels in battery order (the per-sample table's JSON keys are not ordered)."""
+        return [a.label for a in self.attacks]
+
+    def correct_vectors(self) -> dict[str, np.ndarray]:
+        """Metric name -> per-example "still correct" vector (clean, after each attack, worst case)."""
+        if self.per_sample is None:
+            raise ValueError("the result has no per-sample table")
+        return self.per_sample.correct_vectors(self.attack_labels())
+
+    def broken(self) -> np.ndarray:
+        if self.per_sample is None:
+            raise ValueError("the result has no per-sample table")
+        return self.per_sample.broken.copy()

@@ -1,0 +1,145 @@
+"""One cell of a sweep, computed where an executor runs it: train (or reuse the stopped cell's checkpoint), score,
+write the score directory and, last, cell.json. Safe in any worker process; a cell is locked while it computes."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from robustprune.atomic import write_json
+from robustprune.errors import UsageError
+from robustprune.paths import (
+    CELL_FILE,
+    CELL_LOCK,
+    RESULTS_FILE,
+    cell_checkpoint,
+    cell_dir,
+    cell_result_relpath,
+    cell_score_dir,
+    manifest_path,
+)
+from robustprune.results.cells import CellRecord
+from robustprune.results.io import load_document, save_result
+from robustprune.results.store import read_cell_record
+from robustprune.sweep.locking import hold
+from robustprune.sweep.plan import Cell
+
+log = logging.getLogger("robustprune.sweep")
+
+
+def load_complete_cell(root: str | Path, key: str) -> CellRecord | None:
+    """The record of a finished cell, or None when the cell must be (re)computed (missing, damaged, another key's)."""
+    path = cell_dir(root, key) / CELL_FILE
+    if not path.exists():
+        return None
+    try:
+        record = read_cell_record(path)
+        if record.key != key:
+            raise UsageError("its record names another cell")
+        load_document(cell_score_dir(root, key) / RESULTS_FILE)
+        return record
+    except UsageError as exc:
+        log.warning("cell %s: stored result is damaged (%s); recomputing it", key, exc)
+        return None
+
+
+def run_cell(cell: Cell, root: str) -> CellRecord:
+    """Train (or reuse) and score one cell; safe to call in any worker process."""
+    import torch
+
+    torch.set_num_threads(int(cell.config.threads or 1))
+    done = load_complete_cell(root, cell.key)
+    if done is not None:
+        return done
+    directory = cell_dir(root, cell.key)
+    directory.mkdir(parents=True, exist_ok=True)
+    # Two workers handed the same cell (a cluster, or two sweeps sharing a directory) compute it once: the second
+    # waits here and then finds it complete.
+    with hold(directory / CELL_LOCK, what="cell", announce=None):
+        done = load_complete_cell(root, cell.key)
+        if done is not None:
+            return done
+        return _compute_cell(cell, Path(root))
+
+
+def _compute_cell(cell: Cell, root: Path) -> CellRecord:
+    from robustprune.data import load_dataset
+    from robustprune.defenses.base import DEFENSES, load_recipe
+    from robustprune.defenses.pipeline import train_model
+    from robustprune.models import load_checkpoint, save_checkpoint
+    from robustprune.scoring import score
+
+    directory = cell_dir(root, cell.key)
+    for stale in directory.glob("**/.*.tmp"):  # temporaries of a killed run: never trusted, never reused
+        stale.unlink()
+    config = cell.config
+    overrides = [f"train.epochs={config.epochs}"] if config.epochs is not None else []
+    recipe = load_recipe(cell.recipe, overrides)
+    data = load_dataset(str(config.dataset), "test").subset(config.n)
+
+    # The architecture comes from the recipe (as the sweep resolved it), never from a file in the cell: a data file
+    # must not be able to make robustprune import code.
+    def build() -> Any:
+        return DEFENSES.get(recipe.defense)(recipe).build_model(data.num_classes, data.input_shape)
+
+    ckpt = cell_checkpoint(root, cell.key)
+    loaded = _load_partial_cell(cell, ckpt, build) if ckpt.exists() else None
+    if loaded is None:
+        parent = str(cell_checkpoint(root, cell.parent_key)) if cell.parent_key else None
+        started = time.perf_counter()
+        artifact, manifest = train_model(
+            recipe, dataset=str(config.dataset), sparsity=cell.sparsity, parent=parent, seed=cell.seed
+        )
+        manifest = manifest | {"train_seconds": time.perf_counter() - started, "cell_key": cell.key}
+        save_checkpoint(artifact.model, ckpt, manifest=manifest)
+        loaded = load_checkpoint(build(), ckpt)
+    model, info = loaded
+    manifest = info.manifest or {}
+    result = score(
+        model,
+        data,
+        config.battery_spec(),
+        batch_size=int(config.batch_size or 256),
+        seed=cell.seed,
+        architecture=recipe.architecture,
+        checkpoint=info.to_dict(),
+        head_battery=config.head_battery_spec(),
+    )
+    save_result(result, cell_score_dir(root, cell.key), html=False)
+    record = CellRecord.summarize(
+        key=cell.key,
+        recipe=cell.recipe,
+        sparsity=cell.sparsity,
+        seed=cell.seed,
+        parent_key=cell.parent_key,
+        config=config,
+        result=result,
+        architecture=manifest.get("architecture"),
+        train_seconds=manifest.get("train_seconds"),
+        result_path=cell_result_relpath(cell.key),
+    )
+    write_json(directory / CELL_FILE, record.to_json())
+    return record
+
+
+def _load_partial_cell(cell: Cell, ckpt: Path, build: Callable[[], Any]) -> tuple[Any, Any] | None:
+    """The checkpoint of a cell that stopped while scoring, if it is intact and this cell's; else None (and the
+    partial files are removed, so the cell is retrained instead of being a dead end).
+
+    load_checkpoint checks the manifest against the SHA-256 the safetensors metadata holds before any field of it
+    is used; a cell's checkpoint must carry a manifest naming this cell."""
+    from robustprune.models import load_checkpoint
+
+    try:
+        model, info = load_checkpoint(build(), ckpt)
+        if not info.manifest or info.manifest.get("cell_key") != cell.key:
+            raise UsageError("its manifest is missing or names another cell")
+        return model, info
+    except UsageError as exc:
+        log.warning("cell %s: the partial checkpoint is unusable (%s); training the cell again", cell.key, exc)
+        ckpt.unlink(missing_ok=True)
+        manifest_path(ckpt).unlink(missing_ok=True)
+        return None

@@ -1,0 +1,148 @@
+"""The grid of a sweep as cells: recipe x target sparsity x seed, parents first, each named by a key that hashes
+its resolved configuration.
+
+Keys survive evolution: the hashed payload carries KEY_VERSION, leaves out fields at their defaults (recipe and
+pruning tables, attack settings as given) and empty optional ones, and leaves out documentation (descriptions,
+paper settings, source paths). Adding an optional field to a spec therefore keeps every existing key, and a change
+that does alter what a cell computes alters its key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from robustprune.config import BatterySpec, SweepSpec, canonical_key
+from robustprune.errors import UsageError
+from robustprune.results.cells import CellConfig
+from robustprune.version import __version__
+
+KEY_VERSION = 2  # 1: the full asdict of every spec, defaults included (robustprune 0.1.0 before issue 9)
+_DOCUMENTATION = ("description", "paper_settings", "source")
+
+
+@dataclass(frozen=True)
+class Cell:
+    recipe: str
+    sparsity: float
+    seed: int
+    key: str
+    parent_key: str | None
+    config: CellConfig = field(repr=False)
+
+    @property
+    def label(self) -> str:
+        return f"{self.recipe} s={self.sparsity:g} seed={self.seed}"
+
+
+def without_defaults(spec: Any) -> dict[str, Any]:
+    """A spec dataclass as a dict of the fields that differ from their defaults (nested specs alike)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(spec):
+        value = getattr(spec, f.name)
+        default = (
+            f.default
+            if f.default is not dataclasses.MISSING
+            else f.default_factory()
+            if f.default_factory is not dataclasses.MISSING
+            else dataclasses.MISSING
+        )
+        if default is not dataclasses.MISSING and value == default:
+            continue
+        if dataclasses.is_dataclass(value):  # present where the default is absent (a [pruning] table): keep it
+            out[f.name] = without_defaults(value)
+        else:
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def _battery_payload(battery: BatterySpec | None) -> dict[str, Any] | None:
+    if battery is None:
+        return None
+    return {
+        "name": battery.name,
+        "threat": {"norm": battery.threat.norm, "eps": battery.threat.eps},
+        "attacks": [
+            {"name": a.name, "label": a.label, "norms": sorted(a.norms), "params": dict(a.params)}
+            for a in battery.attacks
+        ],
+    }
+
+
+def cell_key(recipe: Any, config: CellConfig) -> str:
+    """The key of a cell: a hash of what it computes (see the module docstring)."""
+    payload = {k: v for k, v in config.to_json().items() if v is not None and k not in ("recipe", "battery")}
+    payload |= {
+        "key_version": KEY_VERSION,
+        "recipe": {k: v for k, v in without_defaults(recipe).items() if k not in _DOCUMENTATION},
+        "battery": _battery_payload(config.battery_spec()),
+        "head_battery": _battery_payload(config.head_battery_spec()),
+    }
+    return canonical_key({k: v for k, v in payload.items() if v is not None})
+
+
+def _recipe_prunes(recipe: Any) -> bool:
+    """Plain training with no pruning plan is the dense reference; every other recipe prunes to the target
+    (defenses without a [pruning] table default to global magnitude pruning, see pruning_driver.resolve_pruning)."""
+    return recipe.pruning is not None or recipe.defense != "standard"
+
+
+def _stored(spec: BatterySpec) -> dict[str, Any]:
+    return {k: v for k, v in spec.to_dict().items() if k != "source"}
+
+
+def plan_cells(spec: SweepSpec) -> list[Cell]:
+    """Every cell of the grid, parents first; validates recipes, battery and data before anything runs."""
+    from robustprune.attacks import check_battery, load_battery
+    from robustprune.data import load_dataset
+    from robustprune.defenses.base import load_recipe
+
+    battery = load_battery(spec.battery, norm=spec.norm, eps=spec.eps)
+    head = (
+        load_battery(spec.head_battery, norm=battery.threat.norm, eps=battery.threat.eps) if spec.head_battery else None
+    )
+    data = load_dataset(spec.dataset, "test").subset(spec.n)
+    for checked in (battery, head):
+        if checked is not None:
+            check_battery(checked, data.num_classes)
+    overrides = [f"train.epochs={spec.epochs}"] if spec.epochs is not None else []
+    recipes = {name: load_recipe(name, overrides) for name in dict.fromkeys((*spec.recipes, spec.parent_recipe))}
+
+    def make(name: str, sparsity: float, seed: int, parent: Cell | None) -> Cell:
+        recipe = recipes[name]
+        config = CellConfig(
+            dataset=spec.dataset,
+            data_fingerprint=data.fingerprint(),
+            n=len(data),
+            battery=_stored(battery),
+            head_battery=_stored(head) if head is not None else None,
+            batch_size=spec.batch_size,
+            threads=spec.threads,
+            robustprune=__version__,
+            recipe={k: v for k, v in recipe.to_dict().items() if k != "source"},
+            recipe_name=name,
+            sparsity=sparsity,
+            seed=seed,
+            epochs=spec.epochs,
+            parent=parent.key if parent else None,
+        )
+        key = cell_key(recipe, config)
+        return Cell(name, sparsity, seed, key, parent.key if parent else None, config)
+
+    parents: dict[int, Cell] = {}
+    cells: list[Cell] = []
+    for name in spec.recipes:
+        for seed in spec.seeds:
+            for sparsity in spec.sparsities:
+                if sparsity > 0 and not _recipe_prunes(recipes[name]):
+                    continue  # a recipe with no pruning plan only has a dense cell
+                parent = None
+                if recipes[name].needs_parent:
+                    if seed not in parents:
+                        parents[seed] = make(spec.parent_recipe, 0.0, seed, None)
+                    parent = parents[seed]
+                cells.append(make(name, sparsity, seed, parent))
+    if not cells:
+        raise UsageError("the sweep has no cells: a recipe without pruning only runs at sparsity 0")
+    return list({c.key: c for c in [*parents.values(), *cells]}.values())
