@@ -19,9 +19,9 @@ from robustprune.atomic import write_json
 from robustprune.attacks import load_battery
 from robustprune.config import canonical_key
 from robustprune.data import Dataset, load_dataset
+from robustprune.results import CellConfig, CellRecord, save_result
 from robustprune.scoring import score
 from robustprune.sparsity import apply_masks
-from robustprune.results import CellConfig, CellRecord, save_result
 from robustprune.sweep import SweepSpec, sweep_document
 
 N = 40

@@ -10,6 +10,7 @@ statistics): a change is a verification error, never a silently different model.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +107,12 @@ class ModelState:
         self.modes = [(name or "<model>", m.training) for name, m in model.named_modules()]
         self.buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
 
+    def require_unchanged(self, model: nn.Module, error: Callable[[str], Exception]) -> None:
+        """Raise `error(what changed)` when the model is not as the snapshot found it."""
+        changed = self.changes(model)
+        if changed:
+            raise error("; ".join(changed[:3]))
+
     def changes(self, model: nn.Module) -> list[str]:
         now = {name or "<model>": m.training for name, m in model.named_modules()}
         out = [f"module {name!r} switched to train mode" for name, flag in self.modes if now.get(name) != flag]
@@ -168,12 +175,13 @@ def run_battery(
     with eval_mode(model, freeze_parameters=True):
         state = ModelState(model)
         clean = predict(model, x, y, batch_size=batch_size, n_passes=n_passes)
-        changed = state.changes(model)
-        if changed:
-            raise UsageError(
-                f"the model changes its own state in an eval-mode forward pass ({'; '.join(changed[:3])}), so every "
-                "verdict would depend on what ran before; make its eval-mode forward pass stateless"
-            )
+        state.require_unchanged(
+            model,
+            lambda what: UsageError(
+                f"the model changes its own state in an eval-mode forward pass ({what}), so every verdict would "
+                "depend on what ran before; make its eval-mode forward pass stateless"
+            ),
+        )
         broken = ~clean.correct
         worst_probs = clean.probs.copy()
         columns: dict[str, AttackColumns] = {}
@@ -199,12 +207,13 @@ def run_battery(
             record.description = attack.describe()  # settings an attack adapted to the model (notes) included
             norms = verify_adversarial(record.label, x_adv, x_sub, battery.threat, index)
             adv = predict(model, x_adv, y_sub, batch_size=batch_size, n_passes=n_passes)
-            changed = state.changes(model)
-            if changed:
-                raise VerificationError(
-                    f"attack {record.label!r} left the model changed ({'; '.join(changed[:3])}): its verdicts and "
-                    "every later attack's would be taken on another model; nothing is counted"
-                )
+            state.require_unchanged(
+                model,
+                lambda what, label=record.label: VerificationError(
+                    f"attack {label!r} left the model changed ({what}): its verdicts and every later attack's would "
+                    "be taken on another model; nothing is counted"
+                ),
+            )
             idx = index.numpy()
             newly_broken = ~adv.correct
             cols.attempted[idx] = True

@@ -8,7 +8,6 @@ last, atomically (robustprune.models.save_checkpoint). `train_model` is the Pyth
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,17 +20,17 @@ from robustprune.data import Dataset, load_dataset
 from robustprune.defenses.base import DEFENSES, Artifact, Defense, Recipe, load_recipe
 from robustprune.defenses.pruning_driver import SPARSITY_TOLERANCE, validate_pruning
 from robustprune.errors import UsageError
+from robustprune.jsonio import to_jsonable
 from robustprune.models.checkpoint import CheckpointInfo
 from robustprune.models.state import fold_pruned_state_dict
+from robustprune.paths import CHECKPOINT_FILE
 from robustprune.sparsity import check_sparsity, sparsity_report
 from robustprune.validation import check_int, check_seed
 
 MANIFEST_KIND = "robustprune.train"
 MANIFEST_VERSION = 1
-CHECKPOINT_NAME = "model.safetensors"
 
 __all__ = [
-    "CHECKPOINT_NAME",
     "TrainInputs",
     "TrainPlan",
     "execute",
@@ -230,19 +229,6 @@ def prepare(
     )
 
 
-def _jsonable(value: Any) -> Any:
-    """Plain JSON values; NaN/inf become None (JSON has no NaN) and tensors become lists."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return _jsonable(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def execute(plan: TrainPlan, *, progress: bool = False, command: list[str] | None = None) -> tuple[Artifact, dict]:
     """Train the plan; returns the Artifact and the manifest that goes beside its checkpoint."""
     from robustprune.provenance import collect
@@ -303,7 +289,7 @@ def execute(plan: TrainPlan, *, progress: bool = False, command: list[str] | Non
     extra.pop("achieved_sparsity", None)
     if extra:
         manifest["extra"] = extra  # whatever else a defense reports (e.g. DIO's heads)
-    return artifact, _jsonable(manifest)
+    return artifact, to_jsonable(manifest)
 
 
 def train_model(
@@ -363,4 +349,4 @@ def save_trained(artifact: Artifact, manifest: dict, out_dir: str | Path) -> Che
     """Write `out_dir/model.safetensors` (masks included) and its manifest, each atomically."""
     from robustprune.models import save_checkpoint
 
-    return save_checkpoint(artifact.model, Path(out_dir) / CHECKPOINT_NAME, manifest)
+    return save_checkpoint(artifact.model, Path(out_dir) / CHECKPOINT_FILE, manifest)

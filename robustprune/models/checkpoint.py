@@ -20,9 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
-import re
-import warnings
 import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -37,20 +34,16 @@ from robustprune.atomic import write_text, write_with
 from robustprune.errors import UsageError
 from robustprune.jsonio import dumps_json
 from robustprune.models.modes import remember_train_mode, set_eval
+from robustprune.models.pickled import corrupt, extract_state_dict, load_pickle, warn_trusted
 from robustprune.models.state import fold_pruning_pairs
+from robustprune.paths import manifest_path
 from robustprune.validation import check_input_file, escape
 from robustprune.version import __version__
 
 FORMATS = ("safetensors", "state_dict", "pickled_module", "torchscript", "pt2")
 MASK_PREFIX = "__mask__."
-MANIFEST_SUFFIX = ".manifest.json"
 MAX_CHECKPOINT_BYTES = 16 * 2**30  # refuse absurd files before reading them into memory
-_NESTED_KEYS = ("state_dict", "model_state_dict", "model")
 _SHOW = 3  # how many offending keys an error names
-
-
-class TrustedCheckpointWarning(UserWarning):
-    """A checkpoint was loaded in a way that can run code from the file (only with trust=True)."""
 
 
 @dataclass(frozen=True)
@@ -76,12 +69,6 @@ def sha256_file(path: str | os.PathLike) -> str:
         while chunk := fh.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def manifest_path(path: str | os.PathLike) -> Path:
-    """`model.safetensors` -> `model.manifest.json` (same directory)."""
-    path = Path(path)
-    return path.with_name(path.stem + MANIFEST_SUFFIX)
 
 
 # ---------------------------------------------------------------- saving
@@ -169,11 +156,11 @@ def load_checkpoint(
                 f"checkpoint {shown} is {label}, which runs code from the file when loaded; load its weights from a "
                 "state_dict or safetensors instead, or pass --trust-checkpoint if you trust its source"
             )
-        _warn_trusted(shown, label)
+        warn_trusted(shown, label)
         try:
             loaded = torch.jit.load(str(path), map_location="cpu") if kind == "torchscript" else _load_pt2(path)
         except Exception as err:  # noqa: BLE001  whatever the file makes the loader raise, the file is at fault
-            raise _corrupt(shown, err) from None
+            raise corrupt(shown, err) from None
         _check_finite(loaded.state_dict(), shown)
         return info(_eval(loaded), kind, True)
 
@@ -188,8 +175,8 @@ def load_checkpoint(
         folded = bool(masks)
         masks.update(_resolve_mask_names(stored, sd))
     else:
-        obj, trusted = _load_pickle(path, shown, trust)
-        found = obj if isinstance(obj, nn.Module) else _extract_state_dict(obj, shown)
+        obj, trusted = load_pickle(path, shown, trust)
+        found = obj if isinstance(obj, nn.Module) else extract_state_dict(obj, shown)
         if isinstance(found, nn.Module):  # a whole module, or {"model": <module>} from a training script
             _check_finite(found.state_dict(), shown)
             return info(_eval(found), "pickled_module", trusted)
@@ -227,7 +214,7 @@ def _detect(path: Path, size: int) -> str:
             with zipfile.ZipFile(path) as zf:
                 names = zf.namelist()
         except (zipfile.BadZipFile, OSError, ValueError) as err:
-            raise _corrupt(shown, err) from None
+            raise corrupt(shown, err) from None
         if any(n == "archive_format" or n.endswith("/archive_format") for n in names):
             return "pt2"
         if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
@@ -239,7 +226,7 @@ def _detect(path: Path, size: int) -> str:
             )
         if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
             return "torch_zip"
-        raise _corrupt(shown, "a zip archive without data.pkl, not written by torch.save")
+        raise corrupt(shown, "a zip archive without data.pkl, not written by torch.save")
     if len(head) >= 9 and head[8:9] == b"{":
         header_len = int.from_bytes(head[:8], "little")
         if header_len + 8 > size:
@@ -250,7 +237,7 @@ def _detect(path: Path, size: int) -> str:
         return "safetensors"
     if head[:1] == b"\x80":
         return "legacy_pickle"
-    raise _corrupt(shown, "not safetensors, a torch.save archive or a pickle")
+    raise corrupt(shown, "not safetensors, a torch.save archive or a pickle")
 
 
 def _read_safetensors(path: Path, shown: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -262,7 +249,7 @@ def _read_safetensors(path: Path, shown: str) -> tuple[dict[str, torch.Tensor], 
             names = fh.keys()
             tensors = {k: fh.get_tensor(k) for k in names}
     except Exception as err:  # noqa: BLE001  SafetensorError and friends: the file, not our code
-        raise _corrupt(shown, err) from None
+        raise corrupt(shown, err) from None
     return tensors, meta
 
 
@@ -284,71 +271,6 @@ def _read_manifest(path: Path, meta: Mapping[str, str], shown: str) -> dict | No
     if not isinstance(manifest, dict):
         raise UsageError(f"manifest {side} must hold a JSON object, got {type(manifest).__name__}; fix or delete it")
     return manifest
-
-
-def _load_pickle(path: Path, shown: str, trust: bool) -> tuple[Any, bool]:
-    """torch.load with weights_only=True; a file that needs more is refused, or fully unpickled under trust."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True), False
-    except pickle.UnpicklingError as err:
-        detail = str(err).split("WeightsUnpickler error:")[-1].strip()
-        if not re.search(r"global", detail, re.IGNORECASE):
-            raise _corrupt(shown, detail.splitlines()[0] if detail else err) from None
-    except Exception as err:  # noqa: BLE001  EOFError, RuntimeError from the zip reader, ...: damaged file
-        raise _corrupt(shown, err) from None
-    if not trust:
-        found = _unsafe_globals(path)
-        raise UsageError(
-            f"checkpoint {shown} holds pickled Python objects{found}, which can run code when loaded; re-save it "
-            "as a state_dict or safetensors, or pass --trust-checkpoint if you trust its source"
-        )
-    _warn_trusted(shown, "a pickle of Python objects")
-    try:
-        # The full unpickler, reached only under an explicit trust flag; the flag travels in a dict so a grep
-        # for the unsafe keyword spelling finds no call that could be reached by accident.
-        unpickle = {"weights_only": not trust}
-        return torch.load(path, map_location="cpu", **unpickle), True
-    except Exception as err:  # noqa: BLE001  missing classes, errors raised by the file's own code, ...
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UsageError(
-            f"cannot unpickle checkpoint {shown} even with --trust-checkpoint ({type(err).__name__}: {first}); "
-            "the classes it names must be importable"
-        ) from None
-
-
-def _unsafe_globals(path: Path) -> str:
-    """Names the pickle would import, for the refusal message (scanned, never executed); zip archives only."""
-    try:
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception:  # noqa: BLE001  only decorates the message
-        return ""
-    if not names:
-        return ""
-    more = f" and {len(names) - _SHOW} more" if len(names) > _SHOW else ""
-    return f" ({', '.join(names[:_SHOW])}{more})"
-
-
-def _extract_state_dict(obj: Any, shown: str) -> dict[str, torch.Tensor] | nn.Module:
-    if not isinstance(obj, Mapping):
-        raise UsageError(
-            f"checkpoint {shown} holds a {type(obj).__name__}, not a state_dict; save model.state_dict() or safetensors"
-        )
-    for key in _NESTED_KEYS:
-        inner = obj.get(key)
-        if isinstance(inner, nn.Module):
-            return inner
-        if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
-            obj = inner
-            break
-    if not obj:
-        raise UsageError(f"checkpoint {shown} holds an empty state_dict; re-save it from the trained model")
-    for key, value in obj.items():
-        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
-            raise UsageError(
-                f"checkpoint {shown} is not a state_dict (entry {key!r} holds a {type(value).__name__}); save "
-                "model.state_dict() or safetensors"
-            )
-    return dict(obj)
 
 
 def _resolve_mask_names(stored: Mapping[str, torch.Tensor], sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -451,19 +373,6 @@ def _load_pt2(path: Path) -> nn.Module:
 def _eval(model: nn.Module) -> nn.Module:
     remember_train_mode(model)  # a module pickled in train mode is still reported by scoring (S3)
     return set_eval(model)
-
-
-def _warn_trusted(shown: str, label: str) -> None:
-    warnings.warn(
-        f"loading checkpoint {shown} ({label}) with --trust-checkpoint: this can run code from the file",
-        TrustedCheckpointWarning,
-        stacklevel=3,
-    )
-
-
-def _corrupt(shown: str, why: object) -> UsageError:
-    text = str(why).strip().splitlines()[0] if str(why).strip() else type(why).__name__
-    return UsageError(f"checkpoint {shown} is truncated or corrupt ({text}); re-save or re-copy it")
 
 
 def _shape(t: torch.Tensor) -> str:

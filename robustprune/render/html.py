@@ -10,6 +10,7 @@ from typing import Any
 
 import jinja2
 
+from robustprune.render import provenance as p
 from robustprune.render import tables as t
 from robustprune.render.figures import document_figures
 from robustprune.render.format import fmt_frac_pct
@@ -53,11 +54,11 @@ def render_html(result: ScoreResult | dict[str, Any]) -> str:
         "sparsity": t.sparsity_rows(result),
         "layers": t.layer_table(result),
         "warnings": t.warnings_table(result),
-        "environment": t.provenance_rows(result),
-        "data": t.data_rows(result),
-        "checkpoint": t.checkpoint_rows(result),
-        "battery": t.battery_rows(result),
-        "battery_attacks": t.battery_table(result),
+        "environment": p.provenance_rows(result),
+        "data": p.data_rows(result),
+        "checkpoint": p.checkpoint_rows(result),
+        "battery": p.battery_rows(result),
+        "battery_attacks": p.battery_table(result),
         "figures": figures,
     }
     return jinja_environment().get_template(TEMPLATE).render(context)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from robustprune.render import provenance as p
 from robustprune.render import tables as t
 from robustprune.render.format import Table, kv_table
 from robustprune.scoring.result import ScoreResult
@@ -81,13 +82,13 @@ def render_markdown(result: ScoreResult | dict[str, Any]) -> str:
         md_table(warnings) if warnings.rows else "None.",
         "## Provenance",
         "### Environment",
-        _kv(t.provenance_rows(result)),
+        _kv(p.provenance_rows(result)),
         "### Data",
-        _kv(t.data_rows(result)),
+        _kv(p.data_rows(result)),
         "### Checkpoint",
-        _kv(t.checkpoint_rows(result)),
+        _kv(p.checkpoint_rows(result)),
         "### Battery (as resolved)",
-        _kv(t.battery_rows(result)),
-        md_table(t.battery_table(result)),
+        _kv(p.battery_rows(result)),
+        md_table(p.battery_table(result)),
     ]
     return "\n\n".join(sections) + "\n"

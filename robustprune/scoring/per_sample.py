@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from robustprune.attacks.battery import AttackColumns
+from robustprune.jsonio import to_jsonable
 
 CLEAN = "clean acc"
 WORST = "robust acc (worst case)"
@@ -24,10 +25,6 @@ WORST = "robust acc (worst case)"
 def attack_metric(label: str) -> str:
     """The name of the accuracy after attack `label` (and every attack before it)."""
     return f"robust acc after {label}"
-
-
-def _floats(values: np.ndarray) -> list[float | None]:
-    return [None if np.isnan(v) else float(v) for v in values]
 
 
 def _array(values: Sequence[Any], dtype: Any, missing: Any) -> np.ndarray:
@@ -84,8 +81,8 @@ class PerSampleTable:
                     "attempted": cols.attempted.tolist(),
                     "broken": cols.broken.tolist(),
                     "adv_pred": [int(p) if a else None for p, a in zip(cols.adv_pred, cols.attempted)],
-                    "adv_conf": _floats(cols.adv_conf),
-                    "norm": _floats(cols.norm),
+                    "adv_conf": to_jsonable(cols.adv_conf.astype(float)),
+                    "norm": to_jsonable(cols.norm.astype(float)),
                 }
                 for label, cols in self.attacks.items()
             },

@@ -13,11 +13,11 @@ from robustprune.defenses.dio import margin_loss, orthogonality_penalty
 from robustprune.errors import UsageError
 from robustprune.models import build_model, load_checkpoint, save_checkpoint
 from robustprune.models.dio import DIOModel
-from robustprune.scoring.multihead import multihead_report
 from robustprune.render.html import render_html
 from robustprune.render.markdown import render_markdown
 from robustprune.render.text import summary_table
 from robustprune.scoring import score
+from robustprune.scoring.multihead import multihead_report
 from robustprune.sparsity import apply_masks, current_masks, global_magnitude, prunable_modules, sparsity_report
 
 HEADS = 4  # fewer heads than the published 10 keep the per-head scoring in these tests fast
@@ -112,7 +112,9 @@ def test_training_drives_the_heads_orthogonal(trained):
 def test_scoring_random_dio_is_randomized_adaptive_and_per_head(trained, digits_test, monkeypatch):
     model = fresh(trained[0])
     model.set_mode("fixed", 1)  # scored in random mode anyway, and restored afterwards
-    monkeypatch.setattr("robustprune.scoring.scorer.check_determinism", lambda *a, **k: None)  # S2 "misses" the randomness
+    monkeypatch.setattr(
+        "robustprune.scoring.scorer.check_determinism", lambda *a, **k: None
+    )  # S2 "misses" the randomness
     doc = score(model, digits_test, "quick", eps=0.1, n=48, batch_size=48).document
     assert model.mode == "fixed" and model.head == 1
     assert doc["randomized"] is True and doc["n_eval_passes"] == 10

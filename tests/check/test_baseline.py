@@ -12,7 +12,7 @@ import pytest
 from robustprune.cli import main
 from robustprune.sweep import SweepSpec, read_sweep_toml, run_sweep
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BASELINE = REPO / "reports" / "baseline"
 
 

@@ -11,7 +11,7 @@ from robustprune.attacks.battery import build_attacks
 from robustprune.config import ThreatModel, canonical_key, read_battery
 from robustprune.errors import UsageError
 
-BATTERIES = sorted(p.stem for p in (Path(__file__).parents[1] / "attacks").glob("*.toml"))
+BATTERIES = sorted(p.stem for p in (Path(__file__).parents[2] / "attacks").glob("*.toml"))
 
 
 @pytest.mark.parametrize("name", BATTERIES)

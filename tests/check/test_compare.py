@@ -15,10 +15,10 @@ import pytest
 from sweep_factory import make_sweep
 
 from robustprune.atomic import write_json
-from robustprune.errors import UsageError
-from robustprune.metrics.paired import one_sided_drop_pvalue
 from robustprune.check.compare import check_main, compare
 from robustprune.check.report import FAIL, NOT_COMPARABLE, PASS
+from robustprune.errors import UsageError
+from robustprune.metrics.paired import one_sided_drop_pvalue
 from robustprune.scoring import ScoreResult
 from robustprune.scoring.per_sample import CLEAN, WORST, attack_metric
 

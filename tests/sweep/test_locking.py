@@ -13,8 +13,8 @@ import pytest
 
 from robustprune.cli import main
 from robustprune.paths import SWEEP_LOCK
-from robustprune.sweep.locking import hold
 from robustprune.sweep import SweepSpec, plan_cells, run_sweep
+from robustprune.sweep.locking import hold
 
 GRID = {"recipes": ("dense", "magnitude"), "sparsities": (0.0, 0.5), "seeds": (0,), "battery": "quick", "n": 20}
 CLI_GRID = ["--recipes", "dense,magnitude", "--sparsities", "0,0.5", "--seeds", "0", "--battery", "quick"]

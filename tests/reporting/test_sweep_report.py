@@ -33,6 +33,7 @@ from robustprune.scoring.per_sample import WORST
 def correct_vectors(doc: dict[str, Any]) -> dict[str, Any]:
     return ScoreResult.from_json(doc).correct_vectors()
 
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

@@ -17,8 +17,9 @@ from torch.nn.utils import prune
 
 from robustprune.errors import UsageError
 from robustprune.models import CheckpointInfo, build_model, load_checkpoint, save_checkpoint, sha256_file
-from robustprune.models.checkpoint import TrustedCheckpointWarning, manifest_path
+from robustprune.models.pickled import TrustedCheckpointWarning
 from robustprune.models.state import fold_pruning_pairs
+from robustprune.paths import manifest_path
 
 SHAPE = (1, 8, 8)
 

@@ -9,7 +9,7 @@ import pytest
 from robustprune.defenses.base import DEFENSES, PruningSpec, load_recipe
 from robustprune.errors import UsageError
 
-RECIPE_DIR = Path(__file__).resolve().parents[1] / "defenses"
+RECIPE_DIR = Path(__file__).resolve().parents[2] / "defenses"
 ALL = sorted(RECIPE_DIR.glob("*.toml"))
 OURS = {
     "dense": ("standard", None),

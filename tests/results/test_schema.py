@@ -55,7 +55,7 @@ def test_load_schema_returns_an_independent_copy() -> None:
 def test_schema_ships_with_the_package() -> None:
     path = schema_path()
     assert path.is_file() and path.parent == Path(schema_mod.__file__).parent
-    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
     assert "results/schema/*.json" in pyproject["tool"]["setuptools"]["package-data"]["robustprune"]
 
 
