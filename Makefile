@@ -22,7 +22,7 @@ demo-score: $(STAMP)
 	$(PY) -m robustprune demo --out reports/demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check robustprune tests bench
@@ -30,6 +30,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/battery_overhead.py
 	$(PY) bench/defense_epoch_cost.py
+	$(PY) bench/health_overhead.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

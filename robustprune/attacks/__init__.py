@@ -1,6 +1,18 @@
 """Attack adapters (one module each) and the battery engine."""
 
-from robustprune.attacks import adaptive, apgd, autoattack, fab, fgsm, pgd, square  # noqa: F401  (registration)
+from robustprune.attacks import (  # noqa: F401  (registration)
+    adaptive,
+    apgd,
+    autoattack,
+    bpda,
+    fab,
+    fgsm,
+    pgd,
+    probes,
+    rescaled,
+    square,
+    transfer,
+)
 from robustprune.attacks.base import ATTACKS, Attack
 from robustprune.attacks.battery import BatteryOutcome, Predictions, check_battery, load_battery, predict, run_battery
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from robustprune.attacks.base import Attack, check_positive, register_attack
 from robustprune.attacks.counting import CountingModel
+from robustprune.attacks.pgd_core import pgd
 
 LossFn = Callable[[torch.Tensor], torch.Tensor]  # x_adv -> per-example loss (N,)
 
@@ -57,59 +58,6 @@ def eot_loss(model: nn.Module, y: torch.Tensor, eot_iter: int) -> LossFn:
     return loss
 
 
-def _project(delta: torch.Tensor, x: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
-    """Onto the eps-ball, then into the [0,1] box (clamping only shrinks |delta|, so the ball still holds)."""
-    if norm == "Linf":
-        delta = delta.clamp(-eps, eps)
-    else:
-        norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
-        delta = delta * torch.clamp(eps / norms, max=1.0)
-    return (x + delta).clamp(0.0, 1.0) - x
-
-
-def pgd_on_loss(
-    loss_fn: LossFn,
-    x: torch.Tensor,
-    *,
-    norm: str,
-    eps: float,
-    alpha: float,
-    steps: int,
-    random_start: bool,
-    generator: torch.Generator,
-) -> torch.Tensor:
-    """Maximise loss_fn by PGD in the `norm` ball; keeps each example's highest-loss iterate."""
-    x = x.detach()
-    shape = (-1, *([1] * (x.dim() - 1)))
-    delta = torch.zeros_like(x)
-    if random_start:
-        noise = torch.rand(x.shape, generator=generator).to(x)
-        if norm == "Linf":
-            delta = (2 * noise - 1) * eps
-        else:  # random direction, radius uniform in [0, eps] (torchattacks' PGDL2 start)
-            direction = torch.randn(x.shape, generator=generator).to(x)
-            radius = torch.rand(len(x), generator=generator).to(x).view(shape)
-            delta = direction / direction.flatten(1).norm(dim=1).clamp_min(1e-12).view(shape) * radius * eps
-        delta = _project(delta, x, norm, eps)
-    best, best_loss = x + delta, torch.full((len(x),), -float("inf"), device=x.device)
-    for step in range(steps + 1):
-        x_adv = (x + delta).requires_grad_(step < steps)
-        with torch.set_grad_enabled(step < steps):
-            loss = loss_fn(x_adv)
-        better = loss.detach() > best_loss
-        best = torch.where(better.view(shape), x_adv.detach(), best)
-        best_loss = torch.where(better, loss.detach(), best_loss)
-        if step == steps:
-            break
-        (grad,) = torch.autograd.grad(loss.sum(), x_adv)
-        if norm == "Linf":
-            delta = delta + alpha * grad.sign()
-        else:
-            delta = delta + alpha * grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(shape)
-        delta = _project(delta.detach(), x, norm, eps)
-    return best.detach()
-
-
 @register_attack("all_heads_pgd")
 class AllHeadsPGD(Attack):
     """PGD on the mean CE over all heads (multi-head models), else EOT-PGD over `eot_iter` forward passes."""
@@ -135,8 +83,8 @@ class AllHeadsPGD(Attack):
         else:
             loss_fn = eot_loss(model, y, int(self.settings["eot_iter"]))
         generator = torch.Generator().manual_seed(seed)
-        return pgd_on_loss(
-            loss_fn,
+        x_adv, trace = pgd(
+            lambda z: (loss_fn(z), None),  # a randomized model: one pass proves nothing, keep the highest loss
             x,
             norm=self.threat.norm,
             eps=eps,
@@ -145,6 +93,8 @@ class AllHeadsPGD(Attack):
             random_start=bool(self.settings["random_start"]),
             generator=generator,
         )
+        self.record_trace(trace)
+        return x_adv
 
 
 @register_attack("adaptive_eot_pgd")

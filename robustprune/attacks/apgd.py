@@ -44,6 +44,10 @@ class APGDT(TorchattacksAttack):
     implementation = "torchattacks.APGDT (targeted DLR on the top n_target_classes classes, as AutoAttack)"
     min_classes = 4  # targeted DLR reads the fourth-largest logit
 
+    @classmethod
+    def is_targeted(cls, settings):
+        return True
+
     def validate(self) -> None:
         check_positive(self, "steps", "n_restarts", "n_target_classes")
 

@@ -39,6 +39,7 @@ class AttackContext:
 
     verdict_passes: int = 1
     gradients: bool = True
+    parent: Any = None  # the dense parent model (nn.Module) when known: transfer attacks craft on it
 
     @property
     def randomized(self) -> bool:
@@ -71,6 +72,8 @@ class Attack(ABC):
         self.num_classes = num_classes
         self.context = context or AttackContext()
         self.notes: list[str] = []  # what the attack changed about itself for this model, and why
+        self.traces: list[Any] = []  # PGDTrace per batch, from attacks that keep one (robustprune's own)
+        self.other_passes = [0, 0]  # forward / backward passes (in examples) spent on other models (a parent)
         where = f"attack {spec.label!r} ({self.name})"
         if threat.norm not in self.norms:
             raise UsageError(f"{where} does not support the {threat.norm} norm; it supports {', '.join(self.norms)}")
@@ -90,6 +93,16 @@ class Attack(ABC):
                 raise UsageError(f"{where}: unknown setting {escape(repr(key))}; allowed settings are {allowed}")
             settings[key] = coerce_setting(value, cls.defaults[key], f"{where} setting {key!r}", key)
         return settings
+
+    @classmethod
+    def is_targeted(cls, settings: dict[str, ParamValue]) -> bool:
+        """Whether the attack, with these settings, attacks chosen target classes (S17 compares it with the
+        untargeted attacks)."""
+        return False
+
+    def record_trace(self, trace: Any) -> None:
+        """Keep a batch's PGDTrace (best loss per step, adversarial iterates found) for the health checks."""
+        self.traces.append(trace)
 
     def validate(self) -> None:
         """Hook for setting checks beyond types (ranges, choices); it must not depend on num_classes."""

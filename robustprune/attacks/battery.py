@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from robustprune.attacks.base import ATTACKS, Attack, AttackContext
 from robustprune.attacks.counting import CountingModel
+from robustprune.attacks.pgd_core import PGDTrace, combine_traces
 from robustprune.attacks.verify import verify_adversarial
 from robustprune.config import BatterySpec, read_battery
 from robustprune.errors import UsageError, VerificationError
@@ -63,6 +64,8 @@ class AttackRecord:
     n_backward: int = 0
     flags: list[str] = field(default_factory=list)
     skipped: str | None = None  # why the attack did not run on this model
+    trace: PGDTrace | None = None  # robustprune's own attacks: per attempted example, in attempt order
+    role: str = "battery"  # battery | probe (a health check's) | escalation: what put the attack in this run
 
 
 @dataclass
@@ -72,6 +75,7 @@ class BatteryOutcome:
     records: list[AttackRecord]
     worst_probs: np.ndarray  # (N, K): probabilities on each example's worst-case input
     broken: np.ndarray  # broken by any attack, or misclassified clean
+    worst_x: torch.Tensor  # each example's adversarial input where an attack broke it, else the clean input
 
 
 @torch.no_grad()
@@ -164,34 +168,51 @@ def run_battery(
     n_passes: int = 1,
     progress: bool = False,
     gradients: bool = True,
+    parent: nn.Module | None = None,
+    continue_from: BatteryOutcome | None = None,
+    only: np.ndarray | None = None,
+    role: str = "battery",
 ) -> BatteryOutcome:
     """Run `battery` against `model` on (x, y); see the module docstring for the semantics.
 
     `n_passes` > 1 scores a randomized model (correct only if correct on every pass); `gradients=False` says no
-    gradient reaches the input (S6), so gradient attacks are skipped and recorded as such.
+    gradient reaches the input (S6), so gradient attacks are skipped and recorded as such; `parent` is the dense
+    model a pruned one came from (transfer attacks craft on it). `continue_from` runs more attacks (health probes,
+    escalations) on what an earlier outcome left unbroken: its columns come first, and these attacks replace an
+    example's worst-case probabilities only where they break it (calibration stays the battery's). `only` limits
+    the attacks to these example indices (still only the unbroken ones); `role` is recorded with each attack.
     """
-    attacks = build_attacks(battery, num_classes, AttackContext(verdict_passes=n_passes, gradients=gradients))
+    context = AttackContext(verdict_passes=n_passes, gradients=gradients, parent=parent)
+    attacks = build_attacks(battery, num_classes, context)
     n = len(x)
-    with eval_mode(model, freeze_parameters=True):
+    with eval_mode(model, freeze_parameters=True), eval_mode(parent or nn.Identity(), freeze_parameters=True):
         state = ModelState(model)
-        clean = predict(model, x, y, batch_size=batch_size, n_passes=n_passes)
-        state.require_unchanged(
-            model,
-            lambda what: UsageError(
-                f"the model changes its own state in an eval-mode forward pass ({what}), so every verdict would "
-                "depend on what ran before; make its eval-mode forward pass stateless"
-            ),
-        )
-        broken = ~clean.correct
-        worst_probs = clean.probs.copy()
-        columns: dict[str, AttackColumns] = {}
-        records: list[AttackRecord] = []
+        if continue_from is None:
+            clean = predict(model, x, y, batch_size=batch_size, n_passes=n_passes)
+            state.require_unchanged(
+                model,
+                lambda what: UsageError(
+                    f"the model changes its own state in an eval-mode forward pass ({what}), so every verdict would "
+                    "depend on what ran before; make its eval-mode forward pass stateless"
+                ),
+            )
+            broken, worst_probs, worst_x = ~clean.correct, clean.probs.copy(), x.clone()
+            columns: dict[str, AttackColumns] = {}
+            records: list[AttackRecord] = []
+        else:
+            clean = continue_from.clean
+            broken, worst_probs = continue_from.broken.copy(), continue_from.worst_probs.copy()
+            worst_x = continue_from.worst_x.clone()
+            columns, records = dict(continue_from.columns), list(continue_from.records)
         for attack in attacks:
             cols = AttackColumns.empty(n)
-            record = AttackRecord(label=attack.spec.label, description=attack.describe())
+            record = AttackRecord(label=attack.spec.label, description=attack.describe(), role=role)
             columns[record.label], _ = cols, records.append(record)
             record.skipped = attack.skip_reason()
-            index = torch.from_numpy(np.flatnonzero(~broken))
+            todo = ~broken
+            if only is not None:
+                todo &= np.isin(np.arange(n), only)
+            index = torch.from_numpy(np.flatnonzero(todo))
             if len(index) == 0 or record.skipped:
                 continue
             x_sub, y_sub = x[index], y[index]
@@ -202,7 +223,9 @@ def run_battery(
             x_adv = attack.perturb(counter, x_sub, y_sub, seed=seed, batch_size=batch_size, on_batch=bar.update)
             record.seconds = time.perf_counter() - started
             bar.close()
-            record.n_forward, record.n_backward = counter.n_forward, counter.n_backward
+            record.n_forward = counter.n_forward + attack.other_passes[0]
+            record.n_backward = counter.n_backward + attack.other_passes[1]
+            record.trace = combine_traces(attack.traces)
             record.flags = list(getattr(attack, "flags", []))
             record.description = attack.describe()  # settings an attack adapted to the model (notes) included
             norms = verify_adversarial(record.label, x_adv, x_sub, battery.threat, index)
@@ -221,7 +244,11 @@ def run_battery(
             cols.adv_pred[idx] = adv.pred
             cols.adv_conf[idx] = adv.conf
             cols.norm[idx] = norms.numpy()
-            worst_probs[idx] = adv.probs
+            keep = idx if continue_from is None else idx[newly_broken]
+            worst_probs[keep] = adv.probs if continue_from is None else adv.probs[newly_broken]
             broken[idx[newly_broken]] = True
+            worst_x[torch.from_numpy(idx[newly_broken])] = x_adv[torch.from_numpy(newly_broken)].to(worst_x)
             record.n_attempted, record.n_broken = len(idx), int(newly_broken.sum())
-    return BatteryOutcome(clean=clean, columns=columns, records=records, worst_probs=worst_probs, broken=broken)
+    return BatteryOutcome(
+        clean=clean, columns=columns, records=records, worst_probs=worst_probs, broken=broken, worst_x=worst_x
+    )

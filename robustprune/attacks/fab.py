@@ -25,6 +25,10 @@ class FAB(TorchattacksAttack):
     }
     implementation = "torchattacks.FAB (targeted: the top n_target_classes classes, as AutoAttack's FAB-T)"
 
+    @classmethod
+    def is_targeted(cls, settings):
+        return bool(settings["targeted"])
+
     def validate(self) -> None:
         check_positive(self, "steps", "n_restarts", "n_target_classes")
 

@@ -25,6 +25,7 @@ from robustprune.metrics.paired import one_sided_drop_pvalue
 from robustprune.results.pairing import incomparable_reason
 from robustprune.results.store import StoredCell, load_cells
 from robustprune.scoring.result import CalibrationMetric, ScoreResult
+from robustprune.scoring.verdict import worse
 
 CALIBRATION = (
     ("ECE clean", "clean", "ece"),
@@ -59,7 +60,7 @@ def compare_results(
         b_vec, n_vec = baseline.correct_vectors(), new.correct_vectors()
     except KeyError as exc:  # one damaged cell is reported as such; the other cells are still compared
         return [Row(cell, "*", None, None, None, None, NOT_COMPARABLE, f"the per-sample table has no column {exc}")]
-    rows = []
+    rows = _verdict_rows(baseline, new, cell)
     for metric, b in b_vec.items():
         n = n_vec[metric]
         b_acc, n_acc = 100.0 * float(b.mean()), 100.0 * float(n.mean())
@@ -101,6 +102,20 @@ def compare_results(
             )
         )
     return rows
+
+
+def _verdict_rows(baseline: ScoreResult, new: ScoreResult, cell: str) -> list[Row]:
+    """The evaluation verdict: FAIL when it got worse (a baseline scored before verdicts existed has none to
+    compare, and gets no row)."""
+    if baseline.verdict is None:
+        return []
+    if new.verdict is None:
+        return [Row(cell, "verdict", baseline.verdict, None, None, None, NOT_COMPARABLE, "the results have no verdict")]
+    if worse(baseline.verdict, new.verdict):
+        reasons = new.health.reasons if new.health is not None else []
+        why = f": {reasons[0]}" if reasons else ""
+        return [Row(cell, "verdict", baseline.verdict, new.verdict, None, None, FAIL, f"verdict got worse{why}")]
+    return [Row(cell, "verdict", baseline.verdict, new.verdict, None, None, PASS)]
 
 
 def _cell_result(cell: StoredCell) -> ScoreResult | str:

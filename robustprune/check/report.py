@@ -21,8 +21,8 @@ UNITS_NOTE = (
 class Row:
     cell: str
     metric: str
-    baseline: float | None
-    new: float | None
+    baseline: float | str | None  # a string for the verdict row
+    new: float | str | None
     delta: float | None  # new - baseline: percentage points for accuracies, raw units for calibration
     p_value: float | None  # one-sided exact paired test that new is worse; None where no test applies
     status: str  # PASS / FAIL / NOT-COMPARABLE
@@ -80,7 +80,8 @@ class Comparison:
             f"rule: an accuracy FAILS when it drops by more than {self.tolerance:g} pp (percentage points) AND "
             f"the one-sided exact paired test on the same examples gives p < {self.alpha:g}; calibration FAILS "
             f"when ECE rises by more than {self.calibration_tolerance:g} or {nll} (no paired test is applied "
-            "to calibration)."
+            "to calibration); the evaluation verdict FAILS when it is worse than the baseline's "
+            "(trusted < caution < untrusted)."
         )
 
     def render(self) -> str:
@@ -142,9 +143,11 @@ def _is_accuracy(metric: str) -> bool:
     return "acc" in metric
 
 
-def _fmt_value(metric: str, value: float | None) -> str:
+def _fmt_value(metric: str, value: float | str | None) -> str:
     if value is None:
         return "-"
+    if isinstance(value, str):
+        return value
     return f"{value:.2f}" if _is_accuracy(metric) else f"{value:.4f}"
 
 

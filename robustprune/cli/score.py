@@ -4,11 +4,16 @@ directory, then build the model and score it; results.json is written last."""
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+
+from torch import nn
 
 from robustprune.attacks import check_battery, load_battery
 from robustprune.cli.common import Subparsers, command_line, set_threads
 from robustprune.config import canonical_key
-from robustprune.data import load_dataset
+from robustprune.data import Dataset, load_dataset
+from robustprune.errors import UsageError
 from robustprune.models import build_model, load_checkpoint, resolve_factory, sha256_file
 from robustprune.models.checkpoint import inspect_checkpoint
 from robustprune.paths import default_score_dir
@@ -39,11 +44,19 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", help="output directory (default: reports/score-<config hash>)")
+    p.add_argument(
+        "--parent",
+        help="the dense checkpoint this model was pruned from (same architecture): adversarial examples crafted on "
+        "it are tried on this model (S9); default: the parent the checkpoint's train manifest names, if present",
+    )
+    p.add_argument(
+        "--strict", action="store_true", help="exit 1 when the verdict is untrusted (the results are still written)"
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    paths, summary = score_job(
+    paths, summary, verdict = score_job(
         model=args.model,
         checkpoint=args.checkpoint,
         trust=args.trust_checkpoint,
@@ -58,9 +71,13 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         command=command_line(),
         head_battery=args.head_battery,
+        parent=args.parent,
     )
     print(summary)
     print(f"\nresults: {paths['results']}\nreport:  {paths.get('html', paths['markdown'])}")
+    if args.strict and verdict == "untrusted":
+        print("robustprune: --strict: the verdict is untrusted (see the health checks)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -80,7 +97,9 @@ def score_job(
     out: str | None,
     command: list[str] | None,
     head_battery: str | None = None,
-) -> tuple[dict[str, str], str]:
+    parent: str | None = None,
+) -> tuple[dict[str, str], str, str | None]:
+    """Score one model from the command line's inputs; returns (paths written, summary, verdict)."""
     # Everything is resolved and checked before a model is built: numbers, battery, model name, files, data.
     set_threads(threads)
     check_seed(seed)
@@ -90,6 +109,11 @@ def score_job(
     resolve_factory(model)
     if checkpoint:
         inspect_checkpoint(checkpoint)  # format from the header: a corrupt file fails before a model is built
+    if parent:
+        try:
+            inspect_checkpoint(parent)
+        except UsageError as err:
+            raise UsageError(f"--parent: {err}") from None
     data = load_dataset(dataset, split="test").subset(n)
     for battery_spec in (spec, heads):
         if battery_spec is not None:
@@ -103,6 +127,7 @@ def score_job(
             "seed": seed,
             "batch_size": batch_size,
             "head_battery": heads and heads.to_dict(),
+            "parent": parent and sha256_file(parent),
         }
     )
     with output_dir(out or default_score_dir(key)) as out_dir:
@@ -111,6 +136,7 @@ def score_job(
         if checkpoint:
             net, loaded = load_checkpoint(net, checkpoint, trust=trust)
             info = loaded.to_dict()
+        parent_net = _load_parent(parent or _manifest_parent(info), model, data, trust)
         result = score(
             net,
             data,
@@ -122,5 +148,27 @@ def score_job(
             command=command,
             progress=True,
             head_battery=heads,
+            parent=parent_net,
         )
-        return save_result(result, out_dir), summary_table(result)
+        return save_result(result, out_dir), summary_table(result), result.verdict
+
+
+def _manifest_parent(info: dict | None) -> str | None:
+    """The parent checkpoint a train manifest names, if it is still where it was and still the same file."""
+    record = ((info or {}).get("manifest") or {}).get("parent")
+    if not isinstance(record, dict) or not isinstance(record.get("path"), str):
+        return None
+    path = Path(record["path"])
+    if not path.is_file() or sha256_file(path) != record.get("sha256"):
+        return None
+    return str(path)
+
+
+def _load_parent(path: str | None, model: str, data: Dataset, trust: bool) -> nn.Module | None:
+    if path is None:
+        return None
+    try:
+        parent, _ = load_checkpoint(build_model(model, data.num_classes, data.input_shape), path, trust=trust)
+    except UsageError as err:
+        raise UsageError(f"--parent: {err}") from None
+    return parent

@@ -10,6 +10,7 @@ from typing import Any
 
 import jinja2
 
+from robustprune.render import health as h
 from robustprune.render import provenance as p
 from robustprune.render import tables as t
 from robustprune.render.figures import document_figures
@@ -40,6 +41,12 @@ def render_html(result: ScoreResult | dict[str, Any]) -> str:
     figures = {stem: base64.b64encode(data).decode("ascii") for stem, data in document_figures(result, "png").items()}
     context = {
         "title": f"robustprune score: {result.architecture} on {result.dataset}",
+        "verdict": result.verdict,
+        "verdict_line": h.verdict_line(result),
+        "verdict_reasons": h.verdict_reasons(result),
+        "verdict_rows": h.verdict_rows(result),
+        "checks": h.checks_table(result),
+        "escalations": h.escalations_table(result),
         "alerts": t.alert_lines(result),
         "summary": t.summary_rows(result),
         "headline": t.headline_table(result),

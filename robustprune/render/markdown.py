@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from robustprune.render import health as h
 from robustprune.render import provenance as p
 from robustprune.render import tables as t
 from robustprune.render.format import Table, kv_table
@@ -46,6 +47,21 @@ def _kv(rows: list[tuple[str, str]]) -> str:
     return md_table(kv_table(rows))
 
 
+def _verdict_panel(result: ScoreResult) -> list[str]:
+    """The verdict first, then why, every check and every escalation (nothing for a pre-verdict document)."""
+    line = h.verdict_line(result)
+    if line is None:
+        return []
+    panel = [f"## {md_escape(line)}"]
+    reasons = h.verdict_reasons(result)
+    if reasons:
+        panel.append("\n".join(f"- {md_escape(r)}" for r in reasons))
+    panel += [_kv(h.verdict_rows(result)), "### Health checks", md_table(h.checks_table(result))]
+    escalations = h.escalations_table(result)
+    panel += ["### Escalations", md_table(escalations) if escalations.rows else "None: no check called for one."]
+    return panel
+
+
 def render_markdown(result: ScoreResult | dict[str, Any]) -> str:
     """The whole report; deterministic (the same document always gives the same bytes)."""
     result = ScoreResult.coerce(result)
@@ -54,6 +70,7 @@ def render_markdown(result: ScoreResult | dict[str, Any]) -> str:
     reliability = t.reliability_table(result)
     sections = [
         f"# robustprune score: {md_escape(str(result.architecture))} on {md_escape(str(result.dataset))}",
+        *_verdict_panel(result),
         *[f"> **{md_escape(line)}**" for line in t.alert_lines(result)],
         _kv(t.summary_rows(result)),
         "## Headline",

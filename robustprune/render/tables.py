@@ -52,7 +52,8 @@ def summary_rows(result: ScoreResult) -> list[tuple[str, str]]:
 
 
 def headline_table(result: ScoreResult) -> Table:
-    rows = [
+    rows = [("verdict", result.verdict, "")] if result.verdict is not None else []
+    rows += [
         ("clean accuracy", fmt_pct(result.clean_acc) + " %", fmt_ci(result.clean_acc_ci)),
         ("robust accuracy (worst case)", fmt_pct(result.robust_acc) + " %", fmt_ci(result.robust_acc_ci)),
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from robustprune.render.format import Table, fmt_pct
+from robustprune.render.health import escalation_lines, verdict_line
 from robustprune.render.tables import alert_lines, attack_table, calibration_table, sparsity_rows, threat_text
 from robustprune.scoring.result import ScoreResult
 
@@ -28,7 +29,13 @@ def summary_table(result: ScoreResult | dict[str, Any]) -> str:
     result = ScoreResult.coerce(result)
     n_warnings = len(result.warnings)
     alerts = [f"!! {line}" for line in alert_lines(result)]
+    verdict = verdict_line(result)
+    failing = [c for c in result.health.checks if c.status in ("warn", "fail")] if result.health else []
     lines = [
+        *([verdict] if verdict else []),
+        *(f"   {c.id} {c.status.upper()}{' (resolved)' if c.resolved_by else ''}: {c.message}" for c in failing),
+        *(f"   escalated: {e}" for e in escalation_lines(result)),
+        *([""] if verdict else []),
         *alerts,
         *([""] if alerts else []),
         f"{result.architecture} on {result.dataset}: {threat_text(result)}, battery {result.battery}, "

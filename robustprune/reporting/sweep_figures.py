@@ -84,8 +84,39 @@ def _draw_recipe(
             ax.errorbar([_x(p.sparsity)], [p.mean], yerr=[[p.mean - p.lo], [p.hi - p.mean]], color=color, capsize=3)
 
 
-def _legend(ax: Any, recipes: list[str], extra: list[tuple[str, str]]) -> None:
-    """One entry per recipe (colour + marker), then the line styles; "band" in `extra` adds a shaded patch."""
+# Cells whose evaluation verdict is not `trusted` get a ring on the accuracy figures, in the verdict's colour.
+VERDICT_RINGS = {"caution": "#e08a00", "untrusted": "#b00020"}
+
+
+def _ring_style(verdict: str) -> dict[str, Any]:
+    return {
+        "linestyle": "none",
+        "marker": "o",
+        "markersize": 12 if verdict == "caution" else 14,
+        "markerfacecolor": "none",
+        "markeredgecolor": VERDICT_RINGS[verdict],
+        "markeredgewidth": 1.6,
+    }
+
+
+def _verdict_rings(ax: Any, view: SweepView, metric: Callable[[StoredCell], float | None]) -> list[str]:
+    """Ring every cell (its own seed value) whose verdict is caution or untrusted; returns the verdicts drawn."""
+    drawn = []
+    for verdict in VERDICT_RINGS:
+        points = [
+            (_x(c.sparsity), float(value))
+            for c in view.cells
+            if c.record.verdict == verdict and isinstance(value := metric(c), int | float)
+        ]
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], zorder=5, **_ring_style(verdict))
+            drawn.append(verdict)
+    return drawn
+
+
+def _legend(ax: Any, recipes: list[str], extra: list[tuple[str, str]], rings: Sequence[str] = ()) -> None:
+    """One entry per recipe (colour + marker), then the line styles; "band" in `extra` adds a shaded patch; then
+    the verdict rings drawn."""
     handles: list[Any] = []
     for recipe in recipes:
         color, marker = recipe_style(recipe)
@@ -97,6 +128,9 @@ def _legend(ax: Any, recipes: list[str], extra: list[tuple[str, str]]) -> None:
         if style == "band"
         else Line2D([], [], color="grey", linestyle=style, label=text)
         for style, text in extra
+    ]
+    handles += [
+        Line2D([], [], label=f"{verdict} evaluation (verdict panel)", **_ring_style(verdict)) for verdict in rings
     ]
     ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, frameon=False)
 
@@ -123,6 +157,7 @@ def accuracy_figure(view: SweepView, label: str | None, fmt: Format) -> bytes:
                 series(cells, metric, ACC_BOUNDS),
                 dashed=series(cells, RECORD_METRICS["clean_acc"], ACC_BOUNDS),
             )
+        rings = _verdict_rings(ax, view, metric)
         _sparsity_axis(ax)
         ax.set_ylim(-2, 102)
         ax.set_ylabel("accuracy (%)")
@@ -131,6 +166,7 @@ def accuracy_figure(view: SweepView, label: str | None, fmt: Format) -> bytes:
             ax,
             view.recipes,
             [("-", "robust (mean over seeds)"), ("--", "clean"), ("band", "95 % t interval over seeds")],
+            rings,
         )
 
     return render_figure(draw, (7.5, 4.2), fmt)

@@ -35,6 +35,7 @@ from robustprune.reporting.sweep_tables import (
     means_table,
     summary_rows,
 )
+from robustprune.reporting.sweep_verdicts import VERDICT_NOTE, verdict_counts, verdict_panel, verdict_reasons
 from robustprune.reporting.view import SweepView, make_view
 from robustprune.results.store import load_sweep
 
@@ -55,6 +56,7 @@ class SweepReport:
             "means": means_table(self.view),
             "cost": cost_table(self.view),
             "comparisons": comparisons_table(self.comparisons),
+            "verdicts": verdict_panel(self.view),
         }
 
 
@@ -68,6 +70,10 @@ def render_sweep_markdown(report: SweepReport) -> str:
     sections = [
         f"# {md_escape(_title(report.view))}",
         md_table(Table(("field", "value"), tuple(summary_rows(report.view)), "ll")),
+        f"## Evaluation verdict: {md_escape(verdict_counts(report.view))}",
+        md_escape(VERDICT_NOTE),
+        md_table(t["verdicts"]),
+        *_reasons_markdown(report.view),
         "## Robust accuracy vs sparsity",
         NOTES,
     ]
@@ -101,6 +107,17 @@ def render_sweep_markdown(report: SweepReport) -> str:
     return "\n\n".join(sections) + "\n"
 
 
+def _reasons_markdown(view: SweepView) -> list[str]:
+    flagged = verdict_reasons(view)
+    if not flagged:
+        return []
+    lines = [
+        f"- **{md_escape(label)}: {verdict.upper()}**: " + md_escape("; ".join(reasons))
+        for label, verdict, reasons in flagged
+    ]
+    return ["Why cells are not trusted:", "\n".join(lines)]
+
+
 def render_sweep_html(report: SweepReport, pngs: dict[str, bytes]) -> str:
     figures = [
         {
@@ -118,6 +135,9 @@ def render_sweep_html(report: SweepReport, pngs: dict[str, bytes]) -> str:
         "comparison_note": COMPARISON_NOTE.replace("`", ""),
         "cost_note": COST_NOTE,
         "means_note": MEANS_NOTE,
+        "verdict_counts": verdict_counts(report.view),
+        "verdict_note": VERDICT_NOTE,
+        "verdict_reasons": verdict_reasons(report.view),
         "figures": figures,
         **report.tables(),
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from robustprune.render.format import NA, Table, fmt_frac_pct, fmt_int, fmt_num, fmt_pct, fmt_seconds
+from robustprune.reporting.sweep_verdicts import verdict_counts, verdict_text, worst_verdict
 from robustprune.reporting.view import ACC_BOUNDS, CAL_BOUNDS, RECORD_METRICS, Point, SweepView, attack_metric, series
 
 
@@ -29,6 +30,7 @@ def cells_table(view: SweepView) -> Table:
         *(f"after {lbl} %" for lbl in view.labels),
         "worst %",
         *(("worst head %",) if heads else ()),
+        "verdict",
         "ECE clean",
         "ECE adv",
         "NLL clean",
@@ -50,6 +52,7 @@ def cells_table(view: SweepView) -> Table:
                 *(fmt_pct(r.attacks.get(lbl)) for lbl in view.labels),
                 fmt_pct(r.robust_acc),
                 *((fmt_pct(r.worst_head_robust_acc),) if heads else ()),
+                verdict_text(r.verdict),
                 fmt_num(r.ece_clean),
                 fmt_num(r.ece_adv),
                 fmt_num(r.nll_clean),
@@ -59,7 +62,7 @@ def cells_table(view: SweepView) -> Table:
                 str(r.parent_key or "-"),
             )
         )
-    return Table(headers, tuple(rows), "lrrrr" + "r" * (len(view.labels) + heads) + "rrrrrlll")
+    return Table(headers, tuple(rows), "lrrrr" + "r" * (len(view.labels) + heads) + "rlrrrrlll")
 
 
 def _mean_text(point: Point | None, digits: int = 2) -> str:
@@ -100,10 +103,11 @@ def means_table(view: SweepView) -> Table:
                     fmt_frac_pct(achieved[0].mean) if achieved else NA,
                     str(len(seeds)),
                     *(_mean_text(pm.get(sparsity), digits) for pm, (_, _, digits) in zip(per_metric, metrics)),
+                    verdict_text(worst_verdict(c.record.verdict for c in cells if c.sparsity == sparsity)),
                 )
             )
-    headers = ("recipe", "target", "achieved (mean)", "seeds", *(m[0] for m in metrics))
-    return Table(headers, tuple(rows), "lrrr" + "r" * len(metrics))
+    headers = ("recipe", "target", "achieved (mean)", "seeds", *(m[0] for m in metrics), "verdict (worst seed)")
+    return Table(headers, tuple(rows), "lrrr" + "r" * len(metrics) + "l")
 
 
 def cost_table(view: SweepView) -> Table:
@@ -171,6 +175,7 @@ def summary_rows(view: SweepView) -> list[tuple[str, str]]:
             ),
         ),
         ("dense baseline recipe", view.parent_recipe),
+        ("evaluation verdicts", verdict_counts(view)),
     ]
 
 

@@ -62,6 +62,10 @@ class CellRecord(Record):
     n_forward: int | None = None
     n_backward: int | None = None
     worst_head_robust_acc: float | None = None
+    verdict: str | None = None  # the evaluation verdict (trusted / caution / untrusted); None before it existed
+    verdict_reasons: list[str] = field(default_factory=list)
+    checks: dict[str, str] = field(default_factory=dict)  # health check id -> status (pass / warn / fail / skip)
+    battery_robust_acc: float | None = None  # the battery's own worst case, before probes and escalations
     result: str | None = None  # the score document, relative to the sweep directory
     extra: dict[str, Any] = extra_field()
 
@@ -102,7 +106,7 @@ class CellRecord(Record):
             achieved_sparsity=result.sparsity.sparsity if result.sparsity is not None else None,
             clean_acc=result.clean_acc,
             robust_acc=result.robust_acc,
-            attacks={a.label: a.robust_acc for a in result.attacks},
+            attacks={a.label: a.robust_acc for a in result.attacks if a.role == "battery"},
             ece_clean=calibration.clean.ece.value,
             ece_adv=calibration.adversarial.ece.value,
             nll_clean=calibration.clean.nll.value,
@@ -113,5 +117,9 @@ class CellRecord(Record):
             n_forward=result.cost.n_forward,
             n_backward=result.cost.n_backward,
             worst_head_robust_acc=result.multi_head.worst_head_robust_acc if result.multi_head is not None else None,
+            verdict=result.verdict,
+            verdict_reasons=list(result.health.reasons) if result.health is not None else [],
+            checks={c.id: c.status for c in result.health.checks} if result.health is not None else {},
+            battery_robust_acc=result.health.battery_robust_acc if result.health is not None else None,
             result=result_path,
         )

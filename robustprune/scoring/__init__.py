@@ -1,8 +1,10 @@
-"""Scoring: one model under one battery -> a typed, verified ScoreResult (sanity checks, the attacks that some
-models call for, the per-sample table and every aggregate derived from it)."""
+"""Scoring: one model under one battery -> a typed, verified ScoreResult: the health checks (health/), the attacks
+that some models call for (additions.py) and the escalations (escalation.py), the per-sample table and every
+aggregate derived from it, and the verdict (verdict.py)."""
 
+from robustprune.scoring.escalation import EscalationBudget
 from robustprune.scoring.per_sample import PerSampleTable
 from robustprune.scoring.result import Finding, ScoreResult
 from robustprune.scoring.scorer import RANDOMIZED_PASSES, score
 
-__all__ = ["RANDOMIZED_PASSES", "Finding", "PerSampleTable", "ScoreResult", "score"]
+__all__ = ["RANDOMIZED_PASSES", "EscalationBudget", "Finding", "PerSampleTable", "ScoreResult", "score"]

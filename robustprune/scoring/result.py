@@ -14,6 +14,7 @@ import numpy as np
 
 from robustprune.config import BatterySpec
 from robustprune.records import Record, extra_field, optional_field, runtime_field
+from robustprune.scoring.health.records import HealthReport
 from robustprune.scoring.per_sample import PerSampleTable
 
 SCHEMA_VERSION = "1.0"
@@ -49,6 +50,7 @@ class AttackEntry(Record):
     flags: list[str] = field(default_factory=list)
     skipped: str | None = None  # why the attack did not run on this model
     notes: list[str] = field(default_factory=list)  # what it changed about itself for this model
+    role: str = "battery"  # battery | probe (a health check's) | escalation
     extra: dict[str, Any] = extra_field()
 
 
@@ -245,6 +247,8 @@ class ScoreResult(Record):
     per_sample: PerSampleTable | None = None  # absent only in a document `check` reads to say it is not comparable
     alerts: list[Finding] = field(default_factory=list)
     multi_head: MultiHeadReport | None = optional_field()
+    verdict: str | None = optional_field()  # trusted | caution | untrusted (None: scored before verdicts existed)
+    health: HealthReport | None = optional_field()
     extra: dict[str, Any] = extra_field()
     clean_probs: np.ndarray | None = runtime_field()
     adversarial_probs: np.ndarray | None = runtime_field()
@@ -260,8 +264,9 @@ class ScoreResult(Record):
         return self.to_json()
 
     def attack_labels(self) -> list[str]:
-        """Attack labels in battery order (the per-sample table's JSON keys are not ordered)."""
-        return [a.label for a in self.attacks]
+        """The battery's attack labels in order (the per-sample table's JSON keys are not ordered); probes and
+        escalations, which only some runs have, are left out (the worst case includes them)."""
+        return [a.label for a in self.attacks if a.role == "battery"]
 
     def correct_vectors(self) -> dict[str, np.ndarray]:
         """Metric name -> per-example "still correct" vector (clean, after each attack, worst case)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,10 +15,12 @@ from robustprune.config import BatterySpec, ThreatModel
 from robustprune.data import Dataset, as_dataset, load_dataset
 from robustprune.errors import UsageError
 from robustprune.metrics import accuracy_with_ci, calibration_summary
-from robustprune.models.modes import eval_mode, handed_in_train_mode, mode_matters
+from robustprune.models.modes import eval_mode, handed_in_train_mode
 from robustprune.provenance import collect
 from robustprune.scoring import multihead
 from robustprune.scoring.additions import GRADIENT_FREE, RANDOMIZED
+from robustprune.scoring.escalation import EscalationBudget, before_battery, escalate, finish_records
+from robustprune.scoring.health import HealthContext, HealthReport, check_model, check_outcome, ordered_checks
 from robustprune.scoring.per_sample import PerSampleTable
 from robustprune.scoring.result import (
     SCHEMA_VERSION,
@@ -35,19 +36,19 @@ from robustprune.scoring.result import (
     ScoreResult,
     SparsitySummary,
 )
-from robustprune.scoring.sanity import check_determinism, check_gradients, check_probability_output
+from robustprune.scoring.verdict import RULE, derive_verdict
 from robustprune.sparsity import sparsity_report
 from robustprune.validation import check_int, check_seed
 
 RANDOMIZED_PASSES = 10  # verdicts on a randomized model: correct only if correct on every one of these passes
 
 
-def _as_data(data: Dataset | str | tuple, n: int | None) -> Dataset:
+def _as_data(data: Dataset | str | tuple) -> Dataset:
     if isinstance(data, str):
-        data = load_dataset(data, split="test")
-    elif isinstance(data, tuple):
-        data = as_dataset(*data)
-    return data.subset(n)
+        return load_dataset(data, split="test")
+    if isinstance(data, tuple):
+        return as_dataset(*data)
+    return data
 
 
 def _as_battery(battery: BatterySpec | str, norm: str | None, eps: float | None) -> BatterySpec:
@@ -64,32 +65,28 @@ def _as_battery(battery: BatterySpec | str, norm: str | None, eps: float | None)
     return load_battery(battery, norm=norm, eps=eps)
 
 
-@dataclass(frozen=True)
-class Sanity:
-    findings: list[Finding]
-    randomized: bool  # S2: the forward pass is not deterministic
-    gradients: bool  # False when S6 found no gradient reaching the input
-
-
-def _sanity(model: nn.Module, data: Dataset, batch_size: int) -> Sanity:
-    x, y = data.x[:batch_size], data.y[:batch_size]
-    findings: list[Finding] = []
+def _check_output_shape(model: nn.Module, data: Dataset, batch_size: int) -> None:
     with torch.no_grad():
-        logits = model(x)
+        logits = model(data.x[:batch_size])
     if logits.ndim != 2 or logits.shape[1] != data.num_classes:
         raise UsageError(
-            f"the model outputs shape {tuple(logits.shape)} for {len(x)} examples but the data has "
-            f"{data.num_classes} classes; it must return (N, {data.num_classes}) logits"
+            f"the model outputs shape {tuple(logits.shape)} for {min(batch_size, len(data))} examples but the data "
+            f"has {data.num_classes} classes; it must return (N, {data.num_classes}) logits"
         )
-    for finding in (check_probability_output(logits), check_determinism(model, x)):
-        if finding:
-            findings.append(finding)
-    randomized = any(f.check == "S2" for f in findings)
-    gradient = check_gradients(model, x, y)
-    # The zero-gradient share (S7) of one noisy pass says little about a randomized model; a cut graph (S6) does.
-    if gradient and (gradient.check == "S6" or not randomized):
-        findings.append(gradient)
-    return Sanity(findings, randomized, gradients=not (gradient and gradient.check == "S6"))
+
+
+def recorded_accuracy(checkpoint: dict[str, Any] | None, data: Dataset) -> float | None:
+    """The clean accuracy a train manifest recorded for these weights (S19 compares it), as a fraction; only when
+    it was measured on the data being scored (the manifest's validation fingerprint), else there is nothing to
+    compare."""
+    manifest = (checkpoint or {}).get("manifest") or {}
+    final, dataset = manifest.get("final") or {}, manifest.get("dataset") or {}
+    if not isinstance(final, dict) or not isinstance(dataset, dict):
+        return None
+    if dataset.get("val_fingerprint") != data.fingerprint():
+        return None
+    value = final.get("val_acc")
+    return float(value) if isinstance(value, int | float) and 0 <= value <= 1 else None
 
 
 def score(
@@ -107,61 +104,74 @@ def score(
     command: list[str] | None = None,
     progress: bool = False,
     head_battery: BatterySpec | str | None = None,
+    parent: nn.Module | None = None,
+    reference_acc: float | None = None,
+    escalation_budget: EscalationBudget | None = None,
 ) -> ScoreResult:
-    """Score `model` on `data` under `battery`.
+    """Score `model` on `data` under `battery`, with the health checks, escalations and verdict.
 
     Args:
         data: a Dataset, "digits" or a path (its test split), or an (x, y) pair of tensors/arrays.
         battery: a BatterySpec, a battery name ("standard") or a TOML path; `norm`/`eps` override its threat model.
         n: score the first n examples (all when None).
-        checkpoint: the CheckpointInfo dict of the weights, recorded in the provenance.
+        checkpoint: the CheckpointInfo dict of the weights, recorded in the provenance (its train manifest's
+            final validation accuracy is the reference S19 checks, unless `reference_acc` is given).
         head_battery: for multi-head (DIO) models, the battery run against each head in fixed mode for the
             per-head report (default: `battery`); it gets the same threat model and its name is recorded.
+        parent: the dense model this one was pruned from: adversarial examples crafted on it are tried on this
+            one (S9, and escalation when masking is suspected).
+        reference_acc: a clean accuracy recorded for this model elsewhere (a fraction), checked by S19.
+        escalation_budget: how hard escalations attack (default: EscalationBudget(), what the CLI uses).
     """
     # Every input is checked before anything runs: the batteries (names, settings, bounds) before the data.
-    if not isinstance(model, nn.Module):
-        raise UsageError(
-            f"score needs a torch.nn.Module, got {type(model).__name__}: build one with "
-            "robustprune.models.build_model(name, num_classes, input_shape)"
-        )
+    for what, module in (("score", model), ("parent", parent)):
+        if module is not None and not isinstance(module, nn.Module):
+            raise UsageError(
+                f"{what} needs a torch.nn.Module, got {type(module).__name__}: build one with "
+                "robustprune.models.build_model(name, num_classes, input_shape)"
+            )
     check_int(batch_size, "--batch-size", bound="batch_size")
     check_seed(seed)
     battery = _as_battery(battery, norm, eps)
     per_head = battery if head_battery is None else _as_battery(head_battery, battery.threat.norm, battery.threat.eps)
     for spec in (battery, per_head):
         check_battery(spec)
-    data = _as_data(data, n)
+    full = _as_data(data)
+    data = full.subset(n)
     battery.threat.check_input_dim(int(np.prod(data.input_shape)))
     for spec in (battery, per_head):
         check_battery(spec, data.num_classes)
     battery, addition = multihead.prepare(model, battery)  # multi-head: adaptive attack first
     additions = [addition] if addition is not None else []
-    warnings: list[Finding] = []
-    in_train_mode = handed_in_train_mode(model)  # as the factory or file returned it, not only as it is now
-    if in_train_mode and mode_matters(model, in_train_mode):
-        shown = ", ".join(in_train_mode[:3]) + (f" and {len(in_train_mode) - 3} more" if len(in_train_mode) > 3 else "")
-        warnings.append(
-            Finding(
-                "S3",
-                f"the model was handed over in train mode ({shown}) and its output depends on the mode "
-                "(BatchNorm, Dropout or similar); it was scored in eval mode: if it is deployed in train mode, "
-                "this number does not describe it",
-            )
-        )
+    ctx = HealthContext(
+        model=model,
+        x=data.x,
+        y=data.y,
+        num_classes=data.num_classes,
+        battery=battery,
+        seed=seed,
+        batch_size=batch_size,
+        parent=parent,
+        reference_acc=reference_acc if reference_acc is not None else recorded_accuracy(checkpoint, full),
+        randomized=addition is not None,  # a multi-head model in random mode is randomized even if S2 missed it
+    )
+    # as the factory or file returned it, not only as it is now
+    ctx.cache["train_mode_modules"] = handed_in_train_mode(model)
     torch.manual_seed(seed)
     with eval_mode(model, freeze_parameters=True), multihead.mode(model, "random"):
-        sanity = _sanity(model, data, batch_size)
-        # A multi-head model in random mode is randomized even if S2 happened to miss it.
-        randomized = sanity.randomized or addition is not None
-        warnings += sanity.findings
+        started = time.perf_counter()
+        _check_output_shape(model, data, batch_size)
+        model_checks = check_model(ctx)
+        randomized = ctx.randomized
         if randomized and addition is None:
             battery, record = RANDOMIZED.apply(battery)
             additions.append(record)
-        if not sanity.gradients:
+        if not ctx.gradients:
             battery, record = GRADIENT_FREE.apply(battery)
             additions += [record] if record["added"] else []
-        n_passes = RANDOMIZED_PASSES if randomized else 1
-        outcome = run_battery(
+        ctx.battery, ctx.n_passes = battery, RANDOMIZED_PASSES if randomized else 1
+        health_seconds = time.perf_counter() - started
+        ctx.outcome = run_battery(
             model,
             data.x,
             data.y,
@@ -169,10 +179,30 @@ def score(
             num_classes=data.num_classes,
             seed=seed,
             batch_size=batch_size,
-            n_passes=n_passes,
+            n_passes=ctx.n_passes,
             progress=progress,
-            gradients=sanity.gradients,
+            gradients=ctx.gradients,
+            parent=parent,
         )
+        battery_robust = 100.0 * float((~ctx.outcome.broken).mean())
+        started = time.perf_counter()
+        checks = model_checks | check_outcome(ctx)
+        escalations = before_battery(ctx, additions)
+        finish_records(ctx, escalations)
+        escalations += escalate(ctx, checks, escalation_budget)
+        health_seconds += time.perf_counter() - started
+    ordered = [checks[c.id] for c in ordered_checks("model") + ordered_checks("outcome") if c.id in checks]
+    verdict, reasons = derive_verdict(ordered, escalations)
+    health = HealthReport(
+        verdict=verdict,
+        reasons=reasons,
+        checks=ordered,
+        escalations=escalations,
+        battery_robust_acc=battery_robust,
+        seconds=health_seconds,
+        rule=RULE,
+    )
+    warnings = [Finding(c.id, c.message) for c in ordered if c.status in ("warn", "fail")]
     try:
         sparsity = SparsitySummary.from_json(sparsity_report(model, data.input_shape))
     except UsageError as exc:  # e.g. a TorchScript module exposes no nn.Linear / nn.Conv layers
@@ -184,15 +214,16 @@ def score(
     provenance.battery = battery
     provenance.battery_additions = additions or None
     result = build_result(
-        outcome,
+        ctx.outcome,
         data,
         battery,
         sparsity=sparsity,
         warnings=warnings,
         randomized=randomized,
-        n_passes=n_passes,
+        n_passes=ctx.n_passes,
         architecture=architecture or getattr(model, "robustprune_model", type(model).__name__),
         provenance=provenance,
+        health=health,
     )
     if addition is not None:
         started = time.perf_counter()
@@ -218,8 +249,10 @@ def build_result(
     n_passes: int,
     architecture: str,
     provenance: Provenance,
+    health: HealthReport | None = None,
 ) -> ScoreResult:
-    """The typed result of a battery run: every aggregate derived from the per-sample table."""
+    """The typed result of a battery run (with its probes and escalations): every aggregate derived from the
+    per-sample table."""
     clean = accuracy_with_ci(outcome.clean.correct)
     robust = accuracy_with_ci(~outcome.broken)
     attacks = []
@@ -240,14 +273,19 @@ def build_result(
                     "n_backward": record.n_backward,
                     "flags": record.flags,
                     "skipped": record.skipped,
+                    "role": record.role,
                 }
             )
         )
     warnings = warnings + [Finding("autoattack", flag) for record in outcome.records for flag in record.flags]
-    # autoattack_acc is the reference AutoAttack's number alone: the battery ran it and nothing else, and on a
-    # randomized model only its 'rand' version counts (the adapter switches to it; checked again here).
-    is_reference_aa = [(a.name, a.skipped) for a in attacks] == [("autoattack", None)] and (
-        not randomized or attacks[0].settings.get("version") == "rand"
+    # autoattack_acc is the reference AutoAttack's number alone: the battery ran it and nothing else, on a
+    # randomized model only its 'rand' version counts (the adapter switches to it; checked again here), and never
+    # from an evaluation the verdict calls untrusted.
+    own = [a for a in attacks if a.role == "battery"]
+    is_reference_aa = (
+        [(a.name, a.skipped) for a in own] == [("autoattack", None)]
+        and (not randomized or own[0].settings.get("version") == "rand")
+        and (health is None or health.verdict != "untrusted")
     )
     labels = data.y.cpu().numpy()
     return ScoreResult(
@@ -264,7 +302,7 @@ def build_result(
         clean_acc_ci=clean["ci"],
         robust_acc=robust["value"],
         robust_acc_ci=robust["ci"],
-        autoattack_acc=robust["value"] if is_reference_aa else None,
+        autoattack_acc=own[0].robust_acc if is_reference_aa else None,
         ci_method=clean["ci_method"],
         ci_confidence=clean["confidence"],
         battery=battery.name,
@@ -277,7 +315,9 @@ def build_result(
         ),
         sparsity=sparsity,
         warnings=warnings,
-        alerts=_alerts(attacks),
+        alerts=_alerts(attacks, health),
+        health=health,
+        verdict=health.verdict if health is not None else None,
         cost=Cost(
             seconds=sum(a.seconds for a in attacks),
             n_forward=sum(a.n_forward for a in attacks),
@@ -301,13 +341,22 @@ def build_result(
     )
 
 
-def _alerts(attacks: list[AttackEntry]) -> list[Finding]:
+def _alerts(attacks: list[AttackEntry], health: HealthReport | None) -> list[Finding]:
     """What a reader must see before the numbers: findings that make the robust accuracy an upper bound."""
-    skipped = [a.label for a in attacks if a.skipped]
+    alerts = []
+    if health is not None and health.verdict == "untrusted":
+        alerts.append(
+            Finding(
+                "verdict",
+                "UNTRUSTED EVALUATION: " + "; ".join(health.reasons[:3]) + ". The robust accuracy is an upper "
+                "bound that may be loose; see the health checks for how to fix it",
+            )
+        )
+    skipped = [a.label for a in attacks if a.skipped and a.role == "battery"]
     if not skipped:
-        return []
-    ran = [a.label for a in attacks if not a.skipped]
-    return [
+        return alerts
+    ran = [a.label for a in attacks if not a.skipped and a.n_attempted]
+    return alerts + [
         Finding(
             "S6",
             f"GRADIENT ATTACKS COULD NOT RUN: no gradient reaches the input, so {', '.join(skipped)} "

@@ -107,6 +107,7 @@ def _compute_cell(cell: Cell, root: Path) -> CellRecord:
         architecture=recipe.architecture,
         checkpoint=info.to_dict(),
         head_battery=config.head_battery_spec(),
+        parent=_parent_model(root, cell, build),
     )
     save_result(result, cell_score_dir(root, cell.key), html=False)
     record = CellRecord.summarize(
@@ -123,6 +124,17 @@ def _compute_cell(cell: Cell, root: Path) -> CellRecord:
     )
     write_json(directory / CELL_FILE, record.to_json())
     return record
+
+
+def _parent_model(root: Path, cell: Cell, build: Callable[[], Any]) -> Any:
+    """The cell's parent (the model it was pruned from), for the transfer check; None when it has none. The
+    parent was trained into this architecture (train refuses a parent that does not fit), so `build` holds it."""
+    from robustprune.models import load_checkpoint
+
+    if not cell.parent_key:
+        return None
+    parent, _ = load_checkpoint(build(), cell_checkpoint(root, cell.parent_key))
+    return parent
 
 
 def _load_partial_cell(cell: Cell, ckpt: Path, build: Callable[[], Any]) -> tuple[Any, Any] | None:

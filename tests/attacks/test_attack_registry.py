@@ -28,7 +28,11 @@ def test_attack_output_is_verified_and_seeded(name, norm, trained_mlp, digits_te
         name="one", threat=ThreatModel(norm=norm, eps=eps), attacks=(AttackSpec(name=name, params=params),)
     )
     data = digits_test.subset(12)
-    runs = [run_battery(trained_mlp, data.x, data.y, battery, num_classes=10, seed=3, batch_size=6) for _ in range(2)]
+    # transfer attacks craft on a parent: the model itself stands in for one
+    runs = [
+        run_battery(trained_mlp, data.x, data.y, battery, num_classes=10, seed=3, batch_size=6, parent=trained_mlp)
+        for _ in range(2)
+    ]
     first, second = (r.columns[name] for r in runs)
     assert first.attempted.any(), "the attack ran on nothing: the check would be vacuous"
     norms = first.norm[first.attempted]

@@ -52,11 +52,16 @@ def copy_sweep(src: Path, dst: Path) -> Path:
     return dst
 
 
+def battery_attacks(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The battery's own attacks (a score document also lists the health probes and escalations that ran)."""
+    return [a for a in doc["attacks"] if a["role"] == "battery"]
+
+
 def break_examples(doc: dict[str, Any], k: int) -> dict[str, Any]:
     """Mark the first k robust examples as broken by the last attack (a weaker model on those examples)."""
     doc = copy.deepcopy(doc)
     table = doc["per_sample"]
-    last = doc["attacks"][-1]["label"]
+    last = battery_attacks(doc)[-1]["label"]
     flipped = 0
     for i, broken in enumerate(table["broken"]):
         if flipped == k:
@@ -82,13 +87,13 @@ def test_cumulative_vectors_follow_battery_order_and_match_stored_aggregates(swe
     # JSON sorts object keys; reverse them to prove the battery order comes from doc["attacks"], not from the dict.
     doc["per_sample"]["attacks"] = dict(reversed(list(doc["per_sample"]["attacks"].items())))
     vectors = correct_vectors(doc)
-    assert list(vectors) == [CLEAN, *(attack_metric(a["label"]) for a in doc["attacks"]), WORST]
+    assert list(vectors) == [CLEAN, *(attack_metric(a["label"]) for a in battery_attacks(doc)), WORST]
     assert 100 * vectors[CLEAN].mean() == pytest.approx(doc["clean_acc"])
-    for attack in doc["attacks"]:
+    for attack in battery_attacks(doc):
         assert 100 * vectors[attack_metric(attack["label"])].mean() == pytest.approx(attack["robust_acc"])
     assert 100 * vectors[WORST].mean() == pytest.approx(doc["robust_acc"])
     # cumulative: after a later attack never more correct than after an earlier one
-    after = [vectors[attack_metric(a["label"])] for a in doc["attacks"]]
+    after = [vectors[attack_metric(a["label"])] for a in battery_attacks(doc)]
     assert all(not np.any(b & ~a) for a, b in itertools.pairwise(after))
 
 
@@ -100,14 +105,15 @@ def test_identical_sweep_passes_and_lists_every_comparison(sweep):
     assert check_main(sweep, sweep / "results.json", stream=out) == 0
     text = out.getvalue()
     comparison = compare(sweep, sweep)
-    n_cells, n_attacks = len(cells(sweep)), len(load(cell_doc_path(sweep, "dense", 0.0, 0))["attacks"])
-    assert len(comparison.rows) == n_cells * (2 + n_attacks + 4)  # clean, attacks, worst, 4 calibration
-    assert all(r.status == PASS and r.delta == 0 for r in comparison.rows)
+    n_cells, n_attacks = len(cells(sweep)), len(battery_attacks(load(cell_doc_path(sweep, "dense", 0.0, 0))))
+    # verdict, clean, attacks, worst, 4 calibration
+    assert len(comparison.rows) == n_cells * (1 + 2 + n_attacks + 4)
+    assert all(r.status == PASS and (r.delta == 0 or r.metric == "verdict") for r in comparison.rows)
     table_lines = [line for line in text.splitlines() if line.rstrip().endswith(("PASS", "no paired test"))]
     assert len(table_lines) == len(comparison.rows)
     for record in cells(sweep):
         label = f"{record['recipe']} s={record['sparsity']:g} seed={record['seed']}"
-        assert sum(line.startswith(label + " ") for line in table_lines) == 2 + n_attacks + 4
+        assert sum(line.startswith(label + " ") for line in table_lines) == 1 + 2 + n_attacks + 4
     assert text.rstrip().splitlines()[-1].startswith("PASS:")
     assert "no paired test is applied to calibration" in text
 
@@ -121,12 +127,50 @@ def test_weakened_cell_fails_with_fail_rows(sweep, tmp_path):
     comparison = compare(new, sweep)
     rows = rows_by(comparison, "magnitude s=0.5 seed=0")
     assert rows[WORST].status == FAIL and rows[WORST].delta == pytest.approx(-30.0) and rows[WORST].p_value < 0.05
-    last = load(path)["attacks"][-1]["label"]
+    last = battery_attacks(load(path))[-1]["label"]
     assert rows[attack_metric(last)].status == FAIL
     assert rows[CLEAN].status == PASS  # clean predictions were not touched
     assert {r.cell for r in comparison.rows if r.status == FAIL} == {"magnitude s=0.5 seed=0"}
     text = out.getvalue()
     assert text.rstrip().splitlines()[-1].startswith("FAIL:") and " FAIL " in text
+
+
+def with_verdict(doc: dict[str, Any], verdict: str | None) -> dict[str, Any]:
+    doc = copy.deepcopy(doc)
+    if verdict is None:  # a document scored before verdicts existed
+        doc.pop("verdict")
+        doc.pop("health")
+    else:
+        doc["verdict"] = doc["health"]["verdict"] = verdict
+        doc["health"]["reasons"] = [f"S13 made up for the test ({verdict})"]
+    return doc
+
+
+def test_a_verdict_worse_than_the_baselines_fails_check(sweep, tmp_path):
+    path = cell_doc_path(sweep, "dense", 0.0, 0)
+    assert load(path)["verdict"] == "trusted"
+    for verdict, status in (("trusted", PASS), ("caution", FAIL), ("untrusted", FAIL)):
+        new = tmp_path / f"{verdict}.json"
+        write_json(new, with_verdict(load(path), verdict))
+        rows = rows_by(compare(new, path), "score")
+        assert rows["verdict"].status == status
+        assert (rows["verdict"].baseline, rows["verdict"].new) == ("trusted", verdict)
+        if status == FAIL:
+            assert "got worse" in rows["verdict"].note and "made up for the test" in rows["verdict"].note
+            out = io.StringIO()
+            assert check_main(new, path, stream=out) == 1 and "verdict got worse" in out.getvalue()
+    # better than the baseline is fine
+    worse_base = tmp_path / "base-caution.json"
+    write_json(worse_base, with_verdict(load(path), "caution"))
+    assert rows_by(compare(path, worse_base), "score")["verdict"].status == PASS
+
+
+def test_a_baseline_scored_before_verdicts_existed_gets_no_verdict_row(sweep, tmp_path):
+    path = cell_doc_path(sweep, "dense", 0.0, 0)
+    old = tmp_path / "old.json"
+    write_json(old, with_verdict(load(path), None))
+    rows = rows_by(compare(path, old), "score")
+    assert "verdict" not in rows and rows[WORST].status == PASS
 
 
 def test_a_weaker_model_fails_as_a_single_score(sweep):

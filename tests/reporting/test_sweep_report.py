@@ -188,6 +188,50 @@ def test_an_added_adaptive_attack_is_compared_on_the_worst_case_a_missing_attack
     assert "robust" not in entry
 
 
+# ---------------------------------------------------------------- verdicts
+
+
+def test_the_verdict_panel_comes_first_with_every_check(sweep, built):
+    md = (sweep / "report.md").read_text()
+    assert md.index("## Evaluation verdict") < md.index("## Robust accuracy vs sparsity")
+    heading = next(line for line in md.splitlines() if line.startswith("## Evaluation verdict"))
+    n = len(records(sweep))
+    assert heading.startswith(f"## Evaluation verdict: {n} trusted, 0 caution, 0 untrusted")
+    panel = sr.prepare_report(sweep).tables()["verdicts"]
+    assert len(panel.rows) == n and {"S1", "S6", "S13", "S20", "S21", "S22"} <= set(panel.headers)
+    assert all(row[panel.headers.index("verdict")] == "trusted" for row in panel.rows)
+    cells = sr.prepare_report(sweep).tables()["cells"]
+    assert "verdict" in cells.headers
+    assert 'id="verdict"' in (sweep / "report.html").read_text()
+
+
+def test_a_cell_that_is_not_trusted_is_flagged_in_the_panel_tables_and_figures(sweep, tmp_path, monkeypatch):
+    copy = stored_copy(sweep, tmp_path / "copy")
+    doc = json.loads((copy / "results.json").read_text())
+    target = key_of(copy, "magnitude", 0.9, 1)
+    for cell in doc["cells"]:
+        if cell["key"] == target:
+            cell["verdict"] = "untrusted"
+            cell["verdict_reasons"] = ["S13 an unbounded attack reaches chance: 90 % survive"]
+            cell["checks"]["S13"] = "fail"
+    write_json(copy / "results.json", doc)
+    report = sr.prepare_report(copy)
+    md = sr.render_sweep_markdown(report)
+    assert "1 untrusted" in md.split("\n## Evaluation verdict: ")[1].split("\n")[0]
+    assert "**magnitude s=0.9 seed=1: UNTRUSTED**: S13 an unbounded attack reaches chance" in md
+    panel = report.tables()["verdicts"]
+    row = next(r for r in panel.rows if r[:3] == ("magnitude", "0.9", "1"))
+    assert row[panel.headers.index("verdict")] == "UNTRUSTED" and row[panel.headers.index("S13")] == "FAIL"
+    means = report.tables()["means"]
+    flagged = [r for r in means.rows if r[0] == "magnitude" and r[1] == "0.9"]
+    assert flagged[0][-1] == "UNTRUSTED"
+    rings = []
+    original = sweep_figures._verdict_rings
+    monkeypatch.setattr(sweep_figures, "_verdict_rings", lambda *a: rings.append(original(*a)) or rings[-1])
+    sweep_figures.accuracy_figure(report.view, None, "svg")
+    assert rings == [["untrusted"]]
+
+
 # ---------------------------------------------------------------- determinism
 
 

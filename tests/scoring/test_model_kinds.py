@@ -14,7 +14,7 @@ from torch import nn
 from robustprune.attacks import run_battery
 from robustprune.cli import main
 from robustprune.config import AttackSpec, BatterySpec, ThreatModel
-from robustprune.scoring import RANDOMIZED_PASSES, score
+from robustprune.scoring import RANDOMIZED_PASSES, EscalationBudget, score
 
 
 class Detached(nn.Module):
@@ -41,8 +41,12 @@ class Noisy(nn.Module):
 
 @pytest.mark.parametrize("battery", ["quick", "autoattack"])
 def test_a_model_with_a_cut_graph_is_scored_by_gradient_free_attacks_and_says_so(battery, trained_mlp, digits_test):
-    doc = score(Detached(trained_mlp).eval(), digits_test.subset(24), battery, eps=0.1, seed=0).document
-    attacks = {a["label"]: a for a in doc["attacks"]}
+    budget = EscalationBudget(square_queries=300)
+    result = score(
+        Detached(trained_mlp).eval(), digits_test.subset(24), battery, eps=0.1, seed=0, escalation_budget=budget
+    )
+    doc = result.document
+    attacks = {a["label"]: a for a in doc["attacks"] if a["role"] == "battery"}
     gradient_attacks = [a for a in attacks.values() if a["name"] != "square"]
     assert gradient_attacks and all(a["skipped"] and "S6" in a["skipped"] for a in gradient_attacks)
     assert all(a["n_attempted"] == 0 for a in gradient_attacks)
@@ -50,8 +54,12 @@ def test_a_model_with_a_cut_graph_is_scored_by_gradient_free_attacks_and_says_so
     assert square["skipped"] is None and square["n_attempted"] > 0 and square["n_broken"] > 0
     assert doc["robust_acc"] < doc["clean_acc"]  # a real attack ran
     assert doc["autoattack_acc"] is None  # AutoAttack could not run, so it has no number
-    assert [a["check"] for a in doc["alerts"]] == ["S6"]
-    assert "GRADIENT ATTACKS COULD NOT RUN" in doc["alerts"][0]["message"]
+    assert doc["verdict"] == "untrusted"
+    assert [a["check"] for a in doc["alerts"]] == ["verdict", "S6"]
+    assert "GRADIENT ATTACKS COULD NOT RUN" in doc["alerts"][1]["message"]
+    # the gradient-free escalation still ran, on what the battery left, and says why
+    escalation = {e["name"]: e for e in doc["health"]["escalations"]}["more_queries"]
+    assert escalation["triggered_by"] == ["S6"] and escalation["n_attempted"] > 0
     assert doc["provenance"]["battery_additions"][-1]["attack"] == "square"
     assert any(w["check"] == "S6" for w in doc["warnings"])
 
@@ -84,8 +92,11 @@ def test_the_cli_puts_the_cut_graph_alert_first(trained_mlp, tmp_path, monkeypat
     code = main(args)
     stdout, stderr = capsys.readouterr()
     assert code == 0, stderr
-    assert stdout.startswith("!! S6: GRADIENT ATTACKS COULD NOT RUN")
-    assert "GRADIENT ATTACKS COULD NOT RUN" in (out / "report.md").read_text().split("\n")[2]
+    assert stdout.startswith("VERDICT: UNTRUSTED")
+    assert "!! S6: GRADIENT ATTACKS COULD NOT RUN" in stdout.split("\nmlp")[0]  # before any number
+    report = (out / "report.md").read_text()
+    assert report.split("\n")[2].startswith("## VERDICT: UNTRUSTED")
+    assert report.index("GRADIENT ATTACKS COULD NOT RUN") < report.index("## Headline")
     assert "GRADIENT ATTACKS COULD NOT RUN" in (out / "report.html").read_text()
     sys.modules.pop("cut_graph_model", None)
 

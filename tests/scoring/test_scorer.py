@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -10,7 +11,9 @@ import torch
 from torch import nn
 
 from robustprune.config import AttackSpec, BatterySpec, ThreatModel
+from robustprune.defenses.pipeline import train_model
 from robustprune.errors import UsageError
+from robustprune.models import build_model, load_checkpoint, save_checkpoint
 from robustprune.results.schema import validate_document
 from robustprune.scoring import score
 
@@ -119,4 +122,24 @@ def test_a_battery_spec_keeps_its_attacks_when_the_threat_is_overridden(trained_
     )
     doc = score(trained_mlp, digits_test, spec, eps=0.05, n=20, seed=0).document
     assert doc["eps"] == 0.05 and doc["norm"] == "Linf" and doc["battery"] == "not-a-file"
-    assert [a["label"] for a in doc["attacks"]] == ["only-fgsm"]
+    assert [a["label"] for a in doc["attacks"] if a["role"] == "battery"] == ["only-fgsm"]
+
+
+def test_s19_compares_the_train_manifests_accuracy_only_on_the_data_it_was_measured_on(tmp_path, digits_test):
+    artifact, manifest = train_model("dense", epochs=3, seed=0)
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(artifact.model, path, manifest=manifest)
+    model, info = load_checkpoint(build_model("digits_cnn", 10, (1, 8, 8)), path)
+    checkpoint = info.to_dict()
+
+    def s19(data, checkpoint):
+        return score(model, data, "quick", n=40, seed=0, checkpoint=checkpoint).health.check("S19")
+
+    same = s19("digits", checkpoint)  # the first 40 of the split the manifest's val_acc was measured on
+    assert same.status == "pass" and same.value == pytest.approx(100 * manifest["final"]["val_acc"])
+    other = s19((digits_test.x[40:120], digits_test.y[40:120]), checkpoint)
+    assert other.status == "skip"  # other data: the recorded accuracy says nothing about it
+    tampered = copy.deepcopy(checkpoint)
+    tampered["manifest"]["final"]["val_acc"] = manifest["final"]["val_acc"] - 0.4
+    failed = s19("digits", tampered)
+    assert failed.status == "fail" and "outside" not in failed.message and "measured interval" in failed.message

@@ -1,0 +1,289 @@
+"""Escalation: when a health check says the gradient attacks may have failed, attack harder, on its own.
+
+Each escalation is one registered class: the checks that trigger it, the attack it runs on what is still
+unbroken (through the engine, so whatever it breaks is verified and counts in the worst case), and, where it
+changes how the model is attacked (BPDA, rescaled logits), a view of the model under which the checks that
+failed (S13 unbounded attack, S20 binarization) are run again: a fail that passes under the escalation is
+resolved. Two escalations act before the battery, as attacks `score` adds to it (scoring/additions.py): EOT for a
+randomized model (S2) and a gradient-free attack for a model without a gradient (S6); they are recorded here too.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from torch import nn
+
+from robustprune.attacks.bpda import straight_through
+from robustprune.attacks.rescaled import Rescaled, choose_rescaling
+from robustprune.config import AttackSpec
+from robustprune.registry import Registry
+from robustprune.scoring.health import HEALTH_CHECKS, CheckResult, EscalationRecord, HealthContext
+
+ModelView = Callable[[nn.Module], Any]  # model -> context manager yielding the model to attack
+MASKING = ("S7", "S8", "S9", "S10", "S13", "S16", "S20", "S21")  # checks that point at hidden gradients
+RECHECKED = ("S13", "S20")  # checks re-run under an escalation's view of the model
+SQUARE_QUERIES = 10_000  # twice AutoAttack's Square budget
+
+
+class Escalation(ABC):
+    name: ClassVar[str]
+    order: ClassVar[int]  # escalations run in this order: cheap, targeted fixes first, brute force last
+    triggers: ClassVar[tuple[str, ...]]  # check ids whose warn or fail calls for this escalation
+    why: ClassVar[str]  # what it does about them, for the result
+    # A fallback runs only when the gradient attacks cannot be repaired: no gradient at all (S6), no escalation that
+    # changes how the model is attacked applied, or a re-checked failure that none of them resolved.
+    fallback: ClassVar[bool] = False
+
+    def triggered_by(self, results: dict[str, CheckResult]) -> list[str]:
+        return [i for i in self.triggers if i in results and results[i].status in ("warn", "fail")]
+
+    def unavailable(self, ctx: HealthContext) -> str | None:
+        """Why it cannot run on this model (None: it can)."""
+        return None
+
+    @abstractmethod
+    def spec(self, ctx: HealthContext, budget: EscalationBudget) -> AttackSpec:
+        """The attack to run on the survivors."""
+
+    def view(self, ctx: HealthContext) -> ModelView | None:
+        """How this escalation sees the model, for re-running S13 / S20 (None: it does not change the model)."""
+        return None
+
+
+@dataclass(frozen=True)
+class EscalationBudget:
+    """How hard the escalations attack. The defaults are what `score` uses; a smaller budget is for quick looks
+    and tests, and is recorded with each escalation's settings."""
+
+    square_queries: int = SQUARE_QUERIES
+    steps: int = 100  # PGD steps of the gradient escalations (more_steps uses twice this)
+    restarts: int = 2
+
+
+ESCALATIONS: Registry[Escalation] = Registry("escalation")
+
+
+def ordered_escalations() -> list[Escalation]:
+    return sorted((ESCALATIONS.get(name) for name in ESCALATIONS.names()), key=lambda e: e.order)
+
+
+def register_escalation(name: str) -> Callable[[type[Escalation]], type[Escalation]]:
+    def decorator(cls: type[Escalation]) -> type[Escalation]:
+        cls.name = name
+        ESCALATIONS.add(name, cls())
+        return cls
+
+    return decorator
+
+
+@register_escalation("logit_rescaling")
+class LogitRescaling(Escalation):
+    order = 10
+    triggers = ("S1", "S22", "S17")
+    why = "outputs that are probabilities or saturated logits starve the cross-entropy gradient: PGD on rescaled logits"
+
+    def unavailable(self, ctx: HealthContext) -> str | None:
+        return None if ctx.gradients else "no gradient reaches the input (S6)"
+
+    def spec(self, ctx: HealthContext, budget: EscalationBudget) -> AttackSpec:
+        return AttackSpec(
+            name="rescaled_pgd", params={"steps": budget.steps, "rel_step": 0.025, "restarts": budget.restarts}
+        )
+
+    def view(self, ctx: HealthContext) -> ModelView:
+        mode, temperature = choose_rescaling(ctx.model, ctx.sample[0], "auto")
+        return lambda model: nullcontext(Rescaled(model, mode, temperature))
+
+
+@contextmanager
+def _straight_through_view(model: nn.Module, names: list[str]) -> Iterator[nn.Module]:
+    with straight_through(model, names):
+        yield model
+
+
+@register_escalation("bpda")
+class BPDA(Escalation):
+    order = 20
+    triggers = ("S7", "S13", "S16", "S20")
+    why = "layers with a zero derivative stop the gradient: PGD with them straight-through (BPDA)"
+
+    def unavailable(self, ctx: HealthContext) -> str | None:
+        if not ctx.gradients:
+            return "no gradient reaches the input (S6)"
+        if not ctx.gradient_killers:
+            return "no layer was found that stops the gradient (its input gets none while its output does)"
+        return None
+
+    def spec(self, ctx: HealthContext, budget: EscalationBudget) -> AttackSpec:
+        return AttackSpec(
+            name="bpda_pgd",
+            params={
+                "steps": budget.steps,
+                "rel_step": 0.025,
+                "restarts": budget.restarts,
+                "modules": ",".join(ctx.gradient_killers),
+            },
+        )
+
+    def view(self, ctx: HealthContext) -> ModelView:
+        names = list(ctx.gradient_killers)
+        return lambda model: _straight_through_view(model, names)
+
+
+@register_escalation("transfer")
+class Transfer(Escalation):
+    order = 30
+    triggers = MASKING
+    why = "the gradients of the scored model may be masked: PGD crafted on the dense parent, with restarts"
+
+    def unavailable(self, ctx: HealthContext) -> str | None:
+        return None if ctx.parent is not None else "no parent model is known (pass --parent)"
+
+    def spec(self, ctx: HealthContext, budget: EscalationBudget) -> AttackSpec:
+        return AttackSpec(
+            name="transfer_pgd", params={"steps": budget.steps, "rel_step": 0.025, "restarts": budget.restarts + 1}
+        )
+
+
+@register_escalation("more_steps")
+class MoreSteps(Escalation):
+    order = 40
+    triggers = ("S11", "S12", "S14")
+    why = "the gradient attacks had not converged: APGD with twice the steps and two restarts (EOT if randomized)"
+
+    def unavailable(self, ctx: HealthContext) -> str | None:
+        return None if ctx.gradients else "no gradient reaches the input (S6)"
+
+    def spec(self, ctx: HealthContext, budget: EscalationBudget) -> AttackSpec:
+        steps = 2 * budget.steps
+        if ctx.randomized:
+            return AttackSpec(
+                name="adaptive_eot_pgd",
+                params={"steps": steps, "rel_step": 0.025, "eot_iter": 20, "random_start": True},
+            )
+        return AttackSpec(name="apgd", params={"steps": steps, "n_restarts": budget.restarts, "loss": "ce"})
+
+
+@register_escalation("more_queries")
+class MoreQueries(Escalation):
+    order = 50
+    fallback = True
+    triggers = ("S6", *MASKING)
+    why = (
+        "gradients are missing or masked and no gradient escalation repaired them: Square with more queries than "
+        f"AutoAttack's ({SQUARE_QUERIES} by default, twice its budget)"
+    )
+
+    def spec(self, ctx: HealthContext, budget: EscalationBudget) -> AttackSpec:
+        return AttackSpec(name="square", params={"n_queries": budget.square_queries, "n_restarts": 1, "p_init": 0.8})
+
+
+def before_battery(ctx: HealthContext, additions: list[dict[str, Any]]) -> list[EscalationRecord]:
+    """Records for the attacks `score` added to the battery because of a model check (EOT for S2, a gradient-free
+    attack for S6); their counts are filled in by `finish_records` once the battery ran."""
+    triggers = {"adaptive_eot_pgd": ("eot", "S2"), "square": ("gradient_free", "S6")}
+    records = []
+    for addition in additions:
+        if not addition.get("added") or addition["attack"] not in triggers:
+            continue
+        name, check = triggers[addition["attack"]]
+        records.append(
+            EscalationRecord(
+                name=name,
+                label=addition["label"],
+                attack=addition["attack"],
+                settings=dict(addition["settings"]),
+                triggered_by=[check],
+                reason=addition["reason"],
+            )
+        )
+    return records
+
+
+def escalate(
+    ctx: HealthContext, results: dict[str, CheckResult], budget: EscalationBudget | None = None
+) -> list[EscalationRecord]:
+    """Run every escalation some check calls for on the survivors: first those that repair the gradient attacks,
+    then re-run the failed checks under the escalations that change how the model is attacked, then the fallbacks
+    if the gradient attacks are still not repaired. Updates `results` in place."""
+    budget = budget or EscalationBudget()
+    records: list[EscalationRecord] = []
+    if ctx.battery.threat.eps == 0:  # nothing to attack inside a ball of radius 0
+        return records
+    views: list[tuple[str, ModelView]] = []
+    rechecked = False
+    for escalation in ordered_escalations():
+        triggered = escalation.triggered_by(results)
+        if not triggered:
+            continue
+        if escalation.fallback and not rechecked:
+            _recheck(ctx, results, views)
+            rechecked = True
+        if escalation.fallback and not _still_needed(ctx, results, views):
+            continue
+        why_not = escalation.unavailable(ctx)
+        spec = None if why_not else escalation.spec(ctx, budget)
+        label = f"escalation:{escalation.name}"
+        record = EscalationRecord(
+            name=escalation.name,
+            label=label,
+            attack=spec.name if spec else "",
+            settings=dict(spec.params) if spec else {},
+            triggered_by=triggered,
+            reason=escalation.why,
+            skipped=why_not,
+        )
+        records.append(record)
+        for check_id in triggered:
+            results[check_id].escalations.append(escalation.name)
+        if spec is None:
+            continue
+        started = time.perf_counter()
+        ran = ctx.run_attack(AttackSpec(name=spec.name, label=label, params=dict(spec.params)), role="escalation")
+        record.seconds = time.perf_counter() - started
+        record.n_attempted, record.n_broken, record.skipped = ran.n_attempted, ran.n_broken, ran.skipped
+        view = escalation.view(ctx)
+        if view is not None:
+            views.append((escalation.name, view))
+    if not rechecked:
+        _recheck(ctx, results, views)
+    return records
+
+
+def _still_needed(ctx: HealthContext, results: dict[str, CheckResult], views: list[tuple[str, ModelView]]) -> bool:
+    """Whether brute force is still called for after the gradient escalations (see Escalation.fallback)."""
+    if not ctx.gradients or not views:
+        return True
+    return any(
+        results[i].status in ("warn", "fail") and results[i].resolved_by is None for i in RECHECKED if i in results
+    )
+
+
+def _recheck(ctx: HealthContext, results: dict[str, CheckResult], views: list[tuple[str, ModelView]]) -> None:
+    """A failed S13 / S20 that passes under some escalation's view of the model is resolved by it."""
+    for check_id in RECHECKED:
+        result = results.get(check_id)
+        if result is None or result.status not in ("warn", "fail") or result.resolved_by is not None:
+            continue
+        for name, view in views:
+            again = HEALTH_CHECKS.get(check_id).evaluate(ctx, view)
+            if again.status == "pass":
+                result.resolved_by = name
+                result.message += f"; under {name}: {again.message} (resolved)"
+                break
+            result.message += f"; under {name} still: {again.message}"
+
+
+def finish_records(ctx: HealthContext, records: list[EscalationRecord]) -> None:
+    """Fill in what each before-battery escalation attempted and broke, from its column."""
+    for record in records:
+        ran = next((r for r in ctx.outcome.records if r.label == record.label), None)
+        if ran is not None:
+            record.n_attempted, record.n_broken, record.seconds = ran.n_attempted, ran.n_broken, ran.seconds
+            record.skipped = ran.skipped

@@ -1,0 +1,54 @@
+"""One verdict per score, derived from the health checks and escalations by a written rule.
+
+- `untrusted`: gradient attacks could not run at all (S6), or a check FAILED and no escalation resolved it.
+  The robust accuracy is then an upper bound that may be loose; `autoattack_acc` is left empty.
+- `caution`: some check warned, a failure was resolved only by an escalation, or an escalation broke examples
+  the battery had left: the number includes what those found, but the battery alone was not enough.
+- `trusted`: every check passed or did not apply. (A probe may still have broken an example or two below a
+  check's threshold; it counts in the worst case like any attack's break.)
+"""
+
+from __future__ import annotations
+
+from robustprune.scoring.health import CheckResult, EscalationRecord
+
+RULE = (
+    "untrusted: gradient attacks could not run (S6) or a check failed and no escalation resolved it; "
+    "caution: a check warned, a failure was resolved only by escalation, or an escalation broke examples the "
+    "battery left; trusted: otherwise"
+)
+RANK = {"trusted": 0, "caution": 1, "untrusted": 2}
+
+
+def derive_verdict(checks: list[CheckResult], escalations: list[EscalationRecord]) -> tuple[str, list[str]]:
+    """(verdict, reasons, most serious first) by the rule in the module docstring."""
+    untrusted, caution = [], []
+    for check in checks:
+        if check.status == "fail" and check.id == "S6":
+            untrusted.append(
+                f"{check.id} {check.name}: gradient attacks could not run; the robust accuracy is an "
+                "upper bound that may be loose"
+            )
+        elif check.status == "fail" and check.resolved_by is None:
+            untrusted.append(f"{check.id} {check.name}: {check.message}")
+        elif check.status == "fail":
+            caution.append(f"{check.id} {check.name}: failed; passes under the {check.resolved_by} escalation")
+        elif check.status == "warn":
+            caution.append(f"{check.id} {check.name}: {check.message}")
+    broke = [e for e in escalations if e.n_broken]
+    if broke:
+        caution.append(
+            "escalations broke examples the battery left: " + ", ".join(f"{e.name} {e.n_broken}" for e in broke)
+        )
+    if untrusted:
+        return "untrusted", untrusted + caution
+    if caution:
+        return "caution", caution
+    return "trusted", []
+
+
+def worse(a: str | None, b: str | None) -> bool:
+    """Whether verdict `b` is worse than verdict `a` (unknown verdicts compare as nothing)."""
+    if a not in RANK or b not in RANK:
+        return False
+    return RANK[b] > RANK[a]
