@@ -1,4 +1,4 @@
-"""BPDA (Athalye et al. 2018, arXiv:1802.00420): PGD through non-differentiable layers approximated by the
+"""BPDA (Athalye et al. 2018, arXiv:1802.00420): APGD through non-differentiable layers approximated by the
 identity on the backward pass (a straight-through estimator).
 
 The escalation for a model whose input gradient is zero because some layer (input quantization, rounding, a
@@ -18,7 +18,7 @@ from torch import nn
 
 from robustprune.attacks.base import Attack, check_positive, register_attack
 from robustprune.attacks.counting import CountingModel
-from robustprune.attacks.pgd_core import cross_entropy_objective, restarted_pgd
+from robustprune.attacks.rescaled import apgd_ce
 
 
 @contextlib.contextmanager
@@ -40,22 +40,19 @@ def straight_through(model: nn.Module, names: list[str]) -> Iterator[None]:
             handle.remove()
 
 
-@register_attack("bpda_pgd")
-class BPDAPGD(Attack):
-    defaults = {"steps": 100, "rel_step": 0.025, "restarts": 2, "modules": ""}
-    implementation = "robustprune bpda_pgd: PGD with the named non-differentiable modules straight-through (BPDA)"
+@register_attack("bpda_apgd")
+class BPDAAPGD(Attack):
+    defaults = {"steps": 100, "restarts": 2, "modules": ""}
+    implementation = (
+        "torchattacks.APGD (CE, AutoAttack's step-size schedule) with the named non-differentiable modules "
+        "straight-through (BPDA)"
+    )
 
     def validate(self) -> None:
-        check_positive(self, "steps", "rel_step", "restarts")
+        check_positive(self, "steps", "restarts")
 
     def perturb_batch(self, model, x, y, *, seed, batch_size):
         inner = model.model if isinstance(model, CountingModel) else model
         names = [n for n in str(self.settings["modules"]).split(",") if n]
         with straight_through(inner, names):
-            return restarted_pgd(
-                self,
-                lambda labels: cross_entropy_objective(model, labels, deterministic=not self.context.randomized),
-                x,
-                y,
-                seed,
-            )
+            return apgd_ce(self, model, x, y, seed)

@@ -1,4 +1,4 @@
-"""PGD on rescaled logits, the escalation for outputs that starve gradient attacks of a signal.
+"""APGD on rescaled logits, the escalation for outputs that starve gradient attacks of a signal.
 
 A model whose outputs are probabilities (a final softmax, S1) or saturated logits (x1e4, S22) gives a
 cross-entropy whose gradient is exactly zero in float32 for every confidently classified example, so gradient
@@ -10,10 +10,10 @@ unchanged); the engine judges every returned example on the model as given.
 from __future__ import annotations
 
 import torch
+import torchattacks
 from torch import nn
 
 from robustprune.attacks.base import Attack, check_choice, check_positive, register_attack
-from robustprune.attacks.pgd_core import cross_entropy_objective, restarted_pgd
 
 TARGET_SCALE = 10.0  # rescaled logits span about this much
 
@@ -45,15 +45,15 @@ def choose_rescaling(model: nn.Module, x: torch.Tensor, mode: str) -> tuple[str,
     return "temperature", max(1.0, float(out.abs().max()) / TARGET_SCALE)
 
 
-@register_attack("rescaled_pgd")
-class RescaledPGD(Attack):
-    defaults = {"steps": 100, "rel_step": 0.025, "restarts": 1, "mode": "auto"}
+@register_attack("rescaled_apgd")
+class RescaledAPGD(Attack):
+    defaults = {"steps": 100, "restarts": 1, "mode": "auto"}
     implementation = (
-        "robustprune rescaled_pgd: PGD on the cross-entropy of log-probabilities or temperature-scaled logits"
+        "torchattacks.APGD (CE, AutoAttack's step-size schedule) on log-probabilities or temperature-scaled logits"
     )
 
     def validate(self) -> None:
-        check_positive(self, "steps", "rel_step", "restarts")
+        check_positive(self, "steps", "restarts")
         check_choice(self, "mode", ("auto", "log", "temperature"))
 
     def perturb_batch(self, model, x, y, *, seed, batch_size):
@@ -61,11 +61,20 @@ class RescaledPGD(Attack):
         note = f"attacked {'log-probabilities' if mode == 'log' else f'logits / {temperature:.4g}'}"
         if note not in self.notes:
             self.notes.append(note)
-        rescaled = Rescaled(model, mode, temperature)
-        return restarted_pgd(
-            self,
-            lambda labels: cross_entropy_objective(rescaled, labels, deterministic=not self.context.randomized),
-            x,
-            y,
-            seed,
-        )
+        return apgd_ce(self, Rescaled(model, mode, temperature).eval(), x, y, seed)
+
+
+def apgd_ce(attack: Attack, view: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
+    """APGD-CE (AutoAttack's step-size schedule, its best point kept) on `view`, a differentiable stand-in for the
+    model; EOT over 20 passes on a randomized model. The engine judges the result on the model as given."""
+    apgd = torchattacks.APGD(
+        view,
+        norm=attack.threat.norm,
+        eps=attack.threat.eps,
+        steps=int(attack.settings["steps"]),
+        n_restarts=int(attack.settings["restarts"]),
+        seed=seed,
+        loss="ce",
+        eot_iter=20 if attack.context.randomized else 1,
+    )
+    return apgd(x, y).detach()

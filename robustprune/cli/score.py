@@ -114,7 +114,8 @@ def score_job(
             inspect_checkpoint(parent)
         except UsageError as err:
             raise UsageError(f"--parent: {err}") from None
-    data = load_dataset(dataset, split="test").subset(n)
+    full = load_dataset(dataset, split="test")  # scored as its first n; S19 compares a manifest on the whole
+    data = full.subset(n)
     for battery_spec in (spec, heads):
         if battery_spec is not None:
             check_battery(battery_spec, data.num_classes)
@@ -139,8 +140,9 @@ def score_job(
         parent_net = _load_parent(parent or _manifest_parent(info), model, data, trust)
         result = score(
             net,
-            data,
+            full,
             spec,
+            n=n,
             batch_size=batch_size,
             seed=seed,
             architecture=model,

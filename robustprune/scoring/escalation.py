@@ -86,14 +86,17 @@ def register_escalation(name: str) -> Callable[[type[Escalation]], type[Escalati
 class LogitRescaling(Escalation):
     order = 10
     triggers = ("S1", "S22", "S17")
-    why = "outputs that are probabilities or saturated logits starve the cross-entropy gradient: PGD on rescaled logits"
+    why = (
+        "outputs that are probabilities or saturated logits starve the cross-entropy gradient: APGD-CE on rescaled "
+        "logits"
+    )
 
     def unavailable(self, ctx: HealthContext) -> str | None:
         return None if ctx.gradients else "no gradient reaches the input (S6)"
 
     def spec(self, ctx: HealthContext, budget: EscalationBudget) -> AttackSpec:
         return AttackSpec(
-            name="rescaled_pgd", params={"steps": budget.steps, "rel_step": 0.025, "restarts": budget.restarts}
+            name="rescaled_apgd", params={"steps": budget.steps, "restarts": budget.restarts}
         )
 
     def view(self, ctx: HealthContext) -> ModelView:
@@ -111,7 +114,7 @@ def _straight_through_view(model: nn.Module, names: list[str]) -> Iterator[nn.Mo
 class BPDA(Escalation):
     order = 20
     triggers = ("S7", "S13", "S16", "S20")
-    why = "layers with a zero derivative stop the gradient: PGD with them straight-through (BPDA)"
+    why = "layers with a zero derivative stop the gradient: APGD-CE with them straight-through (BPDA)"
 
     def unavailable(self, ctx: HealthContext) -> str | None:
         if not ctx.gradients:
@@ -122,10 +125,9 @@ class BPDA(Escalation):
 
     def spec(self, ctx: HealthContext, budget: EscalationBudget) -> AttackSpec:
         return AttackSpec(
-            name="bpda_pgd",
+            name="bpda_apgd",
             params={
                 "steps": budget.steps,
-                "rel_step": 0.025,
                 "restarts": budget.restarts,
                 "modules": ",".join(ctx.gradient_killers),
             },
@@ -174,7 +176,8 @@ class MoreSteps(Escalation):
 class MoreQueries(Escalation):
     order = 50
     fallback = True
-    triggers = ("S6", *MASKING)
+    # not S9 / S21 alone: transfer from the parent, which they call for, is their direct answer
+    triggers = ("S6", *(c for c in MASKING if c not in ("S9", "S21")))
     why = (
         "gradients are missing or masked and no gradient escalation repaired them: Square with more queries than "
         f"AutoAttack's ({SQUARE_QUERIES} by default, twice its budget)"

@@ -345,12 +345,10 @@ def _alerts(attacks: list[AttackEntry], health: HealthReport | None) -> list[Fin
     """What a reader must see before the numbers: findings that make the robust accuracy an upper bound."""
     alerts = []
     if health is not None and health.verdict == "untrusted":
+        reasons = "; ".join(health.reasons[:3])
+        bound = "" if "upper bound" in reasons else ". The robust accuracy is an upper bound that may be loose"
         alerts.append(
-            Finding(
-                "verdict",
-                "UNTRUSTED EVALUATION: " + "; ".join(health.reasons[:3]) + ". The robust accuracy is an upper "
-                "bound that may be loose; see the health checks for how to fix it",
-            )
+            Finding("verdict", f"UNTRUSTED EVALUATION: {reasons}{bound}; see the health checks for how to fix it")
         )
     skipped = [a.label for a in attacks if a.skipped and a.role == "battery"]
     if not skipped:

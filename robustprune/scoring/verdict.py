@@ -24,17 +24,18 @@ def derive_verdict(checks: list[CheckResult], escalations: list[EscalationRecord
     """(verdict, reasons, most serious first) by the rule in the module docstring."""
     untrusted, caution = [], []
     for check in checks:
+        what = f"{check.id} ({check.name})"
         if check.status == "fail" and check.id == "S6":
             untrusted.append(
-                f"{check.id} {check.name}: gradient attacks could not run; the robust accuracy is an "
-                "upper bound that may be loose"
+                f"{what} FAILED: gradient attacks could not run; the robust accuracy is an upper bound that may be "
+                "loose"
             )
         elif check.status == "fail" and check.resolved_by is None:
-            untrusted.append(f"{check.id} {check.name}: {check.message}")
+            untrusted.append(f"{what} FAILED: {check.message}")
         elif check.status == "fail":
-            caution.append(f"{check.id} {check.name}: failed; passes under the {check.resolved_by} escalation")
+            caution.append(f"{what} FAILED, and passes under the {check.resolved_by} escalation")
         elif check.status == "warn":
-            caution.append(f"{check.id} {check.name}: {check.message}")
+            caution.append(f"{what} WARNED: {check.message}")
     broke = [e for e in escalations if e.n_broken]
     if broke:
         caution.append(

@@ -78,7 +78,7 @@ def _compute_cell(cell: Cell, root: Path) -> CellRecord:
     config = cell.config
     overrides = [f"train.epochs={config.epochs}"] if config.epochs is not None else []
     recipe = load_recipe(cell.recipe, overrides)
-    data = load_dataset(str(config.dataset), "test").subset(config.n)
+    data = load_dataset(str(config.dataset), "test")  # scored as its first n (S19 reads the whole split's accuracy)
 
     # The architecture comes from the recipe (as the sweep resolved it), never from a file in the cell: a data file
     # must not be able to make robustprune import code.
@@ -102,6 +102,7 @@ def _compute_cell(cell: Cell, root: Path) -> CellRecord:
         model,
         data,
         config.battery_spec(),
+        n=config.n,
         batch_size=int(config.batch_size or 256),
         seed=cell.seed,
         architecture=recipe.architecture,

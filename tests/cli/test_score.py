@@ -15,6 +15,7 @@ import torch
 from robustprune.cli import main
 from robustprune.models import build_model, save_checkpoint
 from robustprune.results.schema import validate_document
+from robustprune.sparsity import apply_masks, global_magnitude
 
 
 @pytest.fixture(scope="module")
@@ -209,3 +210,50 @@ def test_python_dash_m_entry_point():
         [sys.executable, "-m", "robustprune", "score"], capture_output=True, text=True, timeout=120, check=False
     )
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_a_parent_checkpoint_is_attacked_by_transfer_and_a_missing_one_is_refused(
+    mlp_checkpoint, tmp_path, capsys, _trained_mlp_state
+):
+    model = build_model("mlp", 10, (1, 8, 8))
+    model.load_state_dict(_trained_mlp_state)
+    apply_masks(model, global_magnitude(model, 0.8))
+    pruned = tmp_path / "pruned.safetensors"
+    save_checkpoint(model, pruned)
+    out = tmp_path / "run"
+    code, _, stderr = run_cli(score_args(pruned, out, "--parent", str(mlp_checkpoint)), capsys)
+    assert code == 0, stderr
+    doc = json.loads((out / "results.json").read_text())
+    checks = {c["id"]: c for c in doc["health"]["checks"]}
+    assert checks["S9"]["status"] in ("pass", "warn") and checks["S21"]["status"] in ("pass", "warn")
+    transfer = next(a for a in doc["attacks"] if a["label"] == "S9:transfer_pgd")
+    assert transfer["role"] == "probe" and transfer["n_attempted"] > 0
+
+    missing = tmp_path / "missing"
+    code, _, stderr = run_cli(score_args(pruned, missing, "--parent", str(tmp_path / "nowhere.safetensors")), capsys)
+    assert code == 2 and stderr.count("\n") == 1 and "--parent" in stderr and not missing.exists()
+
+
+def test_strict_exits_1_on_an_untrusted_verdict_and_still_writes_the_results(tmp_path, capsys, monkeypatch):
+    (tmp_path / "cut_mlp.py").write_text(
+        "from torch import nn\n"
+        "from robustprune.models import build_model\n\n"
+        "class Detached(nn.Module):\n"
+        "    def __init__(self, inner):\n"
+        "        super().__init__()\n"
+        "        self.inner = inner\n\n"
+        "    def forward(self, x):\n"
+        "        return self.inner(x.detach())\n\n"
+        "def factory(num_classes, input_shape, mean=None, std=None):\n"
+        "    return Detached(build_model('mlp', num_classes, input_shape))\n"
+    )
+    battery = tmp_path / "square.toml"
+    battery.write_text('name = "sq"\nnorm = "Linf"\neps = 0.1\n\n[[attack]]\nname = "square"\nn_queries = 100\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "run"
+    args = ["score", "--model", "cut_mlp:factory", "--battery", str(battery), "--n", "8", "--out", str(out)]
+    code, stdout, stderr = run_cli([*args, "--strict"], capsys)
+    assert code == 1 and "--strict" in stderr and "untrusted" in stderr
+    assert stdout.startswith("VERDICT: UNTRUSTED")
+    assert json.loads((out / "results.json").read_text())["verdict"] == "untrusted"
+    sys.modules.pop("cut_mlp", None)

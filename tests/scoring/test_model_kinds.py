@@ -9,34 +9,12 @@ import textwrap
 
 import pytest
 import torch
-from torch import nn
+from broken_models import Detached, Noisy
 
 from robustprune.attacks import run_battery
 from robustprune.cli import main
 from robustprune.config import AttackSpec, BatterySpec, ThreatModel
 from robustprune.scoring import RANDOMIZED_PASSES, EscalationBudget, score
-
-
-class Detached(nn.Module):
-    """Computes on x.detach(): no gradient reaches the input (S6)."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(x.detach())
-
-
-class Noisy(nn.Module):
-    """Gaussian noise on the input in every forward pass: a randomized model (S2)."""
-
-    def __init__(self, inner: nn.Module, sigma: float) -> None:
-        super().__init__()
-        self.inner, self.sigma = inner, sigma
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(x + self.sigma * torch.randn_like(x))
 
 
 @pytest.mark.parametrize("battery", ["quick", "autoattack"])

@@ -34,7 +34,7 @@ def test_all_passing_or_skipped_checks_are_trusted():
 
 def test_a_warning_is_caution_and_says_which_check():
     verdict, reasons = derive_verdict([check("S1", "pass"), check("S2", "warn")], [])
-    assert verdict == "caution" and reasons == ["S2 check S2: S2 said warn"]
+    assert verdict == "caution" and reasons == ["S2 (check S2) WARNED: S2 said warn"]
 
 
 def test_an_unresolved_failure_is_untrusted_and_listed_first():

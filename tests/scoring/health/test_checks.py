@@ -223,6 +223,11 @@ def test_s19_fires_when_the_recorded_accuracy_is_far_from_the_measured_one(mlp, 
     assert again.status == "pass"
 
 
+def test_s19_does_not_compare_a_randomized_models_strict_accuracy_with_a_one_pass_record(mlp, data):
+    result, _ = outcome_check("S19", Noisy(mlp, 0.1), data, battery(PGD), reference_acc=0.99)
+    assert result.status == "skip" and "randomized" in result.message
+
+
 def test_s18_fires_when_a_returned_adversarial_example_no_longer_fools_the_model(mlp, data):
     check = HEALTH_CHECKS.get("S18")
     result, ctx = outcome_check("S18", mlp, data, battery(PGD))
