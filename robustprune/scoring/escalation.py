@@ -95,9 +95,7 @@ class LogitRescaling(Escalation):
         return None if ctx.gradients else "no gradient reaches the input (S6)"
 
     def spec(self, ctx: HealthContext, budget: EscalationBudget) -> AttackSpec:
-        return AttackSpec(
-            name="rescaled_apgd", params={"steps": budget.steps, "restarts": budget.restarts}
-        )
+        return AttackSpec(name="rescaled_apgd", params={"steps": budget.steps, "restarts": budget.restarts})
 
     def view(self, ctx: HealthContext) -> ModelView:
         mode, temperature = choose_rescaling(ctx.model, ctx.sample[0], "auto")
