@@ -145,6 +145,18 @@ def ordered_checks(stage: str) -> list[Check]:
     return sorted((c for c in checks if c.stage == stage), key=lambda c: (len(c.id), c.id))
 
 
+def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+    """The gradient of the summed cross-entropy with respect to the input; None when no gradient reaches it."""
+    x = x.clone().requires_grad_(True)
+    with torch.enable_grad():
+        loss = nn.functional.cross_entropy(model(x), y, reduction="sum")
+        try:
+            (grad,) = torch.autograd.grad(loss, x)
+        except RuntimeError:
+            return None
+    return grad
+
+
 def column_breaks(ctx: HealthContext, label: str | None) -> np.ndarray:
     """Indices of the examples an attack (or probe) column broke; empty when it did not run."""
     if label is None or label not in ctx.outcome.columns:

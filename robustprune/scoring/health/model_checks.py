@@ -14,7 +14,7 @@ from torch import nn
 from robustprune.attacks.base import ATTACKS
 from robustprune.attacks.pgd_core import random_delta
 from robustprune.models.modes import mode_matters
-from robustprune.scoring.health.base import Check, CheckResult, HealthContext, register_check
+from robustprune.scoring.health.base import Check, CheckResult, HealthContext, input_gradient, register_check
 
 SATURATED_LOGIT = 1000.0  # |logit| beyond this saturates a float32 softmax for almost every example
 UNSTABLE_LOSS = 0.1
@@ -157,17 +157,6 @@ class ClassCount(Check):
         return self.result("pass", ctx.num_classes, f"{ctx.num_classes} classes: every targeted attack fits")
 
 
-def _input_gradient(ctx: HealthContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
-    x = x.clone().requires_grad_(True)
-    with torch.enable_grad():
-        loss = nn.functional.cross_entropy(ctx.model(x), y, reduction="sum")
-        try:
-            (grad,) = torch.autograd.grad(loss, x)
-        except RuntimeError:
-            return None
-    return grad
-
-
 @register_check("S6")
 class GraphIntact(Check):
     name = "a gradient reaches the input"
@@ -180,7 +169,7 @@ class GraphIntact(Check):
 
     def evaluate(self, ctx: HealthContext) -> CheckResult:
         x, y = ctx.sample
-        if _input_gradient(ctx, x, y) is None:
+        if input_gradient(ctx.model, x, y) is None:
             return self.result("fail", 0, "no gradient reaches the input: gradient attacks cannot run")
         return self.result("pass", 1, "the loss has a gradient with respect to the input")
 
@@ -241,7 +230,7 @@ class Gradients(Check):
         ).clamp(0, 1)
         norms = []
         for point in (x, start):
-            grad = _input_gradient(ctx, point, y)
+            grad = input_gradient(ctx.model, point, y)
             norms.append(grad.flatten(1).abs().sum(dim=1).double())
         both = torch.stack(norms)
         if not torch.isfinite(both).all():

@@ -22,6 +22,7 @@ from robustprune.scoring.health.base import (
     CheckResult,
     HealthContext,
     column_breaks,
+    input_gradient,
     register_check,
 )
 from robustprune.sparsity import current_masks
@@ -496,11 +497,7 @@ def _unapplied_masks(model: nn.Module, masks: dict[str, torch.Tensor], x: torch.
 
 
 def _zero_gradient_share(model: nn.Module, ctx: HealthContext) -> float:
-    x, y = ctx.x[:MODEL_SAMPLE].clone().requires_grad_(True), ctx.y[:MODEL_SAMPLE]
-    with torch.enable_grad():
-        loss = nn.functional.cross_entropy(model(x), y, reduction="sum")
-        try:
-            (grad,) = torch.autograd.grad(loss, x)
-        except RuntimeError:
-            return 1.0
+    grad = input_gradient(model, ctx.x[:MODEL_SAMPLE], ctx.y[:MODEL_SAMPLE])
+    if grad is None:
+        return 1.0
     return float((grad.flatten(1).abs().sum(dim=1) == 0).double().mean())
