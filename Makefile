@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(PY) -m robustprune sweep --config sweeps/demo.toml --executor process --workers 2 --out reports/demo-sweep
 
-# One model: train a small CNN on digits (cached) and score it with the standard battery at Linf eps 0.1.
+# One model: train a small CNN on digits (cached) and score it with the fast battery at Linf eps 0.1.
 demo-score: $(STAMP)
 	$(PY) -m robustprune demo --out reports/demo
 

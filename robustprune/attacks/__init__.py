@@ -6,11 +6,14 @@ from robustprune.attacks import (  # noqa: F401  (registration)
     autoattack,
     bpda,
     fab,
+    fast_apgd,
     fgsm,
+    odi_apgd,
     pgd,
     probes,
     rescaled,
     square,
+    square_sentinel,
     transfer,
 )
 from robustprune.attacks.base import ATTACKS, Attack

@@ -20,7 +20,7 @@ import logging
 
 import torch
 
-from robustprune.attacks.base import Attack, check_choice, register_attack
+from robustprune.attacks.base import Attack, check_choice, check_positive, register_attack
 
 
 class _Collect(logging.Handler):
@@ -34,14 +34,23 @@ class _Collect(logging.Handler):
 
 @register_attack("autoattack")
 class AutoAttack(Attack):
-    defaults = {"version": "standard"}
+    defaults = {"version": "standard", "n_target_classes": 9}
     implementation = "pyautoattack.AutoAttack"
     library = "pyautoattack"
     batches_itself = True
-    min_classes = 10  # the standard version attacks 9 target classes
+    min_classes = 4  # targeted DLR reads the fourth-largest logit
+
+    def required_classes(self) -> int:
+        # APGD-T and FAB-T attack n_target_classes other classes (9 in the standard version)
+        return max(self.min_classes, int(self.settings["n_target_classes"]) + 1)
 
     def validate(self) -> None:
         check_choice(self, "version", ("standard", "plus", "rand"))
+        check_positive(self, "n_target_classes")
+        if self.settings["n_target_classes"] != 9:
+            self.notes.append(
+                f"APGD-T and FAB-T attack {self.settings['n_target_classes']} target classes (upstream: 9)"
+            )
         self.flags: list[str] = []
         if not self.context.randomized:
             return
@@ -68,6 +77,8 @@ class AutoAttack(Attack):
             seed=seed,
             device=device,
         )
+        adversary.apgd_targeted.n_target_classes = int(self.settings["n_target_classes"])
+        adversary.fab.n_target_classes = int(self.settings["n_target_classes"])
         logger = logging.getLogger("auto-attack")
         handler = _Collect()
         logger.addHandler(handler)

@@ -1,5 +1,5 @@
 """`robustprune demo`: train a small CNN on digits (cached by the hash of its training configuration) and score it
-with the standard battery."""
+with the fast battery (audited by the reference AutoAttack)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from robustprune.validation import check_seed, output_dir
 
 
 def add_parser(sub: Subparsers) -> None:
-    p = sub.add_parser("demo", help="train a small CNN on digits (cached) and score it with the standard battery")
+    p = sub.add_parser("demo", help="train a small CNN on digits (cached) and score it with the fast battery")
     p.add_argument("--out", default="reports/demo")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
@@ -70,7 +70,7 @@ def demo_job(*, out: str, seed: int) -> tuple[dict[str, str], str]:
         result: ScoreResult = score(
             model,
             "digits",
-            "standard",
+            "fast",
             eps=0.1,
             seed=seed,
             architecture="digits_cnn",

@@ -33,7 +33,9 @@ def add_parser(sub: Subparsers) -> None:
         help="allow pickled modules, TorchScript and .pt2 (they can run code when loaded)",
     )
     p.add_argument("--dataset", default="digits", help="digits (default) or a path: .npz, MNIST IDX, CIFAR batches")
-    p.add_argument("--battery", default="standard", help="quick | standard | autoattack | full | FILE.toml")
+    p.add_argument(
+        "--battery", default="fast", help="fast (default) | quick | standard | autoattack | full | FILE.toml"
+    )
     p.add_argument(
         "--head-battery", help="multi-head (DIO) models: battery for the per-head report (default: --battery)"
     )

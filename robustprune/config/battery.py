@@ -75,12 +75,56 @@ class AttackSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AuditSpec:
+    """The reference attack run on a seeded sample of a battery's survivors on every run (the `[audit]` table).
+
+    The first sample is `fraction` of the survivors (at least `min_size`); while a round finds an example the
+    battery missed and fewer than `max_rounds` ran, the sample grows `grow`-fold.
+    """
+
+    attack: str = "autoattack"
+    fraction: float = 0.02
+    min_size: int = 2
+    grow: float = 5.0
+    max_rounds: int = 3
+    params: dict[str, ParamValue] = field(default_factory=dict)  # settings of the audit attack
+
+    def __post_init__(self) -> None:
+        where = "[audit]"
+        if not isinstance(self.attack, str) or not self.attack:
+            raise UsageError(
+                f"{where} attack must name an attack (see robustprune ls), got {escape(repr(self.attack))}"
+            )
+        checks = (
+            ("fraction", (int, float), lambda v: 0 < v <= 1, "in (0, 1]"),
+            ("min_size", (int,), lambda v: v >= 1, ">= 1"),
+            ("grow", (int, float), lambda v: 1 <= v <= 1000, "in [1, 1000]"),
+            ("max_rounds", (int,), lambda v: 1 <= v <= 100, "in [1, 100]"),
+        )
+        for key, types, ok, what in checks:
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, types) or not math.isfinite(value) or not ok(value):
+                raise UsageError(f"{where} {key} must be a number {what}, got {escape(repr(value))}")
+        if not isinstance(self.params, dict) or not all(
+            isinstance(k, str) and isinstance(v, bool | int | float | str) for k, v in self.params.items()
+        ):
+            raise UsageError(f"{where} settings must map names to numbers, strings or booleans")
+
+    def first_size(self, survivors: int) -> int:
+        return min(survivors, max(self.min_size, math.ceil(self.fraction * survivors)))
+
+    def next_size(self, size: int, survivors: int) -> int:
+        return min(survivors, max(size + 1, math.ceil(size * self.grow)))
+
+
+@dataclass(frozen=True, kw_only=True)
 class BatterySpec:
     name: str
     threat: ThreatModel
     attacks: tuple[AttackSpec, ...]
     description: str = ""
     source: str = ""
+    audit: AuditSpec | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -110,6 +154,8 @@ class BatterySpec:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["attacks"] = [asdict(a) | {"norms": list(a.norms)} for a in self.attacks]
+        if self.audit is None:
+            del data["audit"]
         return data
 
     @classmethod
@@ -130,10 +176,12 @@ class BatterySpec:
             attacks=attacks,
             description=data.get("description", ""),
             source=data.get("source", ""),
+            audit=AuditSpec(**data["audit"]) if data.get("audit") else None,
         )
 
 
-_BATTERY_KEYS = {"name", "description", "norm", "eps", "attack"}
+_BATTERY_KEYS = {"name", "description", "norm", "eps", "attack", "audit"}
+_AUDIT_KEYS = {"attack", "fraction", "min_size", "grow", "max_rounds"}
 _ATTACK_KEYS = {"name", "label", "norms"}
 
 
@@ -183,4 +231,22 @@ def read_battery(spec: str, *, norm: str | None = None, eps: float | None = None
         threat=ThreatModel(norm=threat_norm, eps=threat_eps),
         attacks=tuple(attacks),
         source=str(path),
+        audit=_read_audit(data.get("audit"), where),
     )
+
+
+def _read_audit(table: Any, where: str) -> AuditSpec | None:
+    """The optional [audit] table: its own keys, and any other key is a setting of the audit attack."""
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise UsageError(f"{where}: 'audit' must be a table ([audit] with attack = ...)")
+    known = {k: v for k, v in table.items() if k in _AUDIT_KEYS}
+    params = {k: v for k, v in table.items() if k not in _AUDIT_KEYS}
+    for key, value in params.items():
+        if not isinstance(value, (bool, int, float, str)):
+            raise UsageError(f"{where}: [audit] key {key!r} must be a number, string or bool")
+    try:
+        return AuditSpec(**known, params=params)
+    except UsageError as exc:
+        raise UsageError(f"{where}: {exc}") from None

@@ -18,7 +18,7 @@ class SweepSpec:
     sparsities: tuple[float, ...] = (0.0,)
     seeds: tuple[int, ...] = (0,)
     dataset: str = "digits"
-    battery: str = "standard"
+    battery: str = "fast"
     head_battery: str | None = None  # multi-head (DIO) models: battery for the per-head report (default: battery)
     norm: str | None = None
     eps: float | None = None

@@ -7,7 +7,8 @@ from robustprune.scoring.result import ScoreResult
 
 VERDICT_MEANING = {
     "trusted": "every health check passed or did not apply",
-    "caution": "the number includes what escalations found, but the battery alone was not enough or a check warned",
+    "caution": "the number includes what escalations or the audit found, but the battery alone was not enough or a "
+    "check warned",
     "untrusted": "the robust accuracy is an upper bound that may be loose: do not publish or gate on it",
 }
 STATUS_ORDER = {"fail": 0, "warn": 1, "pass": 2, "skip": 3}
@@ -34,9 +35,15 @@ def verdict_rows(result: ScoreResult) -> list[tuple[str, str]]:
         ("rule", health.rule or NA),
         ("checks", ", ".join(f"{counts[s]} {s}" for s in STATUS_ORDER)),
         ("robust accuracy, battery alone", fmt_pct(health.battery_robust_acc) + " %"),
-        ("robust accuracy, with probes and escalations", fmt_pct(result.robust_acc) + " %"),
+        ("robust accuracy, with audit, probes and escalations", fmt_pct(result.robust_acc) + " %"),
         ("checks and escalations took", fmt_seconds(health.seconds) + " s"),
+        *([("audit", audit_line(result))] if result.audit is not None else []),
     ]
+
+
+def audit_line(result: ScoreResult) -> str | None:
+    """The audit's one line (None when the battery has no audit)."""
+    return result.audit.line() if result.audit is not None else None
 
 
 def _status(check) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from robustprune.render.format import Table, fmt_pct
-from robustprune.render.health import escalation_lines, verdict_line
+from robustprune.render.health import audit_line, escalation_lines, verdict_line
 from robustprune.render.tables import alert_lines, attack_table, calibration_table, sparsity_rows, threat_text
 from robustprune.scoring.result import ScoreResult
 
@@ -35,6 +35,7 @@ def summary_table(result: ScoreResult | dict[str, Any]) -> str:
         *([verdict] if verdict else []),
         *(f"   {c.id} {c.status.upper()}{' (resolved)' if c.resolved_by else ''}: {c.message}" for c in failing),
         *(f"   escalated: {e}" for e in escalation_lines(result)),
+        *([f"   {audit_line(result)}"] if result.audit is not None else []),
         *([""] if verdict else []),
         *alerts,
         *([""] if alerts else []),

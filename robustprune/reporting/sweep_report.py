@@ -35,7 +35,7 @@ from robustprune.reporting.sweep_tables import (
     means_table,
     summary_rows,
 )
-from robustprune.reporting.sweep_verdicts import VERDICT_NOTE, verdict_counts, verdict_panel, verdict_reasons
+from robustprune.reporting.sweep_verdicts import verdict_counts, verdict_note, verdict_panel, verdict_reasons
 from robustprune.reporting.view import SweepView, make_view
 from robustprune.results.store import load_sweep
 
@@ -71,7 +71,7 @@ def render_sweep_markdown(report: SweepReport) -> str:
         f"# {md_escape(_title(report.view))}",
         md_table(Table(("field", "value"), tuple(summary_rows(report.view)), "ll")),
         f"## Evaluation verdict: {md_escape(verdict_counts(report.view))}",
-        md_escape(VERDICT_NOTE),
+        md_escape(verdict_note(report.view)),
         md_table(t["verdicts"]),
         *_reasons_markdown(report.view),
         "## Robust accuracy vs sparsity",
@@ -136,7 +136,7 @@ def render_sweep_html(report: SweepReport, pngs: dict[str, bytes]) -> str:
         "cost_note": COST_NOTE,
         "means_note": MEANS_NOTE,
         "verdict_counts": verdict_counts(report.view),
-        "verdict_note": VERDICT_NOTE,
+        "verdict_note": verdict_note(report.view),
         "verdict_reasons": verdict_reasons(report.view),
         "figures": figures,
         **report.tables(),

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 from robustprune.render.format import NA, Table, fmt_pct
 from robustprune.reporting.view import SweepView
+from robustprune.scoring.audit import CONFIDENCE, clopper_pearson
 from robustprune.scoring.health import VERDICTS, ordered_checks
 from robustprune.scoring.verdict import RANK, RULE
 
@@ -16,8 +17,31 @@ VERDICT_NOTE = (
     f"Each cell's evaluation verdict, by the rule: {RULE}. One column per health check (ok: passed, WARN, FAIL, "
     "-: did not apply); a FAIL an escalation resolved still shows FAIL here (the cell's own report says which "
     "escalation resolved it). 'battery %' is the battery's own worst case, 'worst %' includes what the health "
-    "probes and escalations broke. Each cell's report.md has every check's value, threshold and how to fix it."
+    "probes and escalations broke. 'audit' is how many survivors the reference attack audited in the cell and how "
+    "many of them it broke (those count in 'worst %'). Each cell's report.md has every check's value, threshold and "
+    "how to fix it."
 )
+
+
+def pooled_audit(view: SweepView) -> str | None:
+    """The audits of every cell pooled: how many survivors the reference attacked and broke, and the
+    Clopper-Pearson upper bound on the share of survivors it would break (None when no cell was audited)."""
+    cells = [c for c in view.cells if c.record.audit_n_audited]
+    if not cells:
+        return None
+    audited = sum(c.record.audit_n_audited or 0 for c in cells)
+    broken = sum(c.record.audit_n_broken or 0 for c in cells)
+    _, high = clopper_pearson(broken, audited)
+    return (
+        f"Audit, pooled over {len(cells)} cells: the reference attack broke {broken} of {audited} audited survivors "
+        f"of the battery; at most {high:.1%} of survivors would fall to it ({CONFIDENCE:.0%} Clopper-Pearson)."
+    )
+
+
+def verdict_note(view: SweepView) -> str:
+    """VERDICT_NOTE, plus the pooled audit when cells were audited."""
+    pooled = pooled_audit(view)
+    return VERDICT_NOTE + (f" {pooled}" if pooled else "")
 
 
 def worst_verdict(verdicts: Iterable[str | None]) -> str | None:
@@ -49,7 +73,7 @@ def _check_ids(view: SweepView) -> list[str]:
 def verdict_panel(view: SweepView) -> Table:
     """One row per cell: the verdict, the battery's and the final worst case, and every check's status."""
     ids = _check_ids(view)
-    headers = ("recipe", "target", "seed", "verdict", "battery %", "worst %", *ids)
+    headers = ("recipe", "target", "seed", "verdict", "battery %", "worst %", "audit", *ids)
     rows = tuple(
         (
             c.recipe,
@@ -58,11 +82,18 @@ def verdict_panel(view: SweepView) -> Table:
             verdict_text(c.record.verdict),
             fmt_pct(c.record.battery_robust_acc),
             fmt_pct(c.record.robust_acc),
+            _audit_cell(c.record.audit_n_broken, c.record.audit_n_audited),
             *(STATUS_MARK.get(c.record.checks.get(i, ""), NA) for i in ids),
         )
         for c in view.cells
     )
-    return Table(headers, rows, "lrrlrr" + "l" * len(ids))
+    return Table(headers, rows, "lrrlrrr" + "l" * len(ids))
+
+
+def _audit_cell(broken: int | None, audited: int | None) -> str:
+    if audited is None:
+        return NA
+    return f"{broken}/{audited}" + (" BROKE" if broken else "")
 
 
 def verdict_reasons(view: SweepView) -> list[tuple[str, str, list[str]]]:

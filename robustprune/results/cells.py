@@ -66,6 +66,9 @@ class CellRecord(Record):
     verdict_reasons: list[str] = field(default_factory=list)
     checks: dict[str, str] = field(default_factory=dict)  # health check id -> status (pass / warn / fail / skip)
     battery_robust_acc: float | None = None  # the battery's own worst case, before probes and escalations
+    audit_n_audited: int | None = None  # survivors the audit's reference attack ran on (None: no audit)
+    audit_n_broken: int | None = None  # of those, broken by the reference (they count in robust_acc)
+    audit_gap_upper: float | None = None  # Clopper-Pearson upper bound on the battery's gap, in points
     result: str | None = None  # the score document, relative to the sweep directory
     extra: dict[str, Any] = extra_field()
 
@@ -94,7 +97,7 @@ class CellRecord(Record):
         result_path: str | None,
     ) -> CellRecord:
         """The record of a finished cell from its score result."""
-        calibration = result.calibration
+        calibration, audit = result.calibration, result.audit
         return cls(
             key=key,
             recipe=recipe,
@@ -121,5 +124,8 @@ class CellRecord(Record):
             verdict_reasons=list(result.health.reasons) if result.health is not None else [],
             checks={c.id: c.status for c in result.health.checks} if result.health is not None else {},
             battery_robust_acc=result.health.battery_robust_acc if result.health is not None else None,
+            audit_n_audited=audit.n_audited if audit is not None else None,
+            audit_n_broken=audit.n_broken if audit is not None else None,
+            audit_gap_upper=audit.gap_upper_points if audit is not None else None,
             result=result_path,
         )

@@ -213,6 +213,46 @@ class MultiHeadReport(Record):
 
 
 @dataclass
+class AuditReport(Record):
+    """The reference attack on a seeded sample of the battery's survivors (scoring/audit.py).
+
+    gap_points: the share of audited survivors the reference broke, scaled to all survivors, in points of robust
+        accuracy: the estimated gap of the battery to the reference. gap_upper_points: its Clopper-Pearson upper
+        bound at `confidence`. The audit's breaks already count in robust_acc (the union of both).
+    """
+
+    attack: str
+    n_survivors: int
+    n_audited: int
+    n_broken: int
+    broken_index: list[int]
+    rounds: int
+    fraction: float
+    gap_points: float
+    gap_upper_points: float
+    confidence: float
+    seconds: float
+    skipped: str | None = None
+
+    def line(self) -> str:
+        """One line for people: what was audited, what the reference found, the bound."""
+        if self.skipped:
+            return f"audit ({self.attack}) skipped: {self.skipped}"
+        if self.n_survivors == 0:
+            return f"audit ({self.attack}): nothing to audit, every example was broken"
+        missed = (
+            f"the reference broke {self.n_broken} the battery missed (counted; verdict caution)"
+            if self.n_broken
+            else "the reference broke none"
+        )
+        return (
+            f"audit ({self.attack}): {self.n_audited} of {self.n_survivors} survivors in {self.rounds} "
+            f"round{'s' if self.rounds > 1 else ''}, {missed}; gap to the reference <= "
+            f"{self.gap_upper_points:.2f} points ({self.confidence:.0%} Clopper-Pearson)"
+        )
+
+
+@dataclass
 class ScoreResult(Record):
     """One model scored on one dataset under one battery (results.json), plus the probabilities calibration was
     computed from (kept beside the document in probabilities.npz, never inside it). Write one with
@@ -249,6 +289,7 @@ class ScoreResult(Record):
     multi_head: MultiHeadReport | None = optional_field()
     verdict: str | None = optional_field()  # trusted | caution | untrusted (None: scored before verdicts existed)
     health: HealthReport | None = optional_field()
+    audit: AuditReport | None = optional_field()
     extra: dict[str, Any] = extra_field()
     clean_probs: np.ndarray | None = runtime_field()
     adversarial_probs: np.ndarray | None = runtime_field()

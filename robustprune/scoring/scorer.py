@@ -19,6 +19,7 @@ from robustprune.models.modes import eval_mode, handed_in_train_mode
 from robustprune.provenance import collect
 from robustprune.scoring import multihead
 from robustprune.scoring.additions import GRADIENT_FREE, RANDOMIZED
+from robustprune.scoring.audit import run_audit
 from robustprune.scoring.escalation import EscalationBudget, before_battery, escalate, finish_records
 from robustprune.scoring.health import HealthContext, HealthReport, check_model, check_outcome, ordered_checks
 from robustprune.scoring.per_sample import PerSampleTable
@@ -185,6 +186,20 @@ def score(
             parent=parent,
         )
         battery_robust = 100.0 * float((~ctx.outcome.broken).mean())
+        audit = None
+        if battery.audit is not None:
+            ctx.outcome, audit = run_audit(
+                model,
+                data.x,
+                data.y,
+                battery,
+                ctx.outcome,
+                num_classes=data.num_classes,
+                seed=seed,
+                batch_size=batch_size,
+                n_passes=ctx.n_passes,
+                gradients=ctx.gradients,
+            )
         started = time.perf_counter()
         checks = model_checks | check_outcome(ctx)
         escalations = before_battery(ctx, additions)
@@ -192,7 +207,7 @@ def score(
         escalations += escalate(ctx, checks, escalation_budget)
         health_seconds += time.perf_counter() - started
     ordered = [checks[c.id] for c in ordered_checks("model") + ordered_checks("outcome") if c.id in checks]
-    verdict, reasons = derive_verdict(ordered, escalations)
+    verdict, reasons = derive_verdict(ordered, escalations, audit)
     health = HealthReport(
         verdict=verdict,
         reasons=reasons,
@@ -225,6 +240,7 @@ def score(
         provenance=provenance,
         health=health,
     )
+    result.audit = audit
     if addition is not None:
         started = time.perf_counter()
         report = multihead.multihead_report(

@@ -2,8 +2,9 @@
 
 - `untrusted`: gradient attacks could not run at all (S6), or a check FAILED and no escalation resolved it.
   The robust accuracy is then an upper bound that may be loose; `autoattack_acc` is left empty.
-- `caution`: some check warned, a failure was resolved only by an escalation, or an escalation broke examples
-  the battery had left: the number includes what those found, but the battery alone was not enough.
+- `caution`: some check warned, a failure was resolved only by an escalation, an escalation broke examples
+  the battery had left, or the audit's reference attack broke a survivor: the number includes what those found,
+  but the battery alone was not enough.
 - `trusted`: every check passed or did not apply. (A probe may still have broken an example or two below a
   check's threshold; it counts in the worst case like any attack's break.)
 """
@@ -11,16 +12,19 @@
 from __future__ import annotations
 
 from robustprune.scoring.health import CheckResult, EscalationRecord
+from robustprune.scoring.result import AuditReport
 
 RULE = (
     "untrusted: gradient attacks could not run (S6) or a check failed and no escalation resolved it; "
-    "caution: a check warned, a failure was resolved only by escalation, or an escalation broke examples the "
-    "battery left; trusted: otherwise"
+    "caution: a check warned, a failure was resolved only by escalation, an escalation broke examples the "
+    "battery left, or the audit's reference attack broke a survivor of the battery; trusted: otherwise"
 )
 RANK = {"trusted": 0, "caution": 1, "untrusted": 2}
 
 
-def derive_verdict(checks: list[CheckResult], escalations: list[EscalationRecord]) -> tuple[str, list[str]]:
+def derive_verdict(
+    checks: list[CheckResult], escalations: list[EscalationRecord], audit: AuditReport | None = None
+) -> tuple[str, list[str]]:
     """(verdict, reasons, most serious first) by the rule in the module docstring."""
     untrusted, caution = [], []
     for check in checks:
@@ -40,6 +44,11 @@ def derive_verdict(checks: list[CheckResult], escalations: list[EscalationRecord
     if broke:
         caution.append(
             "escalations broke examples the battery left: " + ", ".join(f"{e.name} {e.n_broken}" for e in broke)
+        )
+    if audit is not None and audit.n_broken:
+        caution.append(
+            f"the audit's reference attack ({audit.attack}) broke {audit.n_broken} of {audit.n_audited} audited "
+            "survivors the battery left (counted in the robust accuracy)"
         )
     if untrusted:
         return "untrusted", untrusted + caution
