@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(PY) bench/battery_overhead.py
 	$(PY) bench/defense_epoch_cost.py
 	$(PY) bench/health_overhead.py
+	$(PY) bench/fast_vs_autoattack.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -17,6 +17,8 @@ from torch import nn
 from torch.nn.utils import prune
 
 from robustprune.attacks.battery import predict
+from robustprune.data import Dataset
+from robustprune.defenses.train_loop import TrainSpec, fit
 from robustprune.sparsity.criteria import global_magnitude
 from robustprune.sparsity.masks import apply_masks
 
@@ -128,6 +130,15 @@ def bn_dropout_cnn() -> nn.Module:
         nn.Flatten(),
         nn.Linear(16 * 64, 10),
     )
+
+
+def trained_bn_dropout_cnn(train: Dataset, val: Dataset) -> nn.Module:
+    """bn_dropout_cnn trained 4 epochs on digits (seeded), returned in eval mode."""
+    torch.manual_seed(0)
+    model = bn_dropout_cnn()
+    spec = TrainSpec(epochs=4, batch_size=64, optimizer="adam", lr=3e-3, weight_decay=0.0, probe_steps=2)
+    fit(model, train, val, spec, seed=0)
+    return model.eval()
 
 
 def pruned(model: nn.Module, sparsity: float) -> nn.Module:

@@ -10,7 +10,8 @@ from typing import Any
 from robustprune.cli.common import Subparsers
 from robustprune.config import SweepSpec, read_sweep_toml
 from robustprune.errors import UsageError
-from robustprune.reporting.sweep_report import build_sweep_report
+from robustprune.reporting.sweep_report import build_sweep_report, prepare_report
+from robustprune.reporting.sweep_verdicts import pooled_audit, verdict_counts
 from robustprune.sweep import EXECUTORS, run_sweep
 from robustprune.validation import check_int
 
@@ -82,6 +83,11 @@ def run(args: argparse.Namespace) -> int:
         address=args.address,
         wait=args.wait,
     )
+    view = prepare_report(args.out).view
+    print(f"evaluation verdicts: {verdict_counts(view)}")
+    pooled = pooled_audit(view)
+    if pooled:
+        print(pooled)
     print(f"HTML report: {Path(paths['html']).resolve()}")
     return 0
 

@@ -112,5 +112,6 @@ def run_audit(
         confidence=CONFIDENCE,
         seconds=time.perf_counter() - started,
         skipped=skipped,
+        sample_index=sorted(int(i) for i in order[:audited]),
     )
     return outcome, report

@@ -225,7 +225,7 @@ class AuditReport(Record):
     n_survivors: int
     n_audited: int
     n_broken: int
-    broken_index: list[int]
+    broken_index: list[int]  # the audited examples the reference broke (indices into the scored examples)
     rounds: int
     fraction: float
     gap_points: float
@@ -233,6 +233,7 @@ class AuditReport(Record):
     confidence: float
     seconds: float
     skipped: str | None = None
+    sample_index: list[int] = field(default_factory=list)  # every audited example, sorted
 
     def line(self) -> str:
         """One line for people: what was audited, what the reference found, the bound."""

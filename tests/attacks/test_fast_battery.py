@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from broken_models import bn_dropout_cnn
+from broken_models import trained_bn_dropout_cnn
 
 from robustprune.attacks import load_battery, run_battery
 from robustprune.defenses.pipeline import train_model
-from robustprune.defenses.train_loop import TrainSpec, fit
 
 N = 100
 
@@ -21,11 +20,7 @@ def pgd_at_cnn():
 
 @pytest.fixture(scope="module")
 def bn_cnn(digits_train, digits_test):
-    torch.manual_seed(0)
-    model = bn_dropout_cnn()
-    spec = TrainSpec(epochs=4, batch_size=64, optimizer="adam", lr=3e-3, weight_decay=0.0, probe_steps=2)
-    fit(model, digits_train, digits_test, spec, seed=0)
-    return model
+    return trained_bn_dropout_cnn(digits_train, digits_test)
 
 
 @pytest.fixture(scope="module")

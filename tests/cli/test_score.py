@@ -72,6 +72,22 @@ def test_score_writes_results_and_reports(mlp_checkpoint, tmp_path, capsys):
     assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporaries
 
 
+def test_the_default_battery_is_fast_and_its_audit_is_shown(mlp_checkpoint, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = score_args(mlp_checkpoint, out)
+    i = args.index("--battery")
+    del args[i : i + 2]
+    code, stdout, stderr = run_cli(args, capsys)
+    assert code == 0, stderr
+    doc = json.loads((out / "results.json").read_text())
+    validate_document(doc)
+    assert doc["battery"] == "fast" and doc["audit"]["attack"] == "autoattack"
+    assert doc["audit"]["n_audited"] >= min(2, doc["audit"]["n_survivors"])
+    # in the verdict block at the top of the summary
+    assert any(line.strip().startswith("audit (autoattack):") for line in stdout.splitlines()[:6]), stdout
+    assert "audit (autoattack):" in (out / "report.md").read_text()
+
+
 def assert_bad_input(args: list[str], capsys, out: Path, match: str) -> None:
     code, _, stderr = run_cli(args, capsys)
     assert code == 2

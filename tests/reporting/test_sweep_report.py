@@ -27,6 +27,7 @@ from robustprune.reporting.view import ACC_BOUNDS, make_view
 from robustprune.results import CellRecord
 from robustprune.results.store import StoredCell, StoredSweep
 from robustprune.scoring import ScoreResult
+from robustprune.scoring.audit import clopper_pearson
 from robustprune.scoring.per_sample import WORST
 
 
@@ -230,6 +231,25 @@ def test_a_cell_that_is_not_trusted_is_flagged_in_the_panel_tables_and_figures(s
     monkeypatch.setattr(sweep_figures, "_verdict_rings", lambda *a: rings.append(original(*a)) or rings[-1])
     sweep_figures.accuracy_figure(report.view, None, "svg")
     assert rings == [["untrusted"]]
+
+
+def test_audits_are_shown_per_cell_and_pooled(sweep, tmp_path):
+    copy = stored_copy(sweep, tmp_path / "copy")
+    doc = json.loads((copy / "results.json").read_text())
+    for i, cell in enumerate(doc["cells"]):
+        cell["audit_n_audited"], cell["audit_n_broken"] = 4, 1 if i == 0 else 0
+    write_json(copy / "results.json", doc)
+    report = sr.prepare_report(copy)
+    panel = report.tables()["verdicts"]
+    column = [row[panel.headers.index("audit")] for row in panel.rows]
+    assert column.count("1/4 BROKE") == 1 and column.count("0/4") == len(column) - 1
+    n = len(doc["cells"])
+    high = clopper_pearson(1, 4 * n)[1]
+    pooled = f"the reference attack broke 1 of {4 * n} audited survivors"
+    md = sr.render_sweep_markdown(report)
+    assert pooled in md and f"at most {high:.1%} of survivors" in md
+    sr.build_sweep_report(copy)
+    assert pooled in (copy / "report.html").read_text()
 
 
 # ---------------------------------------------------------------- determinism

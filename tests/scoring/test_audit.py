@@ -57,6 +57,13 @@ def test_an_example_broken_only_by_the_audit_counts_as_broken(trained_mlp, digit
     assert report is not None and report.n_broken > 0
     broken = result.per_sample.broken
     assert broken[report.broken_index].all()
+    assert set(report.broken_index) <= set(report.sample_index) and len(report.sample_index) == report.n_audited
+    # the sample is drawn from the battery's survivors only
+    battery_broken = ~result.per_sample.clean_correct
+    for a in result.attacks:
+        if a.role == "battery":
+            battery_broken |= result.per_sample.attacks[a.label].broken
+    assert not battery_broken[report.sample_index].any()
     # the union: the robust accuracy counts the audit's breaks, the battery's own number does not
     assert result.robust_acc <= 100.0 * (1 - broken.mean()) + 1e-9
     assert result.health.battery_robust_acc > result.robust_acc

@@ -14,16 +14,15 @@ from broken_models import (
     Quantize,
     Scaled,
     Softmax,
-    bn_dropout_cnn,
     pruned,
     reference_robust,
+    trained_bn_dropout_cnn,
 )
 from torch import nn
 
 from robustprune.attacks import run_battery
 from robustprune.config import AttackSpec, BatterySpec, ThreatModel
 from robustprune.defenses.pipeline import train_model
-from robustprune.defenses.train_loop import TrainSpec, fit
 from robustprune.scoring import RANDOMIZED_PASSES, EscalationBudget, score
 
 N = 60
@@ -65,11 +64,7 @@ def pgd_at_cnn():
 
 @pytest.fixture(scope="module")
 def bn_cnn(digits_train, digits_test):
-    torch.manual_seed(0)
-    model = bn_dropout_cnn()
-    spec = TrainSpec(epochs=4, batch_size=64, optimizer="adam", lr=3e-3, weight_decay=0.0, probe_steps=2)
-    fit(model, digits_train, digits_test, spec, seed=0)
-    return model.eval()
+    return trained_bn_dropout_cnn(digits_train, digits_test)
 
 
 def robust_count(result) -> int:
