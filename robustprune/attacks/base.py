@@ -21,6 +21,8 @@ from robustprune.validation import escape
 from robustprune.version import package_version
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")
+# How a gradient attack's skip reason starts when S6 found the graph cut (the result's alert looks for it)
+NO_GRADIENT = "no gradient reaches the input (S6)"
 
 
 def register_attack(name: str) -> Callable[[type[Attack]], type[Attack]]:
@@ -114,7 +116,7 @@ class Attack(ABC):
     def skip_reason(self) -> str | None:
         """Why this attack cannot run on this model (None: it runs)."""
         if self.uses_gradients and not self.context.gradients:
-            return "no gradient reaches the input (S6): a gradient attack cannot run on this model"
+            return f"{NO_GRADIENT}: a gradient attack cannot run on this model"
         return None
 
     def describe(self) -> dict[str, Any]:

@@ -87,11 +87,17 @@ class FastAPGDTargeted(PackedAttack):
         "robustprune packed APGD, targeted DLR loss on n_targets of the top 9 clean-logit classes, ordered by MALT's "
         "linear distance estimate (AutoAttack's step-size schedule; early stopping, re-packed batches)"
     )
-    min_classes = 4  # targeted DLR reads the fourth-largest logit
 
     @classmethod
     def is_targeted(cls, settings):
         return True
+
+    def skip_reason(self) -> str | None:
+        # Part of the default battery: with fewer than 4 classes it steps aside instead of refusing the battery.
+        needs = 3 if self.context.randomized else 4  # (untargeted) DLR reads the third (fourth) largest logit
+        if self.num_classes is not None and self.num_classes < needs:
+            return f"the data has {self.num_classes} classes; this stage's DLR loss needs {needs}"
+        return super().skip_reason()
 
     def validate(self) -> None:
         check_positive(self, "steps", "n_targets", "rho")

@@ -56,7 +56,6 @@ class ODITopUp(PackedAttack):
         "robustprune ODI top-up: APGD-DLR probe ranks survivors, the closest fraction get ODI-started APGD-DLR "
         "restarts (packed, early stopping)"
     )
-    min_classes = 3  # DLR reads the third-largest logit
 
     def validate(self) -> None:
         check_positive(self, "fraction", "probe_steps", "restarts", "steps", "rho")
@@ -66,6 +65,8 @@ class ODITopUp(PackedAttack):
             )
 
     def skip_reason(self) -> str | None:
+        if self.num_classes is not None and self.num_classes < 3:
+            return f"the data has {self.num_classes} classes; the DLR loss reads the third-largest logit"
         if self.context.randomized:
             return (
                 "randomized model: one noisy pass cannot rank survivors by closeness to flipping; the EOT attacks "

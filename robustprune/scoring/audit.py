@@ -65,6 +65,19 @@ def run_audit(
     started = time.perf_counter()
     reference = audit_battery(battery, num_classes)
     survivors = np.flatnonzero(~outcome.broken)
+    spec = reference.attacks[0]
+    needs = ATTACKS.get(spec.name)(spec, reference.threat, None).required_classes()
+    if num_classes < needs:
+        return outcome, _report(
+            audit,
+            survivors,
+            [],
+            0,
+            0,
+            len(outcome.broken),
+            started,
+            f"the data has {num_classes} classes; {audit.attack} needs at least {needs}",
+        )
     order = np.random.default_rng([seed & 0xFFFFFFFF, 0xA0D1]).permutation(survivors)
     size, done, rounds, skipped = audit.first_size(len(survivors)), 0, 0, None
     missed: list[int] = []
@@ -96,10 +109,23 @@ def run_audit(
         if len(new) and rounds < audit.max_rounds:
             size = audit.next_size(size, len(survivors))
     audited = int(done)
+    return outcome, _report(audit, survivors, missed, audited, rounds, len(outcome.broken), started, skipped, order)
+
+
+def _report(
+    audit: AuditSpec,
+    survivors: np.ndarray,
+    missed: list[int],
+    audited: int,
+    rounds: int,
+    n: int,
+    started: float,
+    skipped: str | None,
+    order: np.ndarray | None = None,
+) -> AuditReport:
     high = clopper_pearson(len(missed), audited)[1]
-    n = len(outcome.broken)
     share = len(survivors) / n if n else 0.0
-    report = AuditReport(
+    return AuditReport(
         attack=audit.attack,
         n_survivors=len(survivors),
         n_audited=audited,
@@ -108,10 +134,9 @@ def run_audit(
         rounds=rounds,
         fraction=audit.fraction,
         gap_points=100.0 * (len(missed) / audited if audited else 0.0) * share,
-        gap_upper_points=100.0 * high * share if audited else 100.0 * share,
+        gap_upper_points=100.0 * high * share,
         confidence=CONFIDENCE,
         seconds=time.perf_counter() - started,
         skipped=skipped,
-        sample_index=sorted(int(i) for i in order[:audited]),
+        sample_index=sorted(int(i) for i in order[:audited]) if order is not None else [],
     )
-    return outcome, report

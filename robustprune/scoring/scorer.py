@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from robustprune.attacks.base import NO_GRADIENT
 from robustprune.attacks.battery import BatteryOutcome, check_battery, load_battery, run_battery
 from robustprune.config import BatterySpec, ThreatModel
 from robustprune.data import Dataset, as_dataset, load_dataset
@@ -366,7 +367,8 @@ def _alerts(attacks: list[AttackEntry], health: HealthReport | None) -> list[Fin
         alerts.append(
             Finding("verdict", f"UNTRUSTED EVALUATION: {reasons}{bound}; see the health checks for how to fix it")
         )
-    skipped = [a.label for a in attacks if a.skipped and a.role == "battery"]
+    # only attacks skipped for want of a gradient (an attack may also step aside on a randomized model)
+    skipped = [a.label for a in attacks if a.skipped and a.skipped.startswith(NO_GRADIENT) and a.role == "battery"]
     if not skipped:
         return alerts
     ran = [a.label for a in attacks if not a.skipped and a.n_attempted]

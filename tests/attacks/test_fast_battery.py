@@ -60,3 +60,32 @@ def test_no_battery_reports_more_than_the_reference_on_a_batchnorm_cnn(battery, 
     reference = run_battery(model, data.x, data.y, load_battery("autoattack"), num_classes=10, seed=0)
     assert 0 < int((~reference.broken).sum()) < int(reference.clean.correct.sum())
     assert not (reference.broken & ~ours.broken).any(), np.flatnonzero(reference.broken & ~ours.broken)
+
+
+def test_three_classes_run_fast_without_the_stages_that_need_more(digits_test):
+    # the default battery must not refuse a 3-class problem: the stages that read the 4th logit step aside
+    from robustprune.models import build_model
+    from robustprune.scoring import EscalationBudget, score
+
+    keep = digits_test.y < 3
+    x, y = digits_test.x[keep][:30], digits_test.y[keep][:30]
+    torch.manual_seed(0)
+    model = build_model("mlp", 3, (1, 8, 8)).eval()
+    result = score(model, (x, y), "fast", seed=0, escalation_budget=EscalationBudget(100, 10, 1))
+    skipped = {a.label: a.skipped for a in result.attacks if a.skipped}
+    assert "apgd-t3" in skipped and "odi-top-up" not in skipped
+    assert result.audit is not None and "3 classes" in result.audit.skipped
+    assert not [a for a in result.alerts if a.check == "S6"]  # a stage stepping aside is not a cut graph
+
+
+def test_on_a_randomized_model_stages_step_aside_without_a_false_alert(trained_mlp, digits_test):
+    from broken_models import Noisy
+
+    from robustprune.scoring import EscalationBudget, score
+
+    data = digits_test.subset(20)
+    result = score(Noisy(trained_mlp, 0.1), data, "fast", seed=0, escalation_budget=EscalationBudget(100, 10, 1))
+    assert result.randomized
+    odi = next(a for a in result.attacks if a.label == "odi-top-up")
+    assert odi.skipped and "randomized" in odi.skipped
+    assert not [a for a in result.alerts if a.check == "S6"]
