@@ -32,6 +32,9 @@ def register_defense(name: str) -> Callable[[type[Defense]], type[Defense]]:
 REINIT_SCHEMES = ("sparse_kaiming", "default")
 
 
+PRUNED_LAYERS = ("all", "conv")
+
+
 @dataclass(frozen=True, kw_only=True)
 class PruningSpec:
     """How a recipe reaches its target sparsity (see robustprune/sparsity/ for criteria and schedules, and
@@ -46,6 +49,7 @@ class PruningSpec:
     beta: float = 6.0  # one_cycle
     interval: int = 0  # agp / one_cycle: optimizer steps between mask updates; 0 = auto (about 32 updates per run)
     exclude: tuple[str, ...] = ()  # module names never pruned
+    layers: str = "all"  # all | conv: "conv" ranks Conv weights only (Linear layers never pruned, as Rethinking's code)
     reinit: bool = False  # the "Rethinking" scratch control: keep the mask, re-initialise the weights
     reinit_scheme: str = "sparse_kaiming"  # sparse_kaiming (the Rethinking code) | default (the architecture's init)
 
@@ -64,6 +68,8 @@ class PruningSpec:
             raise UsageError(f"[pruning] alpha must be > 0, got {self.alpha}")
         if self.interval < 0:
             raise UsageError(f"[pruning] interval must be >= 0 (0 = auto), got {self.interval}")
+        if self.layers not in PRUNED_LAYERS:
+            raise UsageError(f"[pruning] layers {self.layers!r} is not one of {', '.join(PRUNED_LAYERS)}")
         if self.reinit_scheme not in REINIT_SCHEMES:
             known = ", ".join(REINIT_SCHEMES)
             raise UsageError(f"[pruning] reinit_scheme {self.reinit_scheme!r} is not one of {known}")
@@ -71,6 +77,8 @@ class PruningSpec:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["exclude"] = list(self.exclude)
+        if self.layers == "all":  # the default stays out, so the names of existing runs do not change
+            del data["layers"]
         return data
 
 

@@ -4,8 +4,9 @@
     L_o = Σ_{i<j} ⟨W_i, W_j⟩_F²                                   (whole head matrices, one scalar per pair)
     L_d = Σ_l mean_{x∈S_l} max(0, τ − min_{k≠y} |z_{l,y} − z_{l,k}| / ‖w_{l,k}‖₂)   (S_l: examples head l gets right)
 
-With `adversarial = true` (the dio_at recipe) every term is computed on x_adv from Linf PGD crafted against one head
-drawn per batch from a seeded generator, as in the official AT variant. The model is a `DIOModel` (models/dio.py);
+With `adversarial = true` (the dio_at recipe) every term is computed on x_adv from Linf PGD crafted as the official
+`train.py` crafts it: the model in eval mode, and a new random head at every PGD step (advertorch's PGD calls the
+random-head forward once per iteration), the heads drawn from a seeded generator. The model is a `DIOModel` (models/dio.py);
 it is pruned like any other model by the recipe's [pruning] plan through the shared driver (pruning_driver.py):
 its heads are Linear layers, so global criteria rank them with the backbone's weights.
 """
@@ -24,7 +25,22 @@ from robustprune.defenses.common import LossDefense
 from robustprune.defenses.perturb import pgd_linf
 from robustprune.defenses.train_loop import Callback, Loss, StepContext
 from robustprune.errors import UsageError
-from robustprune.models.dio import DIOModel, dio_model, head_mode
+from robustprune.models.dio import DIOModel, dio_model
+from robustprune.models.modes import eval_mode
+
+
+class RandomHeadPerCall(nn.Module):
+    """A DIO model whose every forward call uses a head drawn from `generator` (one per call, for the batch)."""
+
+    def __init__(self, model: DIOModel, generator: torch.Generator) -> None:
+        super().__init__()
+        self.model, self.generator = model, generator
+        self.drawn: list[int] = []  # the heads drawn, in order (tests read it)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        head = int(torch.randint(self.model.n_heads, (1,), generator=self.generator))
+        self.drawn.append(head)
+        return self.model.head_logits(x, head)
 
 
 def head_weights(model: DIOModel) -> torch.Tensor:
@@ -157,9 +173,8 @@ class DIO(LossDefense):
 
         def dio_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> torch.Tensor:
             if adversarial:
-                head = int(torch.randint(model.n_heads, (1,), generator=generator))
-                with head_mode(model, "fixed", head):  # crafted in train mode, like pgd_at's default
-                    x = pgd_linf(model, x, y, eps=eps, alpha=step, steps=steps, random_start=True)
+                with eval_mode(model, freeze_parameters=True):  # input gradients only
+                    x = pgd_linf(RandomHeadPerCall(model, generator), x, y, eps=eps, alpha=step, steps=steps)
             value, logged = dio_objective(model, x, y, alpha=alpha, beta=beta, tau=tau)
             parts.add(logged)
             return value

@@ -83,17 +83,25 @@ def _eligible_fraction(model: nn.Module, exclude: Sequence[str]) -> float:
     return sum(n for name, n in sizes.items() if name not in set(exclude)) / total if total else 0.0
 
 
+def excluded_layers(model: nn.Module, spec: PruningSpec) -> tuple[str, ...]:
+    """The layers `spec` never prunes: those it names, and every Linear layer when it prunes Conv layers only."""
+    linear = [name for name, m in prunable_modules(model) if isinstance(m, nn.Linear)] if spec.layers == "conv" else []
+    return tuple(dict.fromkeys([*spec.exclude, *linear]))
+
+
 def criterion_sparsity(model: nn.Module, spec: PruningSpec, sparsity: float) -> float:
     """The share of *eligible* weights to prune so that the headline sparsity (over all Conv/Linear weights,
     excluded layers included) reaches `sparsity`."""
-    fraction = _eligible_fraction(model, spec.exclude)
+    exclude = excluded_layers(model, spec)
+    fraction = _eligible_fraction(model, exclude)
     if fraction <= 0:
         raise UsageError("[pruning] exclude leaves no prunable layer")
     scaled = sparsity / fraction
     if scaled >= 1.0:
         raise UsageError(
-            f"sparsity {sparsity} is impossible with exclude={list(spec.exclude)}: the excluded layers hold "
+            f"sparsity {sparsity} is impossible with exclude={list(exclude)}: the excluded layers hold "
             f"{1 - fraction:.1%} of the prunable weights; lower the sparsity or exclude fewer layers"
+            + (" (layers = 'conv' excludes every Linear layer)" if spec.layers == "conv" else "")
         )
     return scaled
 
@@ -142,7 +150,7 @@ def check_achieved(model: nn.Module, target: float, tolerance: float = SPARSITY_
 def prune_to(model: nn.Module, spec: PruningSpec, sparsity: float, generator: torch.Generator | None = None) -> None:
     """Attach masks with exactly the target headline sparsity by `spec.criterion` (already-zero weights first)."""
     fn = PRUNING_CRITERIA.get(spec.criterion)
-    masks = fn(model, criterion_sparsity(model, spec, sparsity), generator, exclude=tuple(spec.exclude))
+    masks = fn(model, criterion_sparsity(model, spec, sparsity), generator, exclude=excluded_layers(model, spec))
     apply_masks(model, masks)
 
 
@@ -280,7 +288,8 @@ def train_with_pruning(
     elif spec.reinit:
         assert parent is not None  # validate_pruning refuses reinit without a parent
         fn = PRUNING_CRITERIA.get(spec.criterion)
-        masks = fn(parent, criterion_sparsity(parent, spec, sparsity), generator, exclude=tuple(spec.exclude))
+        exclude = excluded_layers(parent, spec)
+        masks = fn(parent, criterion_sparsity(parent, spec, sparsity), generator, exclude=exclude)
         scratch_init(model, masks, spec.reinit_scheme, generator)
         events.append({"event": "scratch_reinit", "scheme": spec.reinit_scheme, "sparsity": achieved_sparsity(model)})
         log = fit(model, train, val, recipe.train, loss=loss, callbacks=list(callbacks()), seed=seed, progress=progress)

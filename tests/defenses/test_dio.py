@@ -10,6 +10,7 @@ from robustprune.attacks.battery import run_battery
 from robustprune.config import AttackSpec, BatterySpec, ThreatModel
 from robustprune.defenses.base import DEFENSES, load_recipe
 from robustprune.defenses.dio import margin_loss, orthogonality_penalty
+from robustprune.defenses.train_loop import StepContext
 from robustprune.errors import UsageError
 from robustprune.models import build_model, load_checkpoint, save_checkpoint
 from robustprune.models.dio import DIOModel
@@ -208,3 +209,26 @@ def test_pruned_dio_checkpoint_round_trips_and_scores_unchanged(trained, digits_
     assert a["per_sample"] == b["per_sample"]
     assert without_timing(a["multi_head"]) == without_timing(b["multi_head"])
     assert b["sparsity"]["sparsity"] == pytest.approx(0.5, abs=1e-6)
+
+
+def test_dio_at_crafts_in_eval_mode_with_a_new_random_head_at_every_step(digits_train, monkeypatch):
+    # the official train.py: advertorch's PGD calls the random-head forward once per iteration, under model.eval()
+    recipe = load_recipe("dio_at", ["settings.heads=4", "settings.pgd_steps=8"])
+    defense = DEFENSES.get("dio")(recipe)
+    torch.manual_seed(0)
+    model = defense.build_model(10, digits_train.input_shape).train()
+    calls: list[tuple[int, bool]] = []
+    original = DIOModel.head_logits
+
+    def recording(self, x, head):
+        calls.append((head, self.training))
+        return original(self, x, head)
+
+    monkeypatch.setattr(DIOModel, "head_logits", recording)
+    loss = defense.make_loss(digits_train)
+    ctx = StepContext(epoch=0, step=0, total_steps=1, model=model, optimizer=None)
+    loss(model, digits_train.x[:16], digits_train.y[:16], ctx)
+    # one single-head forward per PGD step (the objective itself reads every head at once), all in eval mode
+    assert len(calls) == 8 and not any(training for _, training in calls)
+    assert len({head for head, _ in calls}) > 1  # a new head at every step, not one per batch
+    assert model.training  # handed back in train mode for the update

@@ -404,3 +404,23 @@ def test_inner_attacks_stay_in_the_ball_and_the_box(trained_mlp: nn.Module, digi
         assert float((x_adv - x).abs().max()) > eps / 2  # it did move
     # the FGSM-RS step really is one step of alpha from a random start: the attack lowers accuracy
     assert accuracy(trained_mlp, fgsm_rs(trained_mlp, x, y, eps=eps, alpha=1.25 * eps), y) < accuracy(trained_mlp, x, y)
+
+
+def test_conv_only_ranking_never_prunes_a_linear_layer():
+    # Rethinking's scratch controls rank Conv weights only; digits_cnn holds 12.4 % of its weights in Conv layers
+    from robustprune.defenses.pruning_driver import prune_to
+    from robustprune.errors import UsageError
+    from robustprune.sparsity import prunable_modules, sparsity_report
+
+    torch.manual_seed(0)
+    model = build_model("digits_cnn", 10, (1, 8, 8))
+    prune_to(model, PruningSpec(layers="conv"), 0.1)
+    for name, module in prunable_modules(model):
+        zeros = int((module.weight == 0).sum())
+        assert (zeros == 0) == isinstance(module, torch.nn.Linear), name
+    assert abs(sparsity_report(model)["sparsity"] - 0.1) < 1e-3
+    with pytest.raises(UsageError, match="layers = 'conv'"):
+        prune_to(build_model("digits_cnn", 10, (1, 8, 8)), PruningSpec(layers="conv"), 0.5)
+    with pytest.raises(UsageError, match="layers"):
+        PruningSpec(layers="linear")
+    assert "layers" not in PruningSpec().to_dict()  # the default leaves existing run names unchanged
