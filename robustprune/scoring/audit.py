@@ -84,7 +84,7 @@ def run_audit(
     while done < size:
         rounds += 1
         sample = np.sort(order[done:size])
-        label = "audit" if rounds == 1 else f"audit-{rounds}"
+        label = _free_label("audit" if rounds == 1 else f"audit-{rounds}", outcome.columns)
         this_round = replace(reference, attacks=(replace(reference.attacks[0], label=label),))
         outcome = run_battery(
             model,
@@ -110,6 +110,14 @@ def run_audit(
             size = audit.next_size(size, len(survivors))
     audited = int(done)
     return outcome, _report(audit, survivors, missed, audited, rounds, len(outcome.broken), started, skipped, order)
+
+
+def _free_label(label: str, taken: dict[str, object]) -> str:
+    """`label`, suffixed when a battery attack already uses it (each label names one per-sample column)."""
+    candidate, n = label, 1
+    while candidate in taken:
+        candidate, n = f"{label}_{n}", n + 1
+    return candidate
 
 
 def _report(

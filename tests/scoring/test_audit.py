@@ -80,6 +80,15 @@ def test_an_example_broken_only_by_the_audit_counts_as_broken(trained_mlp, digit
     assert "audit" in [a.role for a in result.attacks]
 
 
+def test_an_attack_labelled_audit_keeps_its_column(trained_mlp, digits_test):
+    audit = AuditSpec(attack="test_audit_identity", fraction=0.5)
+    battery = BatterySpec(name="b", threat=THREAT, attacks=(AttackSpec(name="fgsm", label="audit"),), audit=audit)
+    result = score(trained_mlp, digits_test.subset(30), battery, seed=0, escalation_budget=BUDGET)
+    labels = [(a.label, a.role) for a in result.attacks if a.role in ("battery", "audit")]
+    assert labels == [("audit", "battery"), ("audit_1", "audit")]
+    assert result.per_sample.attacks["audit"].broken.any()  # fgsm's own breaks are still there
+
+
 def test_no_miss_keeps_one_round_and_the_verdict(trained_mlp, digits_test):
     audit = AuditSpec(attack="test_audit_identity", fraction=0.1, min_size=3)
     data = digits_test.subset(60)
