@@ -23,7 +23,7 @@ from robustprune.attacks.base import ATTACKS, Attack, AttackContext
 from robustprune.attacks.counting import CountingModel
 from robustprune.attacks.pgd_core import PGDTrace, combine_traces
 from robustprune.attacks.verify import verify_adversarial
-from robustprune.config import AttackSpec, BatterySpec, read_battery
+from robustprune.config import BatterySpec, read_battery
 from robustprune.errors import UsageError, VerificationError
 from robustprune.models.modes import eval_mode
 
@@ -138,8 +138,7 @@ def check_battery(battery: BatterySpec, num_classes: int | None = None) -> None:
         else:  # not run for this norm, but a typo in it is still a typo
             cls.resolve_settings(spec)
     if battery.audit is not None:
-        audit = AttackSpec(name=battery.audit.attack, label="audit", params=battery.audit.params)
-        ATTACKS.get(audit.name).resolve_settings(audit)
+        ATTACKS.get(battery.audit.attack).resolve_settings(battery.audit.attack_spec())
     if not battery.active_attacks():
         raise UsageError(
             f"battery {battery.name!r} has no attack for the {battery.threat.norm} norm (each is limited by its "

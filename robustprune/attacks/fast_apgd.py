@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from robustprune.attacks.base import Attack, check_choice, check_positive, register_attack
-from robustprune.attacks.packed_apgd import PackedResult, StartPoints, run_packed_apgd
+from robustprune.attacks.packed_apgd import PackedResult, StartPoints, run_packed_apgd, untargeted_jobs
 
 EOT_PASSES = 20  # gradient averaging on a randomized model, as AutoAttack's 'rand' version
 
@@ -75,7 +75,7 @@ class FastAPGD(PackedAttack):
         return 3 if self.settings["loss"] == "dlr" else 2  # DLR reads the third-largest logit
 
     def perturb_batch(self, model, x, y, *, seed, batch_size):
-        jobs = [(row, -1, 0, r) for r in range(int(self.settings["restarts"])) for row in range(len(x))]
+        jobs = untargeted_jobs(range(len(x)), restarts=int(self.settings["restarts"]))
         loss, steps = str(self.settings["loss"]), int(self.settings["steps"])
         return run_jobs(self, model, x, y, jobs, loss=loss, steps=steps, seed=seed, batch_size=batch_size).x_adv
 
@@ -113,7 +113,7 @@ class FastAPGDTargeted(PackedAttack):
             # Every step costs EOT_PASSES passes and one noisy pass cannot rank targets: run what AutoAttack's rand
             # version runs at this point, untargeted APGD-DLR for 100 steps with EOT.
             self.notes[:] = ["randomized model: untargeted APGD-DLR, 2 x steps, EOT over 20 passes per step"]
-            jobs = [(row, -1, 0, 0) for row in range(len(x))]
+            jobs = untargeted_jobs(range(len(x)))
             return run_jobs(
                 self, model, x, y, jobs, loss="dlr", steps=2 * steps, seed=seed, batch_size=batch_size
             ).x_adv
@@ -153,17 +153,20 @@ def linear_distance(
 ) -> torch.Tensor:
     """(z_y - z_t) / ||grad_x (z_y - z_t)||_dual for each candidate t (one backward pass per class used)."""
     used = sorted(set(candidates.flatten().tolist()) | set(y.tolist()))
-    grads = {}
-    for i, c in enumerate(used):
-        (g,) = torch.autograd.grad(logits[:, c].sum(), x, retain_graph=i < len(used) - 1)
-        grads[c] = g.flatten(1)
+    grads = torch.stack(
+        [
+            torch.autograd.grad(logits[:, c].sum(), x, retain_graph=i < len(used) - 1)[0].flatten(1)
+            for i, c in enumerate(used)
+        ]
+    )  # (classes used, N, D)
+    slot = torch.full((logits.shape[1],), -1, dtype=torch.long, device=x.device)
+    slot[torch.tensor(used, device=x.device)] = torch.arange(len(used), device=x.device)
     rows = torch.arange(len(x), device=x.device)
+    grad_y = grads[slot[y], rows]
     distance = torch.empty(candidates.shape, device=x.device)
     for j in range(candidates.shape[1]):
         t = candidates[:, j]
-        grad_y = torch.stack([grads[int(c)][r] for r, c in enumerate(y.tolist())])
-        grad_t = torch.stack([grads[int(c)][r] for r, c in enumerate(t.tolist())])
-        dual = (grad_y - grad_t).abs().sum(dim=1) if norm == "Linf" else (grad_y - grad_t).norm(dim=1)
-        gap = (logits[rows, y] - logits[rows, t]).detach()
-        distance[:, j] = gap / (dual + 1e-12)
+        diff = grad_y - grads[slot[t], rows]
+        dual = diff.abs().sum(dim=1) if norm == "Linf" else diff.norm(dim=1)
+        distance[:, j] = (logits[rows, y] - logits[rows, t]).detach() / (dual + 1e-12)
     return distance

@@ -17,7 +17,7 @@ from torch import nn
 
 from robustprune.attacks.base import check_positive, register_attack
 from robustprune.attacks.fast_apgd import PackedAttack, run_jobs
-from robustprune.attacks.packed_apgd import StartPoints, normalize, project, random_starts
+from robustprune.attacks.packed_apgd import StartPoints, normalize, project, random_starts, untargeted_jobs
 from robustprune.errors import UsageError
 
 
@@ -76,25 +76,18 @@ class ODITopUp(PackedAttack):
 
     def perturb_batch(self, model, x, y, *, seed, batch_size):
         common = {"loss": "dlr", "seed": seed, "batch_size": batch_size}
-        probe = run_jobs(
-            self,
-            model,
-            x,
-            y,
-            [(row, -1, 0, 0) for row in range(len(x))],
-            steps=int(self.settings["probe_steps"]),
-            **common,
-        )
+        jobs = untargeted_jobs(range(len(x)))
+        probe = run_jobs(self, model, x, y, jobs, steps=int(self.settings["probe_steps"]), **common)
         out = probe.x_adv
         standing = [row for row in range(len(x)) if not probe.found[row]]
         if not standing:
             return out
         k = max(1, math.ceil(float(self.settings["fraction"]) * len(standing)))
-        closest = sorted(standing, key=lambda row: (-float(probe.best_loss[row]), row))[:k]
-        jobs = [(row, -1, 1, r) for r in range(int(self.settings["restarts"])) for row in sorted(closest)]
+        closest = sorted(sorted(standing, key=lambda row: (-float(probe.best_loss[row]), row))[:k])
+        jobs = untargeted_jobs(closest, restarts=int(self.settings["restarts"]), rank=1)
         starts = odi_starts(model, self.threat.norm, self.threat.eps, int(self.settings["odi_steps"]))
         topup = run_jobs(self, model, x, y, jobs, steps=int(self.settings["steps"]), starts=starts, **common)
-        rows = torch.tensor(sorted(closest), dtype=torch.long, device=x.device)
+        rows = torch.tensor(closest, dtype=torch.long, device=x.device)
         out[rows] = topup.x_adv[rows]
         note = f"top-up on the {k} of {len(standing)} probe survivors closest to flipping"
         self.notes[:] = [n for n in self.notes if not n.startswith("top-up on")] + [note]

@@ -22,7 +22,7 @@ stop early, and the output is each example's highest-loss point; the engine judg
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -94,6 +94,12 @@ def random_starts(norm: str, eps: float) -> StartPoints:
     return start
 
 
+def untargeted_jobs(rows: Sequence[int], *, restarts: int = 1, rank: int = 0) -> list[tuple[int, int, int, int]]:
+    """One untargeted job per row and restart, restart by restart (`rank` keeps separate stages' random streams
+    apart)."""
+    return [(row, -1, rank, r) for r in range(restarts) for row in rows]
+
+
 def job_generator(seed: int, row: int, rank: int, restart: int) -> torch.Generator:
     """The random stream of one job: a function of the job alone, never of its batch."""
     state = np.random.SeedSequence([seed & 0xFFFFFFFF, row, rank, restart]).generate_state(1)[0]
@@ -125,7 +131,7 @@ class PackedResult:
     x_adv: torch.Tensor  # per row: its first adversarial iterate, else its highest-loss point
     found: np.ndarray  # per row: some iterate was misclassified (deterministic models only)
     best_loss: np.ndarray  # per row: the highest loss any of its jobs reached (-inf when no job ran)
-    steps_taken: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # per row, over its jobs
+    steps_taken: np.ndarray  # per row: steps run, over all its jobs
 
 
 @dataclass

@@ -10,8 +10,10 @@ from typing import Any
 from robustprune.cli.common import Subparsers
 from robustprune.config import SweepSpec, read_sweep_toml
 from robustprune.errors import UsageError
-from robustprune.reporting.sweep_report import build_sweep_report, prepare_report
+from robustprune.reporting.sweep_report import build_sweep_report
 from robustprune.reporting.sweep_verdicts import pooled_audit, verdict_counts
+from robustprune.reporting.view import make_view
+from robustprune.results.store import load_sweep
 from robustprune.sweep import EXECUTORS, run_sweep
 from robustprune.validation import check_int
 
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         address=args.address,
         wait=args.wait,
     )
-    view = prepare_report(args.out).view
+    view = make_view(load_sweep(args.out))  # the cell records alone: the report above is already written
     print(f"evaluation verdicts: {verdict_counts(view)}")
     pooled = pooled_audit(view)
     if pooled:

@@ -105,10 +105,11 @@ class AuditSpec:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, types) or not math.isfinite(value) or not ok(value):
                 raise UsageError(f"{where} {key} must be a number {what}, got {escape(repr(value))}")
-        if not isinstance(self.params, dict) or not all(
-            isinstance(k, str) and isinstance(v, bool | int | float | str) for k, v in self.params.items()
-        ):
-            raise UsageError(f"{where} settings must map names to numbers, strings or booleans")
+        self.attack_spec()  # the attack's settings are checked as any attack's are
+
+    def attack_spec(self, label: str = "audit") -> AttackSpec:
+        """The audit attack as an attack of a battery, under `label`."""
+        return AttackSpec(name=self.attack, label=label, params=self.params)
 
     def first_size(self, survivors: int) -> int:
         return min(survivors, max(self.min_size, math.ceil(self.fraction * survivors)))

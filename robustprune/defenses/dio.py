@@ -35,11 +35,9 @@ class RandomHeadPerCall(nn.Module):
     def __init__(self, model: DIOModel, generator: torch.Generator) -> None:
         super().__init__()
         self.model, self.generator = model, generator
-        self.drawn: list[int] = []  # the heads drawn, in order (tests read it)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         head = int(torch.randint(self.model.n_heads, (1,), generator=self.generator))
-        self.drawn.append(head)
         return self.model.head_logits(x, head)
 
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from robustprune.attacks.base import ATTACKS
 from robustprune.attacks.battery import BatteryOutcome, run_battery
-from robustprune.config import AttackSpec, AuditSpec, BatterySpec
+from robustprune.config import AuditSpec, BatterySpec
 from robustprune.scoring.result import AuditReport
 
 CONFIDENCE = 0.95
@@ -43,7 +43,7 @@ def audit_battery(battery: BatterySpec, num_classes: int) -> BatterySpec:
     defaults = ATTACKS.get(audit.attack).defaults
     if "n_target_classes" in defaults and "n_target_classes" not in params:
         params["n_target_classes"] = min(int(defaults["n_target_classes"]), num_classes - 1)
-    spec = AttackSpec(name=audit.attack, label="audit", params=params)
+    spec = replace(audit.attack_spec(), params=params)
     return BatterySpec(name=f"{battery.name}-audit", threat=battery.threat, attacks=(spec,))
 
 
