@@ -1,6 +1,6 @@
 """Sparsity: masks on Conv/Linear weights, accounting on effective weights, pruning criteria and schedules.
 
-Criteria (`PRUNING_CRITERIA`) and schedules (`SCHEDULES`) are registries: adding one is one registered entry.
+Criteria (`PRUNING_CRITERIA`: unstructured ones in criteria.py, channel ones in structured.py) and schedules (`SCHEDULES`) are registries: adding one is one registered entry.
 """
 
 from robustprune.sparsity.accounting import sparsity_report
@@ -23,6 +23,7 @@ from robustprune.sparsity.schedules import (
     one_cycle_sparsity,
     register_schedule,
 )
+from robustprune.sparsity.structured import apply_structured, channel_sparsity, is_structured, zero_channels
 
 __all__ = [
     "PRUNABLE_TYPES",
@@ -31,10 +32,13 @@ __all__ = [
     "Schedule",
     "agp_sparsity",
     "apply_masks",
+    "apply_structured",
+    "channel_sparsity",
     "check_sparsity",
     "current_masks",
     "effective_weight",
     "global_magnitude",
+    "is_structured",
     "iterative_sparsities",
     "layerwise_magnitude",
     "measuring",
@@ -44,4 +48,5 @@ __all__ = [
     "register_schedule",
     "remove_masks",
     "sparsity_report",
+    "zero_channels",
 ]

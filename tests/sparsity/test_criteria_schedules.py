@@ -33,7 +33,17 @@ def zeros_of(masks: dict[str, torch.Tensor]) -> int:
 
 
 def test_registry_names() -> None:
-    assert PRUNING_CRITERIA.names() == ["global_magnitude", "layerwise_magnitude", "random"]
+    assert PRUNING_CRITERIA.names() == sorted(
+        [
+            "global_magnitude",
+            "layerwise_magnitude",
+            "random",
+            "channel_l1",
+            "channel_l2",
+            "layerwise_channel_l1",
+            "layerwise_channel_l2",
+        ]
+    )
     assert PRUNING_CRITERIA.get("random") is random_pruning
     with pytest.raises(UsageError, match="global_magnitude"):
         PRUNING_CRITERIA.get("global_magnitud")
