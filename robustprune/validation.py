@@ -48,6 +48,7 @@ BOUNDS: dict[str, Bound] = {
     "batch_size": Bound(1, 1_000_000, "examples per batch"),
     "lr": Bound(1e-12, 1e3, "learning rate"),
     "momentum": Bound(0, 1, "SGD momentum"),
+    "base_momentum": Bound(0, 1, "SGD momentum at the peak of a cyclic lr (cycle_momentum)"),
     "weight_decay": Bound(0, 10, "weight decay"),
     "probe_eps": Bound(0, 1, "Linf eps of the per-epoch PGD probe"),
     "probe_steps": Bound(0, 100_000, "steps of the per-epoch PGD probe"),

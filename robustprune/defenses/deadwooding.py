@@ -136,6 +136,7 @@ class DualAscent(Callback):
 
 @register_defense("deadwooding")
 class Deadwooding(Defense):
+    reconstruction = True  # the paper's text and code could not be read: every result says so (base.Defense)
     defaults = {
         "formulation": "mass",  # "mass" | "closeness" (see the module docstring)
         "temperature": 4.0,  # KD temperature T

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from robustprune.config import check_fields
 from robustprune.data import Dataset
 from robustprune.errors import UsageError
-from robustprune.metrics.activity import dead_relu_rate
+from robustprune.metrics.activity import TrainModeDeadRate, dead_relu_rate
 from robustprune.models.modes import eval_mode
 
 Schedule = Literal["constant", "cosine", "step", "cyclic"]
@@ -32,6 +32,10 @@ class TrainSpec:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: Schedule = "cosine"
+    # Cycle SGD momentum inversely to the cyclic lr, as torch's CyclicLR(cycle_momentum=True) in the fast-AT
+    # CIFAR code: `momentum` where the lr is 0 (start and end), `base_momentum` at the lr peak.
+    cycle_momentum: bool = False
+    base_momentum: float = 0.8
     # Held-out robustness probe logged every epoch (PGD on the first `probe_size` validation examples).
     probe_eps: float = 0.1
     probe_steps: int = 10
@@ -43,9 +47,29 @@ class TrainSpec:
             raise UsageError(f"optimizer {self.optimizer!r} is not one of sgd, adam")
         if self.schedule not in ("constant", "cosine", "step", "cyclic"):
             raise UsageError(f"schedule {self.schedule!r} is not one of constant, cosine, step, cyclic")
+        if self.cycle_momentum and (self.schedule != "cyclic" or self.optimizer != "sgd"):
+            raise UsageError(
+                f'cycle_momentum needs schedule = "cyclic" and optimizer = "sgd", got {self.schedule!r} and '
+                f"{self.optimizer!r}"
+            )
+        if self.cycle_momentum and self.base_momentum > self.momentum:
+            raise UsageError(f"base_momentum ({self.base_momentum}) must not exceed momentum ({self.momentum})")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        # the momentum cycle stays out at its defaults, so the names (hashes) of existing runs do not change
+        if not self.cycle_momentum:
+            del data["cycle_momentum"]
+            if self.base_momentum == 0.8:
+                del data["base_momentum"]
+        return data
+
+    def momentum_at(self, progress: float) -> float:
+        """SGD momentum at `progress` through training: `momentum` unless cycled; cycled, linear in the lr factor
+        from `momentum` (lr 0) down to `base_momentum` (lr peak)."""
+        if not self.cycle_momentum:
+            return self.momentum
+        return self.momentum - (self.momentum - self.base_momentum) * lr_factor(self.schedule, progress)
 
 
 @dataclass
@@ -68,6 +92,9 @@ class Callback:
     """Hooks into the loop; every method is optional."""
 
     def on_train_begin(self, ctx: StepContext) -> None: ...
+
+    def on_batch_begin(self, ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> None:
+        """The batch the loop is about to train on (after the step's lr is set, before the loss)."""
 
     def on_step_end(self, ctx: StepContext) -> None: ...
 
@@ -150,22 +177,29 @@ def fit(
         model.train()
         order = torch.randperm(len(train), generator=generator)
         loss_sum = seen = 0.0
-        for start in range(0, len(train), spec.batch_size):
-            idx = order[start : start + spec.batch_size]
-            x, y = train.x[idx], train.y[idx]
-            for group in optimizer.param_groups:
-                group["lr"] = spec.lr * lr_factor(spec.schedule, (ctx.step + 0.5) / max(total, 1))
-            value = loss(model, x, y, ctx)
-            optimizer.zero_grad(set_to_none=True)
-            value.backward()
-            optimizer.step()
-            for cb in callbacks:
-                cb.on_step_end(ctx)
-            loss_sum += value.item() * len(idx)
-            seen += len(idx)
-            ctx.step += 1
-            bar.update(1)
+        dynamic = TrainModeDeadRate(model)
+        with dynamic:
+            for start in range(0, len(train), spec.batch_size):
+                idx = order[start : start + spec.batch_size]
+                x, y = train.x[idx], train.y[idx]
+                for group in optimizer.param_groups:
+                    group["lr"] = spec.lr * lr_factor(spec.schedule, (ctx.step + 0.5) / max(total, 1))
+                    if spec.cycle_momentum:
+                        group["momentum"] = spec.momentum_at((ctx.step + 0.5) / max(total, 1))
+                for cb in callbacks:
+                    cb.on_batch_begin(ctx, x, y)
+                value = loss(model, x, y, ctx)
+                optimizer.zero_grad(set_to_none=True)
+                value.backward()
+                optimizer.step()
+                for cb in callbacks:
+                    cb.on_step_end(ctx)
+                loss_sum += value.item() * len(idx)
+                seen += len(idx)
+                ctx.step += 1
+                bar.update(1)
         train_seconds = time.perf_counter() - started  # the optimisation alone, without the probes below
+        train_rate, train_layers = dynamic.rates()
         model.eval()
         entry = {
             "epoch": epoch + 1,
@@ -173,7 +207,9 @@ def fit(
             "train_acc": accuracy(model, train.x, train.y),
             "val_acc": accuracy(model, val.x, val.y),
             "pgd_acc": pgd_probe(model, probe_x, probe_y, spec.probe_eps, spec.probe_steps),
-            "dead_relu_rate": _dead_rate(model, probe_x),
+            "dead_relu_rate": _dead_rate(model, probe_x),  # eval mode, on the validation probe
+            "dead_relu_rate_train": train_rate,  # dynamic: train-mode passes of this epoch's optimisation steps
+            "dead_relu_rate_train_layers": train_layers,
             "lr": optimizer.param_groups[0]["lr"],
         }
         for cb in callbacks:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from torch import Tensor, nn
 
@@ -62,3 +62,44 @@ def dead_relu_rate(
         units = sum(a.numel() for a in always)
         return sum(int(a.sum()) for a in always) / units if units else math.nan
     return zeros / total if total else math.nan
+
+
+class TrainModeDeadRate:
+    """The *dynamic* dead-neuron rate (AP, algorithms.md §4.4(b)): the share of ReLU outputs that are exactly 0 in
+    the forward passes training itself makes, counted per `nn.ReLU` module and overall.
+
+    Only forward passes in train mode count (`module.training`), so what is measured is what the optimiser sees:
+    training batches, dropout active, BatchNorm on batch statistics; an attack that crafts in eval mode (DIO-AT) and
+    the per-epoch eval-mode probes are left out, while a defense that crafts in train mode (PGD-AT) contributes its
+    crafting passes too. Use as a context manager around the optimisation steps; `rates()` reads the counts.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.relus = [(name or "relu", m) for name, m in model.named_modules() if isinstance(m, nn.ReLU)]
+        self.zeros = dict.fromkeys((name for name, _ in self.relus), 0)
+        self.total = dict.fromkeys(self.zeros, 0)
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> Self:
+        def hook(name: str) -> Any:
+            def record(module: nn.Module, args: Any, output: Tensor) -> None:
+                if module.training:
+                    self.zeros[name] += int((output == 0).sum())
+                    self.total[name] += output.numel()
+
+            return record
+
+        self._handles = [m.register_forward_hook(hook(name)) for name, m in self.relus]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def rates(self) -> tuple[float | None, dict[str, float]]:
+        """(overall rate, {ReLU module name: rate}); None overall when no train-mode ReLU output was seen."""
+        layers = {name: self.zeros[name] / self.total[name] for name in self.zeros if self.total[name]}
+        seen = sum(self.total.values())
+        return (sum(self.zeros.values()) / seen if seen else None), layers

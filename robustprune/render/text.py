@@ -24,6 +24,20 @@ def format_fixed(table: Table, indent: str = "") -> list[str]:
     return [line(table.headers), indent + "  ".join("-" * w for w in widths), *(line(r) for r in table.rows)]
 
 
+def _reconstruction_line(result: ScoreResult) -> list[str]:
+    """One line when the checkpoint's train manifest says its defense is a reconstruction (Deadwooding)."""
+    checkpoint = result.provenance.checkpoint
+    manifest = (checkpoint.manifest if checkpoint is not None else None) or {}
+    if manifest.get("reconstruction") is not True:
+        return []
+    return [
+        (
+            f"defense {manifest.get('defense', '?')} is a RECONSTRUCTION (train manifest): not the published method, "
+            "whose paper text and code could not be read"
+        )
+    ]
+
+
 def summary_table(result: ScoreResult | dict[str, Any]) -> str:
     """Clean and per-attack cumulative accuracy with CIs and cost, worst case, calibration, sparsity, warnings."""
     result = ScoreResult.coerce(result)
@@ -41,6 +55,7 @@ def summary_table(result: ScoreResult | dict[str, Any]) -> str:
         *([""] if alerts else []),
         f"{result.architecture} on {result.dataset}: {threat_text(result)}, battery {result.battery}, "
         + f"n = {result.n_examples}, seed {result.provenance.seed}",
+        *_reconstruction_line(result),
         "",
         *format_fixed(attack_table(result).select(SUMMARY_ATTACK_COLUMNS)),
         "",
@@ -56,6 +71,12 @@ def summary_table(result: ScoreResult | dict[str, Any]) -> str:
             f"mean {fmt_pct(mh.mean_head_robust_acc)} %"
         )
         lines += ["", heads]
+        official = mh.official_protocol
+        if official is not None:
+            lines.append(
+                f"official protocol (attack_dio.py, for comparison with the paper only): mean "
+                f"{fmt_pct(official.mean_head_robust_acc)} +- {fmt_pct(official.std_head_robust_acc)} % over heads"
+            )
     lines += [
         "",
         f"sparsity {sparsity_rows(result)[0][1]} of Conv/Linear weights",

@@ -13,6 +13,24 @@ def _sparsity_text(value: Any) -> str:
     return f"{value:g}" if isinstance(value, int | float) else NA
 
 
+RECONSTRUCTION_MARK = " (reconstruction)"
+RECONSTRUCTION_NOTE = (
+    "rows marked (reconstruction) come from robustprune's reconstruction of a method whose paper text and code could "
+    "not be read (Deadwooding, algorithms.md section 1): not the published algorithm, and not comparable with the "
+    "paper's numbers"
+)
+
+
+def reconstructions(view: SweepView) -> list[str]:
+    """The recipes (in report order) whose cells say their defense is a reconstruction."""
+    marked = {c.recipe for c in view.cells if c.record.reconstruction}
+    return [r for r in view.recipes if r in marked]
+
+
+def _recipe_text(recipe: str, marked: list[str]) -> str:
+    return recipe + RECONSTRUCTION_MARK if recipe in marked else recipe
+
+
 def _has_heads(view: SweepView) -> bool:
     """Whether any cell is multi-head: then the tables add the worst single head's robust accuracy."""
     return any(c.record.worst_head_robust_acc is not None for c in view.cells)
@@ -21,6 +39,7 @@ def _has_heads(view: SweepView) -> bool:
 def cells_table(view: SweepView) -> Table:
     """Every stored number of every cell, one row per cell."""
     heads = _has_heads(view)
+    marked = reconstructions(view)
     headers = (
         "recipe",
         "target",
@@ -44,7 +63,7 @@ def cells_table(view: SweepView) -> Table:
         r = c.record
         rows.append(
             (
-                c.recipe,
+                _recipe_text(c.recipe, marked),
                 _sparsity_text(r.sparsity),
                 fmt_frac_pct(r.achieved_sparsity),
                 str(c.seed),
@@ -87,6 +106,7 @@ def means_table(view: SweepView) -> Table:
         ("NLL adv", RECORD_METRICS["nll_adv"], 4),
     ]
     rows = []
+    marked = reconstructions(view)
     for recipe in view.recipes:
         cells = view.recipe_cells(recipe)
         per_metric = [
@@ -98,7 +118,7 @@ def means_table(view: SweepView) -> Table:
             achieved = series([c for c in cells if c.sparsity == sparsity], RECORD_METRICS["achieved_sparsity"])
             rows.append(
                 (
-                    recipe,
+                    _recipe_text(recipe, marked),
                     f"{sparsity:g}",
                     fmt_frac_pct(achieved[0].mean) if achieved else NA,
                     str(len(seeds)),
@@ -153,7 +173,8 @@ def summary_rows(view: SweepView) -> list[tuple[str, str]]:
     config = view.cells[0].record.config if view.cells else None
     dataset = config.dataset if config is not None and config.dataset else spec.dataset if spec is not None else NA
     fingerprints = sorted({str(c.record.config.data_fingerprint) for c in view.cells})
-    return [
+    marked = reconstructions(view)
+    rows = [
         ("dataset", str(dataset)),
         ("examples", fmt_int(config.n if config is not None else None)),
         (
@@ -177,6 +198,9 @@ def summary_rows(view: SweepView) -> list[tuple[str, str]]:
         ("dense baseline recipe", view.parent_recipe),
         ("evaluation verdicts", verdict_counts(view)),
     ]
+    if marked:
+        rows.append(("reconstructions", f"{', '.join(marked)}: {RECONSTRUCTION_NOTE}"))
+    return rows
 
 
 NOTES = (

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from robustprune.config import BatterySpec
-from robustprune.records import Record, extra_field
+from robustprune.records import Record, extra_field, optional_field
 from robustprune.scoring.result import ScoreResult
 
 
@@ -70,6 +70,9 @@ class CellRecord(Record):
     audit_n_broken: int | None = None  # of those, broken by the reference (they count in robust_acc)
     audit_gap_upper: float | None = None  # Clopper-Pearson upper bound on the battery's gap, in points
     result: str | None = None  # the score document, relative to the sweep directory
+    # True: the recipe's defense is robustprune's reconstruction of a paper it could not read (Deadwooding); the
+    # report marks such rows. Absent (None) for every other cell, so existing records read and write unchanged.
+    reconstruction: bool | None = optional_field()
     extra: dict[str, Any] = extra_field()
 
     @property
@@ -95,6 +98,7 @@ class CellRecord(Record):
         architecture: str | None,
         train_seconds: float | None,
         result_path: str | None,
+        reconstruction: bool = False,
     ) -> CellRecord:
         """The record of a finished cell from its score result."""
         calibration, audit = result.calibration, result.audit
@@ -128,4 +132,5 @@ class CellRecord(Record):
             audit_n_broken=audit.n_broken if audit is not None else None,
             audit_gap_upper=audit.gap_upper_points if audit is not None else None,
             result=result_path,
+            reconstruction=True if reconstruction else None,
         )

@@ -190,8 +190,31 @@ class Provenance(Record):
 
 
 @dataclass
+class OfficialProtocolReport(Record):
+    """DIO's official evaluation (attack_dio.py of fanghenshaometeor/DIversity-via-Orthogonality): one attack
+    crafted through the random-head forward (a new random head at every forward), then re-classified by every head.
+    Weaker than the adaptive numbers; for comparison with the paper only, never a headline."""
+
+    protocol: str
+    note: str
+    attack: dict[str, Any]  # name, norm, eps, steps, step_size, rel_step, random_start, forward
+    counted_as: str
+    n_heads: int
+    n_examples: int
+    per_head_robust_acc: list[float]
+    mean_head_robust_acc: float
+    std_head_robust_acc: float
+    worst_head_robust_acc: float
+    max_perturbation: float  # the largest verified perturbation norm (<= eps)
+    n_forward: int
+    n_backward: int
+    extra: dict[str, Any] = extra_field()
+
+
+@dataclass
 class MultiHeadReport(Record):
-    """Per-head accuracy of a multi-head randomized defense (DIO), each head attacked alone in fixed mode."""
+    """Per-head accuracy of a multi-head randomized defense (DIO), each head attacked alone in fixed mode; and,
+    apart, the official protocol's numbers (`official_protocol`, for comparison with the paper only)."""
 
     randomized: bool
     n_heads: int
@@ -206,9 +229,10 @@ class MultiHeadReport(Record):
     std_head_robust_acc: float
     worst_head_clean_acc: float
     mean_head_clean_acc: float
-    n_forward: int
+    n_forward: int  # every per-head run's and the official protocol's passes, in examples
     n_backward: int
     seconds: float = 0.0
+    official_protocol: OfficialProtocolReport | None = optional_field()
     extra: dict[str, Any] = extra_field()
 
 

@@ -126,3 +126,30 @@ def test_exclude_keeps_a_layer_dense_and_still_hits_the_headline(parent, digits_
     )
     assert bool(current_masks(art.model)["features.0"].all())
     assert abs(sparsity_report(art.model)["sparsity"] - 0.5) <= 0.005
+
+
+def test_a_reconstruction_says_so_in_its_manifest_and_its_score_summary(parent, digits_test, tmp_path):
+    from robustprune.defenses.base import Defense
+    from robustprune.defenses.pipeline import save_trained, summary, train_model
+    from robustprune.models import load_checkpoint
+    from robustprune.render.text import summary_table
+    from robustprune.scoring import score
+
+    assert DEFENSES.get("deadwooding").reconstruction is True and Defense.reconstruction is False
+    assert not any(DEFENSES.get(name).reconstruction for name in DEFENSES.names() if name != "deadwooding")
+    overrides = ["train.probe_steps=1", "train.probe_size=16", "settings.finetune_epochs=0"]
+    artifact, manifest = train_model(
+        "deadwooding", sparsity=0.5, parent=dense_parent(parent), epochs=1, overrides=overrides
+    )
+    assert manifest["reconstruction"] is True and manifest["defense"] == "deadwooding"
+    assert "deadwooding is a RECONSTRUCTION" in summary(manifest)  # what `train` prints
+    _, dense_manifest = train_model("dense", epochs=1, overrides=["train.probe_steps=1", "train.probe_size=16"])
+    assert "reconstruction" not in dense_manifest  # only reconstructions carry the key
+    # `score` of the checkpoint records the manifest (provenance) and prints the mark
+    info = save_trained(artifact, manifest, tmp_path)
+    model, loaded = load_checkpoint(build_model("digits_cnn", 10, (1, 8, 8)), info.path)
+    result = score(model, digits_test, "quick", eps=0.1, n=16, checkpoint=loaded.to_dict())
+    assert result.provenance.checkpoint.manifest["reconstruction"] is True
+    assert "defense deadwooding is a RECONSTRUCTION" in summary_table(result)
+    dense = build_model("digits_cnn", 10, (1, 8, 8)).eval()
+    assert "RECONSTRUCTION" not in summary_table(score(dense, digits_test, "quick", eps=0.1, n=16))

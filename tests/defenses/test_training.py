@@ -213,7 +213,7 @@ class _Recorder(Callback):
 
 def _guarded_fit(sequence: list[float], digits_train: Dataset, digits_test: Dataset, epochs: int = 5):
     accs = iter(sequence)
-    guard = CatastrophicOverfittingGuard(lambda model: next(accs), max_drop=0.2)
+    guard = CatastrophicOverfittingGuard(lambda model, x, y: next(accs), max_drop=0.2)
     recorder = _Recorder()  # before the guard: sees each epoch's weights before any restore
     torch.manual_seed(0)
     model = build_model("mlp", 10, (1, 8, 8))

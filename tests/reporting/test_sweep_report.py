@@ -428,3 +428,56 @@ def test_the_battery_summary_lists_only_the_attacks_for_the_threat_norm():
     battery = battery_dict("full", [("fgsm", ["Linf"]), ("pgd", [])], norm="L2", eps=0.5)
     view = make_view(StoredSweep(Path("."), None, [StoredCell(record("a", "dense", battery, {"pgd": 50.0}))], True))
     assert dict(sweep_tables.summary_rows(view))["battery"] == "full: pgd"
+
+
+# ---------------------------------------------------------------- reconstructions
+
+
+def test_a_cell_record_carries_the_reconstruction_mark(sweep):
+    stored = records(sweep)[0]
+    result = ScoreResult.from_json(json.loads((sweep / stored["result"]).read_text()))
+    base = CellRecord.from_json(stored)
+    fields = {
+        "key": base.key,
+        "recipe": "deadwooding",
+        "sparsity": base.sparsity,
+        "seed": base.seed,
+        "parent_key": base.parent_key,
+        "config": base.config,
+        "result": result,
+        "architecture": base.architecture,
+        "train_seconds": base.train_seconds,
+        "result_path": base.result,
+    }
+    marked = CellRecord.summarize(**fields, reconstruction=True)
+    assert marked.to_json()["reconstruction"] is True
+    assert CellRecord.from_json(json.loads(dumps_json(marked.to_json()))).reconstruction is True
+    plain = CellRecord.summarize(**fields)
+    assert "reconstruction" not in plain.to_json() and not plain.reconstruction  # existing records are unchanged
+    assert "reconstruction" not in stored
+
+
+def test_reconstruction_rows_are_marked_in_the_tables_and_explained(sweep, tmp_path):
+    plain = sr.render_sweep_markdown(sr.prepare_report(sweep))
+    assert "(reconstruction)" not in plain and "reconstructions" not in plain
+    copy = stored_copy(sweep, tmp_path / "copy")
+    doc = json.loads((copy / "results.json").read_text())
+    for cell in doc["cells"]:
+        if cell["recipe"] == "magnitude":  # stands in for a Deadwooding recipe
+            cell["reconstruction"] = True
+    write_json(copy / "results.json", doc)
+    report = sr.prepare_report(copy)
+    tables = report.tables()
+    for name in ("cells", "means"):
+        labels = {row[0] for row in tables[name].rows}
+        assert "magnitude (reconstruction)" in labels and "magnitude" not in labels
+        assert "dense" in labels and "dense (reconstruction)" not in labels
+    summary = dict(sweep_tables.summary_rows(report.view))
+    assert summary["reconstructions"].startswith("magnitude: rows marked (reconstruction)")
+    assert "not the published algorithm" in summary["reconstructions"]
+    md = sr.render_sweep_markdown(report)
+    assert re.search(r"\|\s*magnitude \(reconstruction\)\s*\|\s*0\.9\s*\|", md)
+    assert re.search(r"\|\s*reconstructions\s*\|\s*magnitude: rows marked \(reconstruction\)", md)
+    sr.build_sweep_report(copy)
+    html = (copy / "report.html").read_text()
+    assert "<td>magnitude (reconstruction)</td>" in html and "<th>reconstructions</th>" in html
