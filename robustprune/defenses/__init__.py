@@ -10,4 +10,4 @@ from robustprune.defenses import (
     trades,  # noqa: F401
 )
 
-from robustprune.defenses import deadwooding, dio  # noqa: F401  isort: skip  (DIO and Deadwooding)
+from robustprune.defenses import dam, deadwooding, dio, hydra  # noqa: F401  isort: skip  (need the loss defenses)

@@ -34,6 +34,8 @@ REINIT_SCHEMES = ("sparse_kaiming", "default")
 
 PRUNED_LAYERS = ("all", "conv")
 
+REINIT_BUDGETS = ("epochs", "compute")  # Scratch-E: the dense run's epochs; Scratch-B: its compute (MACs x epochs)
+
 
 @dataclass(frozen=True, kw_only=True)
 class PruningSpec:
@@ -52,6 +54,8 @@ class PruningSpec:
     layers: str = "all"  # all | conv: "conv" ranks Conv weights only (Linear layers never pruned, as Rethinking's code)
     reinit: bool = False  # the "Rethinking" scratch control: keep the mask, re-initialise the weights
     reinit_scheme: str = "sparse_kaiming"  # sparse_kaiming (the Rethinking code) | default (the architecture's init)
+    reinit_budget: str = "epochs"  # epochs (Scratch-E) | compute (Scratch-B: epochs x dense MACs / pruned MACs)
+    ap_share: float = 0.0  # Activating-while-Pruning: share of each round's alive weights removed by AP (0 = off)
 
     def __post_init__(self) -> None:
         check_fields(self, "[pruning]")
@@ -73,12 +77,26 @@ class PruningSpec:
         if self.reinit_scheme not in REINIT_SCHEMES:
             known = ", ".join(REINIT_SCHEMES)
             raise UsageError(f"[pruning] reinit_scheme {self.reinit_scheme!r} is not one of {known}")
+        if self.reinit_budget not in REINIT_BUDGETS:
+            known = ", ".join(REINIT_BUDGETS)
+            raise UsageError(f"[pruning] reinit_budget {self.reinit_budget!r} is not one of {known}")
+        if self.reinit_budget != "epochs" and not self.reinit:
+            raise UsageError("[pruning] reinit_budget applies to the scratch control: set reinit = true as well")
+        if not 0.0 <= self.ap_share < 1.0:
+            raise UsageError(f"[pruning] ap_share must be in [0, 1) (0.02 in the AP paper), got {self.ap_share}")
+        if self.ap_share and (SCHEDULES.get(self.schedule).kind != "rounds" or self.reinit):
+            raise UsageError(
+                "[pruning] ap_share (Activating-while-Pruning) needs a schedule that prunes in rounds "
+                '(schedule = "iterative") and no reinit'
+            )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["exclude"] = list(self.exclude)
-        if self.layers == "all":  # the default stays out, so the names of existing runs do not change
-            del data["layers"]
+        # Options at their defaults stay out, so the names (hashes) of existing runs do not change.
+        for key, default in (("layers", "all"), ("reinit_budget", "epochs"), ("ap_share", 0.0)):
+            if data[key] == default:
+                del data[key]
         return data
 
 
@@ -97,6 +115,7 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["train"] = self.train.to_dict()  # options at their defaults left out, as the pruning table's
         if self.pruning is not None:
             data["pruning"] = self.pruning.to_dict()
         return data
@@ -116,6 +135,9 @@ class Defense(ABC):
 
     name: ClassVar[str]
     defaults: ClassVar[dict[str, ParamValue]] = {}
+    # True for a defense robustprune reconstructed without the paper's full text or code (Deadwooding): the train
+    # manifest, the sweep's cell records and every report mark its results as a reconstruction's.
+    reconstruction: ClassVar[bool] = False
 
     def __init__(self, recipe: Recipe) -> None:
         self.recipe = recipe

@@ -249,6 +249,7 @@ def execute(plan: TrainPlan, *, progress: bool = False, command: list[str] | Non
         "recipe": plan.recipe.to_dict(),
         "overrides": list(plan.overrides),
         "defense": plan.recipe.defense,
+        **({"reconstruction": True} if plan.defense.reconstruction else {}),  # not the published method (Deadwooding)
         "settings": extra.pop("settings", dict(plan.defense.settings)),
         "architecture": plan.recipe.architecture,
         "dataset": {
@@ -267,6 +268,9 @@ def execute(plan: TrainPlan, *, progress: bool = False, command: list[str] | Non
             "achieved": report["sparsity"],
             "tolerance": SPARSITY_TOLERANCE,
             "counted_over": "Conv/Linear weights (effective, weight * mask)",
+            # structured methods (DAM, channel criteria) aim at a share of channels: the target is in that unit
+            "target_unit": extra.pop("sparsity_unit", "weights"),
+            **({"channels": extra.pop("channel_sparsity")} if "channel_sparsity" in extra else {}),
             "all_sparsity": report["all_sparsity"],
             "macs_dense": report["macs_dense"],
             "macs_effective": report["macs_effective"],
@@ -280,7 +284,7 @@ def execute(plan: TrainPlan, *, progress: bool = False, command: list[str] | Non
         "pruning_defaulted": extra.pop("pruning_defaulted", False),
         "pruning_events": extra.pop("pruning_events", []),
         "parent": plan.parent_record,
-        "final": extra.pop("final", None),
+        "final": _with_dynamic_rate(extra.pop("final", None), artifact.log),
         "log": artifact.log,
         "train_seconds": seconds,
         "provenance": collect(seed=plan.seed, command=command, device="cpu"),
@@ -290,6 +294,14 @@ def execute(plan: TrainPlan, *, progress: bool = False, command: list[str] | Non
     if extra:
         manifest["extra"] = extra  # whatever else a defense reports (e.g. DIO's heads)
     return artifact, to_jsonable(manifest)
+
+
+def _with_dynamic_rate(final: dict | None, log: list[dict[str, Any]]) -> dict | None:
+    """`final` plus the last epoch's dynamic (train-mode) dead-ReLU rate, beside the eval-mode one it holds."""
+    rates = [e["dead_relu_rate_train"] for e in log if e.get("dead_relu_rate_train") is not None]
+    if final is None or not rates:
+        return final
+    return {**final, "dead_relu_rate_train": rates[-1]}
 
 
 def train_model(
@@ -333,9 +345,18 @@ def summary(manifest: dict) -> str:
     probe_text = (
         f"  val acc {_num(final.get('val_acc'))} | PGD acc {_num(final.get('pgd_acc'))} "
         f"(PGD-{probe.get('steps')} eps {probe.get('eps')}, first {probe.get('examples')} "
-        f"{probe.get('split')} examples) | dead ReLU {_num(final.get('dead_relu_rate'))}"
+        f"{probe.get('split')} examples) | dead ReLU {_num(final.get('dead_relu_rate'))} eval, "
+        f"{_num(final.get('dead_relu_rate_train'))} in training"
     )
-    lines = [head, probe_text, f"  sparsity {sp['achieved']:.4f} achieved, target {sp['target']:.4f} ({plan})"]
+    target = f"target {sp['target']:.4f}"
+    if sp.get("target_unit") == "channels":
+        channels = sp.get("channels") or {}
+        target = f"channel sparsity {_num(channels.get('sparsity'))}, target {sp['target']:.4f} of channels"
+    lines = [head, probe_text, f"  sparsity {sp['achieved']:.4f} achieved (weights), {target} ({plan})"]
+    if manifest.get("reconstruction"):
+        lines.append(
+            f"  {manifest['defense']} is a RECONSTRUCTION: not the published method (its paper could not be read)"
+        )
     hit = next((e for e in manifest["log"] if e.get("catastrophic_overfitting")), None)
     if hit is not None:
         lines.append(

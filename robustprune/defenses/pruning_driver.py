@@ -25,7 +25,7 @@ from torch import nn
 
 from robustprune.data import Dataset
 from robustprune.defenses.base import Artifact, PruningSpec, Recipe
-from robustprune.defenses.train_loop import Callback, Loss, StepContext, accuracy, fit, pgd_probe
+from robustprune.defenses.train_loop import Callback, Loss, StepContext, TrainSpec, accuracy, fit, pgd_probe
 from robustprune.errors import UsageError
 from robustprune.metrics.activity import dead_relu_rate
 from robustprune.models.state import fold_pruned_state_dict
@@ -34,10 +34,13 @@ from robustprune.sparsity import (
     SCHEDULES,
     apply_masks,
     check_sparsity,
+    effective_weight,
     prunable_modules,
     remove_masks,
     sparsity_report,
 )
+from robustprune.sparsity.activate import ap_candidates, ap_masks, snapshot_weights
+from robustprune.sparsity.structured import INPUT_SHAPE_ATTR, apply_structured, channel_sparsity, is_structured
 
 SPARSITY_TOLERANCE = 0.005  # 0.5 percentage points
 
@@ -120,7 +123,11 @@ def validate_pruning(
         )
     if spec is None:
         return
-    criterion_sparsity(model, spec, sparsity)
+    if is_structured_spec(spec):
+        if spec.ap_share:
+            raise UsageError("[pruning] ap_share works with unstructured criteria only (AP removes single weights)")
+    else:
+        criterion_sparsity(model, spec, sparsity)
     if spec.reinit and not has_parent:
         raise UsageError(f"recipe {recipe.name!r} re-initialises a parent's mask (pruning.reinit): give --parent")
     if spec.reinit and spec.schedule != "one_shot":
@@ -132,13 +139,24 @@ def validate_pruning(
         )
 
 
-def achieved_sparsity(model: nn.Module) -> float:
+def is_structured_spec(spec: PruningSpec | None) -> bool:
+    """Whether `spec` prunes whole channels (its sparsity is then a share of channels, not of weights)."""
+    return spec is not None and is_structured(PRUNING_CRITERIA.get(spec.criterion))
+
+
+def achieved_sparsity(model: nn.Module, spec: PruningSpec | None = None) -> float:
+    """The sparsity `spec` aims at: the share of eligible channels closed for a structured criterion, else the
+    headline share of zero Conv/Linear weights."""
+    if is_structured_spec(spec):
+        return channel_sparsity(model).sparsity
     return float(sparsity_report(model)["sparsity"])
 
 
-def check_achieved(model: nn.Module, target: float, tolerance: float = SPARSITY_TOLERANCE) -> float:
-    """The achieved headline sparsity; RuntimeError when it misses `target` by more than `tolerance`."""
-    achieved = achieved_sparsity(model)
+def check_achieved(
+    model: nn.Module, target: float, tolerance: float = SPARSITY_TOLERANCE, spec: PruningSpec | None = None
+) -> float:
+    """The achieved sparsity (see achieved_sparsity); RuntimeError when it misses `target` by more than `tolerance`."""
+    achieved = achieved_sparsity(model, spec)
     if abs(achieved - target) > tolerance:
         raise RuntimeError(
             f"achieved sparsity {achieved:.4f} misses the target {target:.4f} by more than {tolerance:.3f}; "
@@ -148,8 +166,12 @@ def check_achieved(model: nn.Module, target: float, tolerance: float = SPARSITY_
 
 
 def prune_to(model: nn.Module, spec: PruningSpec, sparsity: float, generator: torch.Generator | None = None) -> None:
-    """Attach masks with exactly the target headline sparsity by `spec.criterion` (already-zero weights first)."""
+    """Attach masks with exactly the target headline sparsity by `spec.criterion` (already-zero weights first); for a
+    structured criterion, close exactly the target share of channels (weights, biases, BatchNorm, consumers)."""
     fn = PRUNING_CRITERIA.get(spec.criterion)
+    if is_structured(fn):
+        apply_structured(model, None, fn(model, sparsity, generator, exclude=excluded_layers(model, spec)))
+        return
     masks = fn(model, criterion_sparsity(model, spec, sparsity), generator, exclude=excluded_layers(model, spec))
     apply_masks(model, masks)
 
@@ -181,6 +203,69 @@ def scratch_init(model: nn.Module, masks: dict[str, torch.Tensor], scheme: str, 
     apply_masks(model, masks)
 
 
+def eligible_layers(model: nn.Module, spec: PruningSpec) -> list[str]:
+    """The prunable layers `spec` may prune (every Conv/Linear layer but the excluded ones)."""
+    excluded = set(excluded_layers(model, spec))
+    return [name for name, _ in prunable_modules(model) if name not in excluded]
+
+
+def _eligible_zeros(model: nn.Module, names: list[str]) -> tuple[int, int]:
+    """(pruned, total) weights over the named layers."""
+    modules = dict(prunable_modules(model))
+    zeros = sum(int((effective_weight(modules[n]) == 0).sum()) for n in names)
+    return zeros, sum(modules[n].weight.numel() for n in names)
+
+
+def prune_round_with_ap(
+    model: nn.Module,
+    spec: PruningSpec,
+    target: float,
+    start: dict[str, torch.Tensor],
+    generator: torch.Generator | None = None,
+) -> dict[str, Any]:
+    """One round of an iterative schedule with Activating-while-Pruning (algorithms.md §4.4, `resnet_20.py` of the
+    reference): the round's increment (to headline `target`) is split; the base criterion first removes all of it
+    but k = round(ap_share x alive weights), then AP removes the k alive negative weights that moved least since
+    `start` (the previous round's training began there). k is capped by the increment and by the candidates, and
+    the round lands on the target exactly, as without AP. Returns the round's record."""
+    names = list(start)
+    zeros_before, eligible = _eligible_zeros(model, names)
+    wanted = round(criterion_sparsity(model, spec, target) * eligible)
+    increment = max(wanted - zeros_before, 0)
+    k = min(round(spec.ap_share * (eligible - zeros_before)), increment)
+    fn, exclude = PRUNING_CRITERIA.get(spec.criterion), excluded_layers(model, spec)
+    apply_masks(model, fn(model, (wanted - k) / eligible, generator, exclude=exclude))
+    k = min(k, ap_candidates(model, start))  # too few negative survivors: the base criterion takes the rest
+    apply_masks(model, ap_masks(model, start, k))
+    if _eligible_zeros(model, names)[0] < wanted:
+        apply_masks(model, fn(model, wanted / eligible, generator, exclude=exclude))
+    zeros_after = _eligible_zeros(model, names)[0]
+    return {
+        "target": target,
+        "achieved": achieved_sparsity(model),
+        "alive_before": eligible - zeros_before,
+        "base_removed": zeros_after - zeros_before - k,
+        "ap_removed": k,
+    }
+
+
+def scratch_b_spec(train_spec: TrainSpec, model: nn.Module, input_shape: tuple[int, ...]) -> tuple[TrainSpec, dict]:
+    """Scratch-B (Liu et al., `cifar_B.py`): the dense run's compute budget, epochs x dense MACs / pruned MACs
+    (MACs counted on the surviving weights), with the learning rate decayed x0.1 at 50 % and 75 % of the run."""
+    report = sparsity_report(model, input_shape)
+    ratio = report["macs_dense"] / max(report["macs_effective"], 1)
+    epochs = max(train_spec.epochs, round(train_spec.epochs * ratio))
+    budget = {
+        "base_epochs": train_spec.epochs,
+        "epochs": epochs,
+        "macs_dense": report["macs_dense"],
+        "macs_pruned": report["macs_effective"],
+        "macs_ratio": ratio,
+        "lr_schedule": "step",
+    }
+    return replace(train_spec, epochs=epochs, schedule="step"), budget
+
+
 class ScheduledPruning(Callback):
     """Drives the masks during `fit`: prunes at step t (t optimizer steps done) to the schedule's target.
 
@@ -206,14 +291,14 @@ class ScheduledPruning(Callback):
     # -- hooks ----------------------------------------------------------------------------------------------------
     def on_train_begin(self, ctx: StepContext) -> None:
         self.total = ctx.total_steps
-        self.start = achieved_sparsity(ctx.model)  # AGP starts from the parent's sparsity, not from 0
+        self.start = achieved_sparsity(ctx.model, self.spec)  # AGP starts from the parent's sparsity, not from 0
         self._update(0, ctx.model)
 
     def on_step_end(self, ctx: StepContext) -> None:
         self._update(ctx.step + 1, ctx.model)
 
     def on_epoch_end(self, ctx: StepContext) -> dict[str, Any]:
-        return {"target_sparsity": self.current, "sparsity": achieved_sparsity(ctx.model)}
+        return {"target_sparsity": self.current, "sparsity": achieved_sparsity(ctx.model, self.spec)}
 
     def _update(self, t: int, model: nn.Module) -> None:
         target = self.target_at(t)
@@ -222,7 +307,7 @@ class ScheduledPruning(Callback):
         target = max(target, self.current)  # never un-prune: rounding must not revive weights
         prune_to(model, self.spec, target, self.generator)
         self.current = target
-        self.history.append({"step": t, "target": target, "achieved": achieved_sparsity(model)})
+        self.history.append({"step": t, "target": target, "achieved": achieved_sparsity(model, self.spec)})
 
 
 def final_metrics(model: nn.Module, val: Dataset, recipe: Recipe) -> dict[str, Any]:
@@ -277,6 +362,9 @@ def train_with_pruning(
         parent_sparsity=achieved_sparsity(parent) if parent is not None else 0.0,
     )
     generator = torch.Generator().manual_seed(seed)
+    for net in (model, parent):  # structured criteria trace the model with one forward pass of this shape
+        if net is not None:
+            setattr(net, INPUT_SHAPE_ATTR, tuple(train.input_shape))
     events: list[dict[str, Any]] = []
     if parent is not None and not (spec is not None and spec.reinit):
         copy_weights(parent, model)
@@ -289,18 +377,39 @@ def train_with_pruning(
         assert parent is not None  # validate_pruning refuses reinit without a parent
         fn = PRUNING_CRITERIA.get(spec.criterion)
         exclude = excluded_layers(parent, spec)
-        masks = fn(parent, criterion_sparsity(parent, spec, sparsity), generator, exclude=exclude)
-        scratch_init(model, masks, spec.reinit_scheme, generator)
-        events.append({"event": "scratch_reinit", "scheme": spec.reinit_scheme, "sparsity": achieved_sparsity(model)})
-        log = fit(model, train, val, recipe.train, loss=loss, callbacks=list(callbacks()), seed=seed, progress=progress)
+        if is_structured(fn):
+            masks = fn(parent, sparsity, generator, exclude=exclude)
+            scratch_init(model, masks, spec.reinit_scheme, generator)
+            apply_structured(model, None, masks)  # the closed channels' biases, BatchNorm and consumers too
+        else:
+            masks = fn(parent, criterion_sparsity(parent, spec, sparsity), generator, exclude=exclude)
+            scratch_init(model, masks, spec.reinit_scheme, generator)
+        events.append(
+            {"event": "scratch_reinit", "scheme": spec.reinit_scheme, "sparsity": achieved_sparsity(model, spec)}
+        )
+        train_spec = recipe.train
+        if spec.reinit_budget == "compute":
+            train_spec, budget = scratch_b_spec(recipe.train, model, train.input_shape)
+            events.append({"event": "scratch_b_budget", **budget})
+        log = fit(model, train, val, train_spec, loss=loss, callbacks=list(callbacks()), seed=seed, progress=progress)
     elif SCHEDULES.get(spec.schedule).kind == "rounds":
         targets = SCHEDULES.get(spec.schedule).round_targets(sparsity, spec)
         epochs = [
             recipe.train.epochs // spec.rounds + (r < recipe.train.epochs % spec.rounds) for r in range(spec.rounds)
         ]
+        start: dict[str, torch.Tensor] | None = None  # AP: the weights the previous round's training started from
         for r, (target, n_epochs) in enumerate(zip(targets, epochs, strict=True)):
-            prune_to(model, spec, target, generator)
-            events.append({"event": "prune", "round": r + 1, "target": target, "achieved": achieved_sparsity(model)})
+            if spec.ap_share and start is not None:
+                events.append(
+                    {"event": "prune", "round": r + 1, **prune_round_with_ap(model, spec, target, start, generator)}
+                )
+            else:
+                prune_to(model, spec, target, generator)
+                events.append(
+                    {"event": "prune", "round": r + 1, "target": target, "achieved": achieved_sparsity(model, spec)}
+                )
+            if spec.ap_share:
+                start = snapshot_weights(model, eligible_layers(model, spec))
             round_log = fit(
                 model,
                 train,
@@ -318,7 +427,7 @@ def train_with_pruning(
                         "round_epoch": entry["epoch"],
                         "epoch": len(log) + 1,
                         "target_sparsity": target,
-                        "sparsity": achieved_sparsity(model),
+                        "sparsity": achieved_sparsity(model, spec),
                     }
                 )
                 log.append(entry)
@@ -331,13 +440,13 @@ def train_with_pruning(
         )
         events += [{"event": "prune", **h} for h in driver.history]
 
-    if spec is not None and achieved_sparsity(model) < sparsity - SPARSITY_TOLERANCE:
+    if spec is not None and achieved_sparsity(model, spec) < sparsity - SPARSITY_TOLERANCE:
         # Training stopped before the schedule finished (e.g. the FGSM-RS guard): reach the target now, loudly.
         prune_to(model, spec, sparsity, generator)
         events.append(
-            {"event": "final_prune_without_training", "target": sparsity, "achieved": achieved_sparsity(model)}
+            {"event": "final_prune_without_training", "target": sparsity, "achieved": achieved_sparsity(model, spec)}
         )
-    achieved = check_achieved(model, sparsity)
+    achieved = check_achieved(model, sparsity, spec=spec)
     model.eval()
     extra = {
         "pruning": spec.to_dict() if spec is not None else None,
@@ -347,4 +456,6 @@ def train_with_pruning(
         "achieved_sparsity": achieved,
         "final": final_metrics(model, val, recipe),
     }
+    if is_structured_spec(spec):
+        extra.update({"sparsity_unit": "channels", "channel_sparsity": channel_sparsity(model).to_dict()})
     return Artifact(model=model, log=log, extra=extra)

@@ -26,7 +26,9 @@ def recipe_for(defense: str) -> str:
 @pytest.mark.parametrize("defense", DEFENSES.names())
 def test_defense_trains_one_epoch_and_round_trips_through_score(defense, tmp_path):
     name = recipe_for(defense)
-    phases = ["settings.finetune_epochs=1"] if "finetune_epochs" in load_recipe(name).settings else []
+    settings = load_recipe(name).settings
+    one_per_phase = {"finetune_epochs": 1, "score_epochs": 1, "cold_epochs": 0}  # Deadwooding, HYDRA, DAM
+    phases = [f"settings.{key}={value}" for key, value in one_per_phase.items() if key in settings]
     recipe = load_recipe(name, ["train.epochs=1", "train.probe_steps=1", *phases])
     parent = None
     if recipe.needs_parent:
