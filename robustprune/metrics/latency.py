@@ -91,47 +91,71 @@ def measure_latency(
     torch.set_num_threads for the duration and the previous count is restored afterwards. CUDA is synchronised
     around every pass. Randomised forwards (DIO "random" mode) draw from a forked RNG, leaving the caller's alone.
     """
+    return measure_latencies(
+        [model], input_shape, batch_size=batch_size, threads=threads, repeats=repeats, warmup=warmup, seed=seed
+    )[0]
+
+
+def measure_latencies(
+    models: Sequence[nn.Module],
+    input_shape: Sequence[int],
+    *,
+    batch_size: int = 64,
+    threads: int | None = None,
+    repeats: int = 30,
+    warmup: int = 5,
+    seed: int = 0,
+) -> list[Latency]:
+    """`measure_latency` for several models at once, their passes interleaved (a, b, a, b, ...) on the same batch:
+    a slow drift of the machine (another process, frequency scaling) then affects every model alike, so their
+    ratio is fairer than that of two runs one after the other."""
     shape = _check_shape(input_shape)
     batch_size = _positive_int(batch_size, "batch_size")
     repeats = _positive_int(repeats, "repeats")
     warmup = _positive_int(warmup, "warmup", 0)
     if threads is not None:
         threads = _positive_int(threads, "threads")
-    dense = folded_copy(model).eval()
-    device, dtype = model_device_dtype(dense)
+    dense = [folded_copy(model).eval() for model in models]
+    device, dtype = model_device_dtype(dense[0])
     x = torch.rand((batch_size, *shape), generator=torch.Generator().manual_seed(seed)).to(device=device, dtype=dtype)
     saved = torch.get_num_threads()
-    times: list[float] = []
+    times: list[list[float]] = [[] for _ in dense]
     try:
         if threads is not None:
             torch.set_num_threads(threads)
         used = torch.get_num_threads()
         with torch.inference_mode(), torch.random.fork_rng(devices=[]):
             for i in range(warmup + repeats):
-                _sync(device)
-                start = time.perf_counter()
-                dense(x)
-                _sync(device)
-                elapsed = (time.perf_counter() - start) * 1000.0
-                if i >= warmup:
-                    times.append(elapsed)
+                for net, kept in zip(dense, times, strict=True):
+                    _sync(device)
+                    start = time.perf_counter()
+                    net(x)
+                    _sync(device)
+                    elapsed = (time.perf_counter() - start) * 1000.0
+                    if i >= warmup:
+                        kept.append(elapsed)
     finally:
         torch.set_num_threads(saved)
-    t = torch.tensor(times, dtype=torch.float64)
-    q = torch.quantile(t, torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9], dtype=torch.float64)).tolist()
-    return Latency(
-        median_ms=q[2],
-        p10_ms=q[0],
-        p25_ms=q[1],
-        p75_ms=q[3],
-        p90_ms=q[4],
-        mean_ms=float(t.mean()),
-        repeats=repeats,
-        warmup=warmup,
-        batch_size=batch_size,
-        threads=used,
-        device=str(device),
-    )
+    out = []
+    for kept in times:
+        t = torch.tensor(kept, dtype=torch.float64)
+        q = torch.quantile(t, torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9], dtype=torch.float64)).tolist()
+        out.append(
+            Latency(
+                median_ms=q[2],
+                p10_ms=q[0],
+                p25_ms=q[1],
+                p75_ms=q[3],
+                p90_ms=q[4],
+                mean_ms=float(t.mean()),
+                repeats=repeats,
+                warmup=warmup,
+                batch_size=batch_size,
+                threads=used,
+                device=str(device),
+            )
+        )
+    return out
 
 
 @dataclass
@@ -183,13 +207,12 @@ def efficiency_report(
     tolerance: float = TOLERANCE,
 ) -> Efficiency:
     """Params, MACs and latency of `model` and of `compact(model)`; compaction's output check applies
-    (RuntimeError beyond `tolerance`). The two latencies use the same batch, threads and repeats."""
+    (RuntimeError beyond `tolerance`). The two latencies use the same batch, threads and repeats, interleaved."""
     shape = _check_shape(input_shape)
     report = sparsity_report(model, shape)
     result = compact(model, shape, tolerance=tolerance, seed=seed)
     timing = {"batch_size": batch_size, "threads": threads, "repeats": repeats, "warmup": warmup, "seed": seed}
-    given = measure_latency(model, shape, **timing)
-    small = measure_latency(result.model, shape, **timing)
+    given, small = measure_latencies([model, result.model], shape, **timing)
     return Efficiency(
         params=int(report["all_params"]),
         params_nonzero=int(report["all_nonzero"]),

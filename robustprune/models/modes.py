@@ -58,6 +58,8 @@ def mode_dependent(module: nn.Module) -> bool:
         return True
     if isinstance(module, nn.modules.instancenorm._InstanceNorm):
         return bool(module.track_running_stats)
+    if isinstance(module, torch.jit.ScriptModule):
+        return True  # compiled code: its forward cannot be read, so assume it may branch on the mode
     forward = type(module).forward
     if getattr(forward, "__module__", "").startswith("torch."):
         return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from itertools import zip_longest
+from typing import Any
 
 from robustprune.render.format import (
     NA,
@@ -308,9 +309,53 @@ def sparsity_rows(result: ScoreResult) -> list[tuple[str, str]]:
             ("compression ratio", NA),
             ("MACs per example, dense", NA),
             ("MACs per example, effective", NA),
+            *efficiency_rows(result),
         ]
     dense, effective = s.macs_dense, s.macs_effective
     reduction = f"{dense / effective:.2f}x" if is_num(dense) and is_num(effective) and effective else NA
+    return [
+        *_sparsity_core(s, dense, effective, reduction),
+        *efficiency_rows(result),
+    ]
+
+
+def _latency_text(latency: Any) -> str:
+    return (
+        f"{latency.median_ms:.3f} ms median (p10-p90 {latency.p10_ms:.3f}-{latency.p90_ms:.3f}; batch "
+        f"{latency.batch_size}, {latency.threads} thread{'s' * (latency.threads != 1)}, {latency.repeats} passes, "
+        f"{latency.device})"
+    )
+
+
+def efficiency_rows(result: ScoreResult) -> list[tuple[str, str]]:
+    """The compacted model against the model as given: params, MACs, measured latency and speed-up."""
+    e = result.efficiency
+    if e is None:
+        return []
+    if e.skipped:
+        return [("compacted model", f"not measured: {e.skipped}")]
+    rows = [
+        (
+            "channels removed by compaction",
+            f"{e.channels_removed}" + (" (no closed channel)" if not e.channels_removed else ""),
+        ),
+        ("params, as given → compacted", f"{fmt_int(e.params)} → {fmt_int(e.compact_params)}"),
+        ("MACs per example, as given → compacted", f"{fmt_int(e.macs)} → {fmt_int(e.compact_macs)}"),
+    ]
+    if e.latency is not None and e.compact_latency is not None:
+        rows += [
+            ("latency as given (dense kernels)", _latency_text(e.latency)),
+            ("latency compacted", _latency_text(e.compact_latency)),
+            ("measured speed-up", f"{e.speedup:.2f}x (outputs equal to {fmt_sci(e.max_abs_diff)})"),
+        ]
+    return rows
+
+
+def fmt_sci(value: object) -> str:
+    return f"{value:.1e}" if is_num(value) else NA
+
+
+def _sparsity_core(s: Any, dense: Any, effective: Any, reduction: str) -> list[tuple[str, str]]:
     return [
         ("sparsity (Conv/Linear weights)", _share(s.sparsity, s.prunable_nonzero, s.prunable_params)),
         ("sparsity (all parameters)", _share(s.all_sparsity, s.all_nonzero, s.all_params)),

@@ -28,10 +28,12 @@ from robustprune.reporting.sweep_figures import FigureSpec, figure_specs
 from robustprune.reporting.sweep_tables import (
     COMPARISON_NOTE,
     COST_NOTE,
+    EFFICIENCY_NOTE,
     MEANS_NOTE,
     NOTES,
     cells_table,
     cost_table,
+    efficiency_table,
     means_table,
     summary_rows,
 )
@@ -55,6 +57,7 @@ class SweepReport:
             "cells": cells_table(self.view),
             "means": means_table(self.view),
             "cost": cost_table(self.view),
+            "efficiency": efficiency_table(self.view),
             "comparisons": comparisons_table(self.comparisons),
             "verdicts": verdict_panel(self.view),
         }
@@ -100,6 +103,9 @@ def render_sweep_markdown(report: SweepReport) -> str:
         "## Every cell",
         "One row per cell, every stored number (accuracies in %).",
         md_table(t["cells"]),
+        "## Speed-up and activity vs sparsity",
+        EFFICIENCY_NOTE,
+        md_table(t["efficiency"]),
         "## Cost",
         COST_NOTE,
         md_table(t["cost"]),
@@ -134,6 +140,7 @@ def render_sweep_html(report: SweepReport, pngs: dict[str, bytes]) -> str:
         "notes": NOTES,
         "comparison_note": COMPARISON_NOTE.replace("`", ""),
         "cost_note": COST_NOTE,
+        "efficiency_note": EFFICIENCY_NOTE,
         "means_note": MEANS_NOTE,
         "verdict_counts": verdict_counts(report.view),
         "verdict_note": verdict_note(report.view),

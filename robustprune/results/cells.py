@@ -73,6 +73,19 @@ class CellRecord(Record):
     # True: the recipe's defense is robustprune's reconstruction of a paper it could not read (Deadwooding); the
     # report marks such rows. Absent (None) for every other cell, so existing records read and write unchanged.
     reconstruction: bool | None = optional_field()
+    # Activity (from the train manifest): the dead-ReLU rate in eval mode on the validation probe, and the dynamic
+    # rate AP targets (train-mode passes of the last epoch). Structured recipes: the share of channels closed.
+    dead_relu_eval: float | None = optional_field()
+    dead_relu_train: float | None = optional_field()
+    channel_sparsity: float | None = optional_field()
+    # Efficiency (the score's measurement on this machine): the model as given against its compacted form.
+    params: int | None = optional_field()
+    compact_params: int | None = optional_field()
+    macs: int | None = optional_field()
+    compact_macs: int | None = optional_field()
+    latency_ms: float | None = optional_field()
+    compact_latency_ms: float | None = optional_field()
+    speedup: float | None = optional_field()
     extra: dict[str, Any] = extra_field()
 
     @property
@@ -99,9 +112,13 @@ class CellRecord(Record):
         train_seconds: float | None,
         result_path: str | None,
         reconstruction: bool = False,
+        manifest: dict[str, Any] | None = None,
     ) -> CellRecord:
-        """The record of a finished cell from its score result."""
-        calibration, audit = result.calibration, result.audit
+        """The record of a finished cell from its score result (and its train manifest, for activity)."""
+        calibration, audit, efficiency = result.calibration, result.audit, result.efficiency
+        final = (manifest or {}).get("final") or {}
+        channels = ((manifest or {}).get("sparsity") or {}).get("channels") or {}
+        timed = efficiency is not None and efficiency.latency is not None and efficiency.compact_latency is not None
         return cls(
             key=key,
             recipe=recipe,
@@ -133,4 +150,14 @@ class CellRecord(Record):
             audit_gap_upper=audit.gap_upper_points if audit is not None else None,
             result=result_path,
             reconstruction=True if reconstruction else None,
+            dead_relu_eval=final.get("dead_relu_rate"),
+            dead_relu_train=final.get("dead_relu_rate_train"),
+            channel_sparsity=channels.get("sparsity"),
+            params=efficiency.params if efficiency is not None and not efficiency.skipped else None,
+            compact_params=efficiency.compact_params if efficiency is not None else None,
+            macs=efficiency.macs if efficiency is not None and not efficiency.skipped else None,
+            compact_macs=efficiency.compact_macs if efficiency is not None else None,
+            latency_ms=efficiency.latency.median_ms if timed else None,
+            compact_latency_ms=efficiency.compact_latency.median_ms if timed else None,
+            speedup=efficiency.speedup if timed else None,
         )

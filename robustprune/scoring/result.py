@@ -140,6 +140,69 @@ class SparsitySummary(Record):
 
 
 @dataclass
+class LatencyRecord(Record):
+    """Milliseconds per forward pass of one batch (robustprune.metrics.latency): median and spread."""
+
+    median_ms: float
+    p10_ms: float
+    p25_ms: float
+    p75_ms: float
+    p90_ms: float
+    iqr_ms: float
+    mean_ms: float
+    repeats: int
+    warmup: int
+    batch_size: int
+    threads: int
+    device: str
+
+
+@dataclass
+class EfficiencyReport(Record):
+    """What pruning buys in compute: the model as given (its dense kernels, the cost of its dense parent) against
+    its compacted form, closed channels removed (robustprune.sparsity.compact, outputs checked). Timings are
+    measurements of this machine, not part of the deterministic result."""
+
+    params: int
+    params_nonzero: int
+    macs: int | None
+    macs_effective: int | None
+    compact_params: int | None = None
+    compact_macs: int | None = None
+    latency: LatencyRecord | None = None
+    compact_latency: LatencyRecord | None = None
+    speedup: float | None = None  # given median / compacted median
+    channels_removed: int = 0
+    removed: dict[str, int] = field(default_factory=dict)
+    max_abs_diff: float | None = None
+    skipped: str | None = None  # why no compaction / timing was possible
+
+    def line(self) -> str:
+        """One line for people."""
+        if self.skipped:
+            return f"efficiency: not measured ({self.skipped})"
+        assert self.latency is not None and self.compact_latency is not None
+        given, small = self.latency, self.compact_latency
+        if not self.channels_removed:
+            return (
+                f"efficiency: no closed channel to remove (unstructured sparsity runs on dense kernels); "
+                f"{self.params:,} params, latency {given.median_ms:.2f} ms (IQR {given.iqr_ms:.2f}, batch "
+                f"{given.batch_size}, {given.threads} thread{'s' * (given.threads != 1)})"
+            )
+        macs = f", MACs {_millions(self.macs)} -> {_millions(self.compact_macs)}" if self.macs else ""
+        return (
+            f"efficiency: compacted ({self.channels_removed} channels removed) params {self.params:,} -> "
+            f"{self.compact_params:,}{macs}; latency {given.median_ms:.2f} -> {small.median_ms:.2f} ms "
+            f"(x{self.speedup:.2f}; IQR {given.iqr_ms:.2f} / {small.iqr_ms:.2f} ms, median of {given.repeats}, batch "
+            f"{given.batch_size}, {given.threads} thread{'s' * (given.threads != 1)}, {given.device})"
+        )
+
+
+def _millions(value: int | None) -> str:
+    return "n/a" if value is None else f"{value / 1e6:.3g}M"
+
+
+@dataclass
 class Cost(Record):
     seconds: float
     n_forward: int
@@ -315,6 +378,7 @@ class ScoreResult(Record):
     verdict: str | None = optional_field()  # trusted | caution | untrusted (None: scored before verdicts existed)
     health: HealthReport | None = optional_field()
     audit: AuditReport | None = optional_field()
+    efficiency: EfficiencyReport | None = optional_field()
     extra: dict[str, Any] = extra_field()
     clean_probs: np.ndarray | None = runtime_field()
     adversarial_probs: np.ndarray | None = runtime_field()

@@ -21,6 +21,7 @@ from robustprune.provenance import collect
 from robustprune.scoring import multihead
 from robustprune.scoring.additions import GRADIENT_FREE, RANDOMIZED
 from robustprune.scoring.audit import run_audit
+from robustprune.scoring.efficiency import measure_efficiency
 from robustprune.scoring.escalation import EscalationBudget, before_battery, escalate, finish_records
 from robustprune.scoring.health import HealthContext, HealthReport, check_model, check_outcome, ordered_checks
 from robustprune.scoring.per_sample import PerSampleTable
@@ -109,6 +110,7 @@ def score(
     parent: nn.Module | None = None,
     reference_acc: float | None = None,
     escalation_budget: EscalationBudget | None = None,
+    efficiency: bool = True,
 ) -> ScoreResult:
     """Score `model` on `data` under `battery`, with the health checks, escalations and verdict.
 
@@ -124,6 +126,8 @@ def score(
             one (S9, and escalation when masking is suspected).
         reference_acc: a clean accuracy recorded for this model elsewhere (a fraction), checked by S19.
         escalation_budget: how hard escalations attack (default: EscalationBudget(), what the CLI uses).
+        efficiency: measure params, MACs and latency of the model and of its compacted form (closed channels
+            removed); the timings are measurements of this machine, recorded beside the deterministic result.
     """
     # Every input is checked before anything runs: the batteries (names, settings, bounds) before the data.
     for what, module in (("score", model), ("parent", parent)):
@@ -242,6 +246,8 @@ def score(
         health=health,
     )
     result.audit = audit
+    if efficiency:
+        result.efficiency = measure_efficiency(model, tuple(data.input_shape), seed=seed)
     if addition is not None:
         started = time.perf_counter()
         report = multihead.multihead_report(

@@ -123,6 +123,7 @@ def _compute_cell(cell: Cell, root: Path) -> CellRecord:
         train_seconds=manifest.get("train_seconds"),
         result_path=cell_result_relpath(cell.key),
         reconstruction=bool(manifest.get("reconstruction")) or DEFENSES.get(recipe.defense).reconstruction,
+        manifest=manifest,
     )
     write_json(directory / CELL_FILE, record.to_json())
     return record

@@ -45,7 +45,7 @@ CLI_GRID = [
 
 def comparable(records: list) -> list[dict]:
     """A cell record without its wall-clock timings (the only thing allowed to differ between runs)."""
-    drop = {"train_seconds", "score_seconds"}
+    drop = {"train_seconds", "score_seconds", "latency_ms", "compact_latency_ms", "speedup"}
     as_json = [r.to_json() if hasattr(r, "to_json") else r for r in records]  # CellRecords or stored dicts
     return sorted(({k: v for k, v in r.items() if k not in drop} for r in as_json), key=lambda r: r["key"])
 
@@ -119,7 +119,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(reference, tmp_path):
     resumed = json.loads((root / "results.json").read_text())["cells"]
     assert comparable(resumed) == comparable(json.loads((reference / "results.json").read_text())["cells"])
     assert per_sample(root) == per_sample(reference)
-    # The report is identical too, but for the wall-clock cost table at its end.
+    # The report is identical too, but for the measured latency and cost tables at its end.
     build_sweep_report(reference)
     assert without_cost(root / "report.md") == without_cost(reference / "report.md")
     figures = sorted(p.name for p in (reference / "figures").glob("*.svg"))
@@ -129,8 +129,8 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(reference, tmp_path):
 
 def without_cost(path: Path) -> str:
     text = path.read_text()
-    assert "## Cost" in text
-    return text.split("## Cost")[0]
+    assert "## Speed-up and activity vs sparsity" in text and "## Cost" in text
+    return text.split("## Speed-up and activity vs sparsity")[0]
 
 
 def test_process_pool_agrees_with_in_process(reference, tmp_path):
