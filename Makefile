@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-score test lint bench clean
+.PHONY: demo demo-score seeds test lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,9 @@ demo: $(STAMP)
 	$(PY) -m robustprune sweep --config sweeps/demo.toml --executor process --workers 2 --out reports/demo-sweep
 
 # One model: train a small CNN on digits (cached) and score it with the fast battery at Linf eps 0.1.
+seeds: $(STAMP)
+	$(PY) -m robustprune sweep --config sweeps/seeds.toml --executor process --workers 2 --out reports/seeds-sweep
+
 demo-score: $(STAMP)
 	$(PY) -m robustprune demo --out reports/demo
 
