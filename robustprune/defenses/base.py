@@ -84,6 +84,9 @@ class PruningSpec:
             raise UsageError("[pruning] reinit_budget applies to the scratch control: set reinit = true as well")
         if not 0.0 <= self.ap_share < 1.0:
             raise UsageError(f"[pruning] ap_share must be in [0, 1) (0.02 in the AP paper), got {self.ap_share}")
+        if self.ap_share and self.criterion.startswith("layerwise_"):
+            # a per-layer re-ranking next round would revive AP's removals in layers AP pruned beyond the share
+            raise UsageError("[pruning] ap_share needs a global criterion (global_magnitude or random)")
         if self.ap_share and (SCHEDULES.get(self.schedule).kind != "rounds" or self.reinit):
             raise UsageError(
                 "[pruning] ap_share (Activating-while-Pruning) needs a schedule that prunes in rounds "

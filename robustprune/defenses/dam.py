@@ -317,10 +317,19 @@ class DAM(Defense):
         sparsity = check_sparsity(sparsity)
         if parent is not None:
             raise UsageError(f"recipe {self.recipe.name!r} (dam) trains from scratch in one stage: drop --parent")
+        if hasattr(model, "all_head_logits"):  # a random head per forward pass: gates could not be checked
+            raise UsageError("DAM does not support multi-head randomized models (DIO); use a single-head architecture")
         traced = gate_sites(model, train.input_shape)
         sites = exact_sites(model, traced, train.input_shape)
         gated = GatedModel(model, sites, float(self.settings["alpha"]))
         targets = {s.producer: round(sparsity * s.channels) for s in sites}
+        full = [s for s in sites if targets[s.producer] >= s.channels]
+        if full:
+            worst = min(full, key=lambda s: s.channels)
+            raise UsageError(
+                f"a channel share of {sparsity} would close all {worst.channels} channels of {worst.producer}: use "
+                f"at most {(worst.channels - 1) / worst.channels:.4f}"
+            )
         control = GateControl(
             gated,
             targets,
@@ -352,6 +361,8 @@ class DAM(Defense):
         if diff > CONVERSION_TOLERANCE * max(1.0, float(gated_out.abs().max())):
             raise RuntimeError(f"DAM: the converted model differs from the gated one by {diff:.3g}; please report it")
         report = channel_sparsity(model, train.input_shape)
+        gated_channels = sum(s.channels for s in sites)
+        gated_closed = sum(len(closed.get(s.producer, [])) for s in sites)
         events.append(
             {
                 "event": "gates_converted",
@@ -370,7 +381,14 @@ class DAM(Defense):
                 "pruning": {"criterion": "dam_gates", "schedule": "dam (single stage)", "reinit": False},
                 "pruning_events": events,
                 "sparsity_unit": "channels",
-                "channel_sparsity": report.to_dict() if hasattr(report, "to_dict") else report,
+                # the target's own scope (the gated layers) first; every prunable channel group beside it
+                "channel_sparsity": {
+                    "sparsity": gated_closed / gated_channels,
+                    "scope": "gated layers",
+                    "channels": gated_channels,
+                    "closed": gated_closed,
+                    "all_groups": report.to_dict(),
+                },
                 "gated_layers": [s.__dict__ for s in sites],
                 "final": final_metrics(model, val, self.recipe),
             },

@@ -25,7 +25,6 @@ Momentum cycling (the CIFAR code's CyclicLR cycles momentum 0.9 <-> 0.8 inversel
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -37,6 +36,7 @@ from robustprune.defenses.base import register_defense
 from robustprune.defenses.common import LossDefense
 from robustprune.defenses.perturb import fgsm_rs, project_linf
 from robustprune.defenses.train_loop import Callback, Loss, StepContext
+from robustprune.sparsity.masks import load_masked_state, masked_state
 
 
 class CatastrophicOverfittingGuard(Callback):
@@ -48,7 +48,7 @@ class CatastrophicOverfittingGuard(Callback):
         self.probe = probe
         self.max_drop = max_drop
         self.previous: float | None = None
-        self.snapshot: dict[str, torch.Tensor] | None = None
+        self.snapshot: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None = None
         self.snapshot_epoch = 0
         self.triggered = False
         self.first_batch: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -57,7 +57,7 @@ class CatastrophicOverfittingGuard(Callback):
     def on_train_begin(self, ctx: StepContext) -> None:
         self.previous, self.triggered = None, False
         self.first_batch, self._batch_epoch = None, None
-        self.snapshot, self.snapshot_epoch = copy.deepcopy(ctx.model.state_dict()), 0
+        self.snapshot, self.snapshot_epoch = masked_state(ctx.model), 0
 
     def on_batch_begin(self, ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> None:
         if self._batch_epoch != ctx.epoch:  # the reference's `if i == 0: first_batch = (X, y)`
@@ -70,8 +70,8 @@ class CatastrophicOverfittingGuard(Callback):
         entry: dict[str, Any] = {"guard_pgd_acc": acc}
         if self.previous is not None and acc < self.previous - self.max_drop:
             assert self.snapshot is not None
-            # state_dict carries weight_orig and weight_mask, so masks come back with the weights
-            ctx.model.load_state_dict(self.snapshot)
+            # the weights with the masks they had then (a gradual schedule may have added masks since)
+            load_masked_state(ctx.model, *self.snapshot)
             self.triggered = True
             entry.update(
                 {
@@ -82,7 +82,7 @@ class CatastrophicOverfittingGuard(Callback):
             )
             return entry
         self.previous = acc
-        self.snapshot, self.snapshot_epoch = copy.deepcopy(ctx.model.state_dict()), ctx.epoch + 1
+        self.snapshot, self.snapshot_epoch = masked_state(ctx.model), ctx.epoch + 1
         return entry
 
     def should_stop(self) -> bool:

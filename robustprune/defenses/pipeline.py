@@ -18,13 +18,19 @@ from torch import nn
 
 from robustprune.data import Dataset, load_dataset
 from robustprune.defenses.base import DEFENSES, Artifact, Defense, Recipe, load_recipe
-from robustprune.defenses.pruning_driver import SPARSITY_TOLERANCE, validate_pruning
+from robustprune.defenses.pruning_driver import (
+    SPARSITY_TOLERANCE,
+    achieved_sparsity,
+    resolve_pruning,
+    validate_pruning,
+)
 from robustprune.errors import UsageError
 from robustprune.jsonio import to_jsonable
 from robustprune.models.checkpoint import CheckpointInfo
 from robustprune.models.state import fold_pruned_state_dict
 from robustprune.paths import CHECKPOINT_FILE
 from robustprune.sparsity import check_sparsity, sparsity_report
+from robustprune.sparsity.structured import INPUT_SHAPE_ATTR
 from robustprune.validation import check_int, check_seed
 
 MANIFEST_KIND = "robustprune.train"
@@ -206,13 +212,18 @@ def prepare(
             "recipe": origin.get("name") if isinstance(origin, dict) else origin,
             "sparsity": float(sparsity_report(parent_model)["sparsity"]),
         }
+    for net in (model, parent_model):  # structured plans trace the models with inputs of this shape
+        if net is not None:
+            setattr(net, INPUT_SHAPE_ATTR, tuple(train.input_shape))
+    spec, _ = resolve_pruning(recipe, sparsity, parent_model is not None)
     validate_pruning(
         model,
         recipe,
         sparsity,
         has_parent=parent_model is not None,
         epochs=recipe.train.epochs,
-        parent_sparsity=record["sparsity"] if record else 0.0,
+        # in the plan's unit: a structured plan compares the parent's share of closed channels with its target
+        parent_sparsity=achieved_sparsity(parent_model, spec) if parent_model is not None else 0.0,
     )
     return TrainPlan(
         recipe=recipe,

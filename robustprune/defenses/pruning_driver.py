@@ -28,7 +28,6 @@ from robustprune.defenses.base import Artifact, PruningSpec, Recipe
 from robustprune.defenses.train_loop import Callback, Loss, StepContext, TrainSpec, accuracy, fit, pgd_probe
 from robustprune.errors import UsageError
 from robustprune.metrics.activity import dead_relu_rate
-from robustprune.models.state import fold_pruned_state_dict
 from robustprune.sparsity import (
     PRUNING_CRITERIA,
     SCHEDULES,
@@ -40,6 +39,7 @@ from robustprune.sparsity import (
     sparsity_report,
 )
 from robustprune.sparsity.activate import ap_candidates, ap_masks, snapshot_weights
+from robustprune.sparsity.masks import load_masked_state, masked_state
 from robustprune.sparsity.structured import INPUT_SHAPE_ATTR, apply_structured, channel_sparsity, is_structured
 
 SPARSITY_TOLERANCE = 0.005  # 0.5 percentage points
@@ -115,21 +115,25 @@ def validate_pruning(
     """Every check that needs no training: run before anything is trained or written."""
     spec, _ = resolve_pruning(recipe, sparsity, has_parent)
     reinit = spec is not None and spec.reinit
+    unit = "share of channels" if is_structured_spec(spec) else "sparsity"
     if has_parent and not reinit and parent_sparsity > sparsity + SPARSITY_TOLERANCE:
         # The parent's masks come along (a sparse parent stays sparse); pruning only ever removes weights.
         raise UsageError(
-            f"the parent is already {parent_sparsity:.4f} sparse, above the target {sparsity:.4f}: pruning never "
-            f"restores weights; pass --sparsity {parent_sparsity:.4f} or more, or use a denser parent"
+            f"the parent's {unit} pruned is already {parent_sparsity:.4f}, above the target {sparsity:.4f}: pruning "
+            f"never restores weights; pass --sparsity {parent_sparsity:.4f} or more, or use a denser parent"
         )
     if spec is None:
         return
     if is_structured_spec(spec):
         if spec.ap_share:
             raise UsageError("[pruning] ap_share works with unstructured criteria only (AP removes single weights)")
+        check_channel_target(model, spec, sparsity)
     else:
         criterion_sparsity(model, spec, sparsity)
     if spec.reinit and not has_parent:
         raise UsageError(f"recipe {recipe.name!r} re-initialises a parent's mask (pruning.reinit): give --parent")
+    if spec.reinit_budget == "compute" and recipe.train.cycle_momentum:
+        raise UsageError("Scratch-B (reinit_budget = compute) trains with the step schedule: drop train.cycle_momentum")
     if spec.reinit and spec.schedule != "one_shot":
         raise UsageError("pruning.reinit takes the parent's mask at the target once: use pruning.schedule = one_shot")
     if spec.schedule == "iterative" and epochs < spec.rounds:
@@ -137,6 +141,28 @@ def validate_pruning(
             f"iterative pruning with {spec.rounds} rounds needs at least {spec.rounds} epochs, got {epochs}; "
             "raise train.epochs or lower pruning.rounds"
         )
+
+
+def check_channel_target(model: nn.Module, spec: PruningSpec, sparsity: float) -> None:
+    """A structured target every layer can meet while keeping one channel (the criteria never empty a layer):
+    checked before training, not discovered at its end."""
+    from robustprune.sparsity.criteria import _apportion
+    from robustprune.sparsity.structured import channel_groups
+
+    groups = channel_groups(model, getattr(model, INPUT_SHAPE_ATTR, None), excluded_layers(model, spec))
+    if not groups:
+        raise UsageError(f"[pruning] {spec.criterion}: the model has no layer whose channels can be pruned")
+    sizes = [g.n_channels for g in groups]
+    if spec.criterion.startswith("layerwise_"):
+        for group, n, k in zip(groups, sizes, _apportion(sizes, sparsity), strict=True):
+            if k > n - 1:
+                raise UsageError(
+                    f"a channel share of {sparsity} would close all {n} channels of {group.layer}: use at most "
+                    f"{(n - 1) / n:.4f}, or exclude that layer"
+                )
+    elif round(sparsity * sum(sizes)) > sum(sizes) - len(sizes):
+        limit = (sum(sizes) - len(sizes)) / sum(sizes)
+        raise UsageError(f"a channel share of {sparsity} leaves some layer no channel: use at most {limit:.4f}")
 
 
 def is_structured_spec(spec: PruningSpec | None) -> bool:
@@ -147,8 +173,8 @@ def is_structured_spec(spec: PruningSpec | None) -> bool:
 def achieved_sparsity(model: nn.Module, spec: PruningSpec | None = None) -> float:
     """The sparsity `spec` aims at: the share of eligible channels closed for a structured criterion, else the
     headline share of zero Conv/Linear weights."""
-    if is_structured_spec(spec):
-        return channel_sparsity(model).sparsity
+    if spec is not None and is_structured_spec(spec):
+        return channel_sparsity(model, exclude=excluded_layers(model, spec)).sparsity
     return float(sparsity_report(model)["sparsity"])
 
 
@@ -177,12 +203,9 @@ def prune_to(model: nn.Module, spec: PruningSpec, sparsity: float, generator: to
 
 
 def copy_weights(src: nn.Module, dst: nn.Module) -> None:
-    """Load `src`'s effective weights (and its prune masks, if any) into `dst` of the same architecture."""
-    folded, masks = fold_pruned_state_dict(src.state_dict())
-    remove_masks(dst)
-    dst.load_state_dict(folded, strict=True)
-    if masks:
-        apply_masks(dst, masks)
+    """Load `src`'s effective weights and every prune mask it carries (weights, and the bias / BatchNorm masks of
+    structured pruning) into `dst` of the same architecture."""
+    load_masked_state(dst, *masked_state(src))
 
 
 def scratch_init(model: nn.Module, masks: dict[str, torch.Tensor], scheme: str, generator: torch.Generator) -> None:
@@ -353,18 +376,18 @@ def train_with_pruning(
     """
     sparsity = check_sparsity(sparsity)
     spec, defaulted = resolve_pruning(recipe, sparsity, parent is not None)
+    for net in (model, parent):  # structured criteria trace the model with one forward pass of this shape
+        if net is not None:
+            setattr(net, INPUT_SHAPE_ATTR, tuple(train.input_shape))
     validate_pruning(
         model,
         recipe,
         sparsity,
         has_parent=parent is not None,
         epochs=recipe.train.epochs,
-        parent_sparsity=achieved_sparsity(parent) if parent is not None else 0.0,
+        parent_sparsity=achieved_sparsity(parent, spec) if parent is not None else 0.0,
     )
     generator = torch.Generator().manual_seed(seed)
-    for net in (model, parent):  # structured criteria trace the model with one forward pass of this shape
-        if net is not None:
-            setattr(net, INPUT_SHAPE_ATTR, tuple(train.input_shape))
     events: list[dict[str, Any]] = []
     if parent is not None and not (spec is not None and spec.reinit):
         copy_weights(parent, model)
@@ -457,5 +480,6 @@ def train_with_pruning(
         "final": final_metrics(model, val, recipe),
     }
     if is_structured_spec(spec):
-        extra.update({"sparsity_unit": "channels", "channel_sparsity": channel_sparsity(model).to_dict()})
+        report = channel_sparsity(model, exclude=excluded_layers(model, spec))  # the groups the plan prunes
+        extra.update({"sparsity_unit": "channels", "channel_sparsity": report.to_dict()})
     return Artifact(model=model, log=log, extra=extra)

@@ -31,6 +31,16 @@ def _recipe_text(recipe: str, marked: list[str]) -> str:
     return recipe + RECONSTRUCTION_MARK if recipe in marked else recipe
 
 
+def _achieved_text(records: list[Any]) -> str:
+    """Achieved sparsity in the target's unit: the share of channels closed for structured recipes (their target is
+    a share of channels), else of Conv/Linear weights; the mean when several seeds."""
+    channels = [r.channel_sparsity for r in records if r.channel_sparsity is not None]
+    if records and len(channels) == len(records):
+        return f"{fmt_frac_pct(sum(channels) / len(channels))} of channels"
+    weights = [r.achieved_sparsity for r in records if r.achieved_sparsity is not None]
+    return fmt_frac_pct(sum(weights) / len(weights)) if weights else NA
+
+
 def _has_heads(view: SweepView) -> bool:
     """Whether any cell is multi-head: then the tables add the worst single head's robust accuracy."""
     return any(c.record.worst_head_robust_acc is not None for c in view.cells)
@@ -65,7 +75,7 @@ def cells_table(view: SweepView) -> Table:
             (
                 _recipe_text(c.recipe, marked),
                 _sparsity_text(r.sparsity),
-                fmt_frac_pct(r.achieved_sparsity),
+                _achieved_text([r]),
                 str(c.seed),
                 fmt_pct(r.clean_acc),
                 *(fmt_pct(r.attacks.get(lbl)) for lbl in view.labels),
@@ -115,12 +125,11 @@ def means_table(view: SweepView) -> Table:
         ]
         for sparsity in sorted({c.sparsity for c in cells}):
             seeds = sorted({c.seed for c in cells if c.sparsity == sparsity})
-            achieved = series([c for c in cells if c.sparsity == sparsity], RECORD_METRICS["achieved_sparsity"])
             rows.append(
                 (
                     _recipe_text(recipe, marked),
                     f"{sparsity:g}",
-                    fmt_frac_pct(achieved[0].mean) if achieved else NA,
+                    _achieved_text([c.record for c in cells if c.sparsity == sparsity]),
                     str(len(seeds)),
                     *(_mean_text(pm.get(sparsity), digits) for pm, (_, _, digits) in zip(per_metric, metrics)),
                     verdict_text(worst_verdict(c.record.verdict for c in cells if c.sparsity == sparsity)),
@@ -266,7 +275,8 @@ EFFICIENCY_NOTE = (
     "median forward latency of both, interleaved passes of one batch of 64 at the sweep's thread count on this "
     "machine, and their ratio. Unstructured sparsity closes no channel and buys no speed here. Dead ReLU: the share "
     "of ReLU outputs that are zero, in eval mode on the validation probe and in the train-mode passes of the last "
-    "training epoch (the dynamic rate AP lowers)."
+    "training epoch (the dynamic rate AP lowers); a closed channel's units are zero, so in structured cells these "
+    "rates count the pruning itself."
 )
 COST_NOTE = (
     "Training and scoring wall-clock seconds and the attacks' forward / backward passes (in examples), per cell; "

@@ -145,7 +145,8 @@ def official_protocol_report(
     n_forward = n_backward = 0
     max_norm = 0.0
     generator = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]), eval_mode(model, freeze_parameters=True), mode(model, "random"):
+    # fork every device's generator: manual_seed below seeds CUDA too, and the caller's streams must come back
+    with torch.random.fork_rng(), eval_mode(model, freeze_parameters=True), mode(model, "random"):
         torch.manual_seed(seed)  # the random heads' draws
         for start in range(0, len(data), batch_size):
             x, y = data.x[start : start + batch_size].detach(), data.y[start : start + batch_size]

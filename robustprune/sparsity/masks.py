@@ -17,6 +17,7 @@ from torch.nn.utils import prune
 
 from robustprune.errors import UsageError
 from robustprune.models.modes import eval_mode
+from robustprune.models.state import fold_pruning_pairs
 
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -101,6 +102,30 @@ def remove_masks(model: nn.Module) -> None:
         hooks = [h for h in module._forward_pre_hooks.values() if isinstance(h, prune.BasePruningMethod)]
         for hook in hooks:  # a PruningContainer covers one tensor; remove() walks the whole container
             prune.remove(module, hook._tensor_name)
+
+
+def masked_state(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """A detached copy of `model`'s state as (effective tensors, bool masks keyed "module.param"): every pruned
+    parameter, weights and the bias / BatchNorm masks of structured pruning alike, so `load_masked_state` can put
+    back exactly this model whatever masks it carries now."""
+    folded, masks = fold_pruning_pairs(model.state_dict())
+    return (
+        {key: value.detach().clone() for key, value in folded.items()},
+        {key: mask.detach().to(torch.bool).clone() for key, mask in masks.items()},
+    )
+
+
+def load_masked_state(model: nn.Module, state: dict[str, Tensor], masks: dict[str, Tensor]) -> None:
+    """Make `model` (same architecture) hold `state` under `masks` (see masked_state): its current masks are made
+    permanent first, so masks added since the state was taken do not survive. Parameter objects are kept, so an
+    optimizer built earlier keeps working."""
+    remove_masks(model)
+    model.load_state_dict(state, strict=True)
+    for name, mask in masks.items():
+        module_name, _, param = name.rpartition(".")
+        module = model.get_submodule(module_name)
+        current = getattr(module, param)
+        prune.custom_from_mask(module, param, mask.to(device=current.device, dtype=current.dtype))
 
 
 def check_sparsity(sparsity: float, what: str = "sparsity") -> float:

@@ -549,9 +549,12 @@ def apply_structured(
 # ------------------------------------------------------------------------------------------------ reporting
 
 
-def channel_sparsity(model: nn.Module, input_shape: Sequence[int] | None = None) -> ChannelReport:
-    """Closed channels per eligible group and overall (closed / eligible channels); see the module docstring."""
-    analysis = analyse(model, input_shape)
+def channel_sparsity(
+    model: nn.Module, input_shape: Sequence[int] | None = None, exclude: Sequence[str] = ()
+) -> ChannelReport:
+    """Closed channels per eligible group and overall (closed / eligible channels); see the module docstring.
+    `exclude` as for the criteria, so a plan's target and its measurement count the same groups."""
+    analysis = analyse(model, input_shape, exclude)
     closed = analysis.closed()
     layers = tuple(LayerChannels(g.layer, g.layers, g.n_channels, tuple(closed[g.layer])) for g in analysis.groups)
     channels = sum(layer.channels for layer in layers)

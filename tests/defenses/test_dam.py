@@ -101,3 +101,11 @@ def test_dam_refuses_a_parent_and_a_pruning_table() -> None:
     model = build_model("digits_cnn", 10, (1, 8, 8))
     with pytest.raises(UsageError, match="--parent"):
         DAM(load_recipe("dam")).run(model, None, None, sparsity=0.5, parent=model, seed=0)  # type: ignore[arg-type]
+
+
+def test_dam_refuses_what_it_cannot_do_before_training() -> None:
+    recipe = load_recipe("dam")
+    with pytest.raises(UsageError, match="multi-head"):
+        DAM(recipe).run(build_model("dio_digits_cnn", 10, (1, 8, 8)), None, None, sparsity=0.5, parent=None, seed=0)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="close all"):
+        train_model("dam", sparsity=0.99, epochs=2, overrides=FAST)

@@ -214,3 +214,71 @@ def test_hydra_recipe_trains_to_target(parent_ckpt: Path) -> None:
     assert prune["criterion"] == "hydra_scores" and prune["swapped_vs_magnitude"] >= 0
     with pytest.raises(UsageError, match="--parent"):
         train_model("hydra", sparsity=0.5, overrides=FAST)
+
+
+# --------------------------------------------------------------------------- structured plans in the driver
+
+
+def test_structured_parent_masks_come_along_whole() -> None:
+    # a channel-pruned parent with BatchNorm: its bias and BatchNorm masks are copied too, not only weight masks
+    from robustprune.defenses.pruning_driver import copy_weights
+
+    torch.manual_seed(0)
+    parent = build_model("vgg11", 10, (3, 32, 32))
+    prune_to(parent, PruningSpec(criterion="layerwise_channel_l1"), 0.5)
+    child = build_model("vgg11", 10, (3, 32, 32))
+    copy_weights(parent, child)
+    theirs = {n: b for n, b in parent.named_buffers() if n.endswith("_mask")}
+    ours = {n: b for n, b in child.named_buffers() if n.endswith("_mask")}
+    assert theirs.keys() == ours.keys() and any(".bias_mask" in n for n in ours)
+    assert all(torch.equal(theirs[n], ours[n]) for n in ours)
+    x = torch.rand(2, 3, 32, 32)
+    parent.eval(), child.eval()
+    assert torch.allclose(parent(x), child(x))
+
+
+def test_structured_exclude_and_conv_only_land_on_the_channel_target(parent_ckpt: Path) -> None:
+    for extra in (["pruning.exclude=['features.0']"], ["pruning.layers='conv'"]):
+        _, manifest = train_model("structured", sparsity=0.5, parent=parent_ckpt, epochs=0, overrides=[*FAST, *extra])
+        assert manifest["sparsity"]["target_unit"] == "channels"
+        assert abs(manifest["sparsity"]["channels"]["sparsity"] - 0.5) <= 0.005  # over the groups the plan prunes
+
+
+def test_structured_checks_before_training(parent_ckpt: Path) -> None:
+    with pytest.raises(UsageError, match="close all 32 channels of features.0"):
+        train_model("structured", sparsity=0.99, parent=parent_ckpt, overrides=FAST)
+    with pytest.raises(UsageError, match="global criterion"):
+        PruningSpec(schedule="iterative", criterion="layerwise_magnitude", ap_share=0.02)
+    with pytest.raises(UsageError, match="cycle_momentum"):
+        train_model(
+            "scratch_b",
+            sparsity=0.5,
+            parent=parent_ckpt,
+            overrides=[*FAST, "train.schedule='cyclic'", "train.cycle_momentum=true"],
+        )
+
+
+def test_structured_parent_is_compared_in_channels(tmp_path: Path, parent_ckpt: Path) -> None:
+    half, manifest = train_model("structured", sparsity=0.5, parent=parent_ckpt, epochs=0, overrides=FAST)
+    assert manifest["sparsity"]["achieved"] > 0.7  # 50 % of the channels is 75 % of the weights
+    path = save_trained(half, manifest, tmp_path).path
+    _, again = train_model("structured", sparsity=0.6, parent=path, epochs=0, overrides=FAST)  # 0.5 -> 0.6 channels
+    assert abs(again["sparsity"]["channels"]["sparsity"] - 0.6) <= 0.005
+    with pytest.raises(UsageError, match="share of channels pruned is already 0.50"):
+        train_model("structured", sparsity=0.3, parent=path, epochs=0, overrides=FAST)
+
+
+def test_guard_restores_masks_added_by_a_gradual_structured_schedule() -> None:
+    from robustprune.sparsity.masks import load_masked_state, masked_state
+
+    torch.manual_seed(0)
+    model = build_model("vgg11", 10, (3, 32, 32))
+    spec = PruningSpec(criterion="layerwise_channel_l1", schedule="agp")
+    prune_to(model, spec, 0.0)
+    snapshot = masked_state(model)
+    x = torch.rand(2, 3, 32, 32)
+    model.eval()
+    before = model(x)
+    prune_to(model, spec, 0.3)  # adds bias, BatchNorm and consumer masks
+    load_masked_state(model, *snapshot)
+    assert torch.allclose(model(x), before)
