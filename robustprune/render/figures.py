@@ -51,7 +51,9 @@ def render_figure(draw: Any, size: tuple[float, float], fmt: Format) -> bytes:
 
 
 def _reliability_panel(ax: Any, ax_count: Any, bins: list[ReliabilityBin], title: str, ece: float | None) -> None:
-    full = [b for b in bins if b.count]
+    """Accuracy and gap bars of the NON-EMPTY bins only (an empty bin has no accuracy to draw), the diagonal, and
+    below them each non-empty bin's count as a bar labelled with its number (rotated, so 15 bins never collide)."""
+    full = [b for b in bins if b.count and b.accuracy is not None and b.confidence is not None]
     lo = [b.lo for b in full]
     width = [b.hi - b.lo for b in full]
     acc = [b.accuracy for b in full]
@@ -73,19 +75,17 @@ def _reliability_panel(ax: Any, ax_count: Any, bins: list[ReliabilityBin], title
         label="gap to confidence",
     )
     n_bins = len(bins)
+    shown = f"{len(full)} of {n_bins} bins non-empty"
     ece_text = f"ECE = {ece:.4f} (B = {n_bins})" if ece is not None else f"ECE n/a (B = {n_bins})"
     ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy", title=title)
-    ax.legend(loc="upper left", title=ece_text, fontsize=8, title_fontsize=8)
-    ax_count.bar(
-        [b.lo for b in bins],
-        [b.count or 0 for b in bins],
-        width=[b.hi - b.lo for b in bins],
-        align="edge",
-        color=COUNT_COLOR,
-        edgecolor="black",
-        linewidth=0.5,
+    ax.legend(loc="upper left", title=f"{ece_text}\n{shown}", fontsize=8, title_fontsize=8)
+    counts = [b.count for b in full]
+    bars = ax_count.bar(
+        lo, counts, width=width, align="edge", color=COUNT_COLOR, edgecolor="black", linewidth=0.5, gid="bin_counts"
     )
-    ax_count.set(xlim=(0, 1), xlabel="confidence", ylabel="count")
+    ax_count.bar_label(bars, labels=[str(c) for c in counts], rotation=90, padding=1.5, fontsize=6)
+    # Headroom for the rotated labels above the tallest bar.
+    ax_count.set(xlim=(0, 1), ylim=(0, 1.9 * max(counts, default=1)), xlabel="confidence", ylabel="count")
 
 
 def reliability_figure(
@@ -94,16 +94,25 @@ def reliability_figure(
     *,
     clean_ece: float | None = None,
     adv_ece: float | None = None,
+    title: str | None = None,
     fmt: Format = "png",
 ) -> bytes:
-    """Reliability diagrams side by side (clean | adversarial): accuracy per bin, gap, diagonal, counts below."""
+    """Reliability diagrams side by side (clean | adversarial): accuracy per non-empty bin, gap, diagonal, counts
+    below; `title` (what was measured: model, n, seed, battery) goes above both."""
 
     def draw(fig: Figure) -> None:
-        axes = fig.subplots(2, 2, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+        axes = fig.subplots(2, 2, sharex=True, gridspec_kw={"height_ratios": [3, 1.2]})
         _reliability_panel(axes[0][0], axes[1][0], clean_bins, "clean", clean_ece)
         _reliability_panel(axes[0][1], axes[1][1], adv_bins, "adversarial (worst case)", adv_ece)
+        if title:
+            fig.suptitle(title)
 
-    return render_figure(draw, (9.0, 5.0), fmt)
+    return render_figure(draw, (9.0, 5.4 if title else 5.0), fmt)
+
+
+def measured_text(result: ScoreResult) -> str:
+    """What a score figure was measured on: examples, seed and battery."""
+    return f"n = {result.n_examples}, seed {result.provenance.seed}, battery {result.battery}"
 
 
 def attack_curve_figure(result: ScoreResult | dict[str, Any], fmt: Format = "png") -> bytes:
@@ -146,7 +155,7 @@ def attack_curve_figure(result: ScoreResult | dict[str, Any], fmt: Format = "png
             ylim=(0, 105),
             ylabel="accuracy (%)",
             xlabel="after attack (cumulative)",
-            title=f"{result.architecture} on {result.dataset}: {threat_text(result)}",
+            title=f"{result.architecture} on {result.dataset}: {threat_text(result)}\n{measured_text(result)}",
         )
         ax.legend(loc="upper right", fontsize=8)
 
@@ -162,6 +171,7 @@ def document_figures(result: ScoreResult | dict[str, Any], fmt: Format = "png") 
             reliability_bins(result, "adversarial"),
             clean_ece=result.calibration.clean.ece.value,
             adv_ece=result.calibration.adversarial.ece.value,
+            title=f"{result.architecture} on {result.dataset}: {threat_text(result)}, {measured_text(result)}",
             fmt=fmt,
         ),
         "attacks": attack_curve_figure(result, fmt=fmt),

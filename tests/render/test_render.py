@@ -262,3 +262,86 @@ def test_save_figures_writes_every_format(document: dict[str, Any], tmp_path: An
     assert sorted(p.name for p in paths) == ["attacks.png", "reliability.png"]
     assert all(p.read_bytes().startswith(PNG_MAGIC) for p in paths)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+# ---------------------------------------------------------------- reliability diagram: what it shows
+
+
+def _kept_figures(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Figures drawn through render_figure, on an Agg canvas under the report's style, kept for inspection."""
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from robustprune.render import figures
+
+    kept: list[Any] = []
+
+    def keep(draw: Any, size: tuple[float, float], fmt: str) -> bytes:
+        with matplotlib.style.context("default"), matplotlib.rc_context(figures._RC):
+            fig = Figure(figsize=size, dpi=figures.DPI, layout="constrained")
+            FigureCanvasAgg(fig)
+            draw(fig)
+            fig.canvas.draw()
+        kept.append(fig)
+        return b""
+
+    monkeypatch.setattr(figures, "render_figure", keep)
+    return kept
+
+
+def test_score_figures_state_n_seed_and_battery(document: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from robustprune.render.figures import document_figures
+
+    kept = _kept_figures(monkeypatch)
+    document_figures(document)
+    reliability, attacks = kept
+    measured = f"n = {document['n_examples']}, seed {document['provenance']['seed']}, battery {document['battery']}"
+    assert measured in reliability._suptitle.get_text() and "mlp-64-32 on digits" in reliability._suptitle.get_text()
+    assert measured in attacks.axes[0].get_title()
+
+
+def _bins(counts: list[int]) -> list[ReliabilityBin]:
+    width = 1 / len(counts)
+    return [
+        ReliabilityBin(
+            lo=i * width,
+            hi=(i + 1) * width,
+            count=c,
+            accuracy=(i + 0.3) * width if c else None,
+            confidence=(i + 0.5) * width if c else None,
+            gap=0.2 * width if c else None,
+        )
+        for i, c in enumerate(counts)
+    ]
+
+
+def test_reliability_hides_empty_bins_and_labels_counts(
+    document: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kept = _kept_figures(monkeypatch)
+    counts = [0, 0, 3, 0, 17, 250, 0, 1, 0, 0, 4, 0, 0, 9000, 0]  # 15 bins, 9 of them empty
+    reliability_figure(_bins(counts), _bins(counts))
+    fig = kept[0]
+    top, count_ax = fig.axes[0], fig.axes[2]
+    full = [c for c in counts if c]
+    # accuracy + gap bars for the non-empty bins only; count bars (and their labels) for the non-empty bins only
+    assert len(top.patches) == 2 * len(full)
+    assert sorted(round(p.get_x() * 15) for p in count_ax.patches) == [i for i, c in enumerate(counts) if c]
+    assert [round(p.get_height()) for p in count_ax.patches] == full
+    assert [t.get_text() for t in count_ax.texts] == [str(c) for c in full]
+    assert f"{len(full)} of 15 bins non-empty" in top.get_legend().get_title().get_text()
+
+
+def test_count_labels_never_overlap_at_15_bins(monkeypatch: pytest.MonkeyPatch) -> None:
+    kept = _kept_figures(monkeypatch)
+    reliability_figure(_bins([88888] * 15), _bins([99999 - 1111 * i for i in range(15)]), title="n = 10000")
+    fig = kept[0]
+    renderer = fig.canvas.get_renderer()
+    for count_ax in fig.axes[2:]:
+        boxes = [t.get_window_extent(renderer) for t in count_ax.texts]
+        assert len(boxes) == 15
+        area = count_ax.get_window_extent(renderer)
+        for i, a in enumerate(boxes):
+            assert area.x0 <= a.x0 and a.x1 <= area.x1 and area.y0 <= a.y0 and a.y1 <= area.y1, "label leaves its panel"
+            assert not any(a.overlaps(b) for b in boxes[i + 1 :]), "count labels overlap"

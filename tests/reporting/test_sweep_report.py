@@ -365,9 +365,14 @@ def test_curves_dense_reference_clean_dashed_and_bands(sweep, monkeypatch):
     mag = [line for line in ax.lines if to_hex(line.get_color()) == mag_color and len(line.get_xdata()) == 2]
     assert {line.get_linestyle() for line in mag} >= {"-", "--"}
     assert all(list(line.get_xdata()) == [50.0, 90.0] for line in mag if line.get_linestyle() in ("-", "--"))
-    # two seeds give a band (fill_between) for magnitude; pgd_at_agp (one seed) gets none
-    band_colors = {to_hex(c.get_facecolor()[0][:3]) for c in ax.collections}
-    assert mag_color in band_colors and styles.recipe_style("pgd_at_agp")[0] not in band_colors
+    # two seeds give a band (fill_between) for magnitude; pgd_at_agp (one seed) gets Wilson error bars instead
+    bands = {
+        c.get_gid(): to_hex(c.get_facecolor()[0][:3]) for c in ax.collections if c.get_gid() and "band" in c.get_gid()
+    }
+    assert bands.get("t_band_magnitude") == mag_color and "t_band_pgd_at_agp" not in bands
+    bars = {c.get_gid(): c for c in ax.collections if c.get_gid() and c.get_gid().startswith("wilson_bars_")}
+    assert set(bars) == {"wilson_bars_pgd_at", "wilson_bars_pgd_at_agp"}
+    assert to_hex(bars["wilson_bars_pgd_at_agp"].get_color()[0][:3]) == styles.recipe_style("pgd_at_agp")[0]
 
 
 def test_mean_band_is_t_based_clipped_and_absent_for_one_seed():
