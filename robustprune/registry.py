@@ -14,9 +14,13 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """A named table of components; unknown names fail with near matches and the full list."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, resolver: Callable[[str], T] | None = None) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        # Names of the form `package.module:Name` that are not registered go to `resolver` (imported on demand,
+        # cached apart from the registered names, which `names()` lists).
+        self.resolver = resolver
+        self._resolved: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
@@ -51,6 +55,10 @@ class Registry(Generic[T]):
         self._items[name] = obj
 
     def get(self, name: str) -> T:
+        if name not in self._items and self.resolver is not None and isinstance(name, str) and ":" in name:
+            if name not in self._resolved:
+                self._resolved[name] = self.resolver(name)
+            return self._resolved[name]
         try:
             return self._items[name]
         except KeyError:

@@ -29,6 +29,7 @@ RANKS = {
     "registry": 0,
     "paths": 0,
     "provenance": 0,
+    "progress": 0,
     "config": 1,
     "data": 2,
     "models": 2,

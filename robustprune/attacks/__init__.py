@@ -5,6 +5,7 @@ from robustprune.attacks import (  # noqa: F401  (registration)
     apgd,
     autoattack,
     bpda,
+    custom,
     fab,
     fast_apgd,
     fgsm,

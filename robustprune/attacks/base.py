@@ -20,6 +20,8 @@ from robustprune.registry import Registry
 from robustprune.validation import escape
 from robustprune.version import package_version
 
+# `package.module:Class` and `torchattacks:Class` names resolve on demand: robustprune.attacks.custom installs the
+# resolver when the package is imported.
 ATTACKS: Registry[type[Attack]] = Registry("attack")
 # How a gradient attack's skip reason starts when S6 found the graph cut (the result's alert looks for it)
 NO_GRADIENT = "no gradient reaches the input (S6)"

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from robustprune.attacks.base import ATTACKS, Attack, AttackContext
 from robustprune.attacks.counting import CountingModel
@@ -26,6 +25,7 @@ from robustprune.attacks.verify import verify_adversarial
 from robustprune.config import BatterySpec, read_battery
 from robustprune.errors import UsageError, VerificationError
 from robustprune.models.modes import eval_mode
+from robustprune.progress import progress_bar
 
 
 @dataclass
@@ -220,7 +220,7 @@ def run_battery(
             x_sub, y_sub = x[index], y[index]
             counter = CountingModel(model)
             torch.manual_seed(seed)
-            bar = tqdm(total=len(index), desc=record.label, unit="ex", disable=not progress or None, leave=False)
+            bar = progress_bar(len(index), record.label, "ex", progress)
             started = time.perf_counter()
             x_adv = attack.perturb(counter, x_sub, y_sub, seed=seed, batch_size=batch_size, on_batch=bar.update)
             record.seconds = time.perf_counter() - started

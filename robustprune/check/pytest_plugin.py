@@ -4,7 +4,8 @@
         result = robustprune.score(model, "digits", "quick", n=200)
         robustness_baseline(result, "baselines/pruned_mlp.json")   # relative to this test file
 
-The first time (or after an intended change) run `pytest --robustprune-update-baselines` to write the baseline;
+The first run writes a missing baseline and fails once saying so; after an intended change,
+`pytest --robustprune-update-baselines` rewrites baselines;
 afterwards the test fails when robustness dropped by more than chance explains (see `robustprune.check`).
 
 pytest loads installed entry-point plugins in every session, so this module imports nothing heavy at load time: no
@@ -94,8 +95,9 @@ def robustness_baseline(request: pytest.FixtureRequest) -> Callable[..., Any]:
 
     With --robustprune-update-baselines it writes `result` (its full score document, atomically) to `baseline_path`
     and passes. Otherwise it compares `result` with the stored baseline (`robustprune.check.compare`) and fails
-    the test with the comparison table when robustness dropped by more than chance explains. A missing baseline is a
-    failure that says how to create it. A relative `baseline_path` is relative to the test file's directory.
+    the test with the comparison table when robustness dropped by more than chance explains. A missing baseline is
+    written from `result` and the test fails once, saying so. A relative `baseline_path` is relative to the test
+    file's directory.
     Returns the Comparison (None when updating).
     """
     config = request.config
@@ -122,9 +124,12 @@ def robustness_baseline(request: pytest.FixtureRequest) -> Callable[..., Any]:
             write_json(path, doc)
             return None
         if not path.exists():
+            # As pytest-regressions does: write it now (the expensive score need not run twice) and fail this once,
+            # so a baseline never appears unnoticed; the next run compares against it.
+            write_json(path, doc)
             pytest.fail(
-                f"no robustness baseline at {path}; create it from this result with "
-                f"`pytest {UPDATE_OPTION}` (and commit it)",
+                f"no robustness baseline at {path}: it was written from this result; review and commit it, the next "
+                f"run compares against it (`pytest {UPDATE_OPTION}` rewrites baselines after an intended change)",
                 pytrace=False,
             )
         tol = tolerance if tolerance is not None else config.getoption("--robustprune-tolerance")

@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from robustprune.cli.common import Parser, run
+from robustprune.cli.common import Parser, run, spec_dirs_of
 
 log = logging.getLogger("robustprune")
 
@@ -23,14 +23,27 @@ SUBCOMMANDS = ("score", "train", "sweep", "report", "check", "demo", "ls")
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="robustprune", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    parser.add_argument("--version", action="version", version=_version_text())
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name in SUBCOMMANDS:
         importlib.import_module(f"robustprune.cli.{name}").add_parser(sub)
     return parser
 
 
+def _version_text() -> str:
+    from robustprune.version import __version__, package_version
+
+    torch_version = package_version("torch") or "not installed"
+    return f"robustprune {__version__} (torch {torch_version}, python {sys.version.split()[0]})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return run(lambda: _dispatch(argv))
+    try:
+        return run(lambda: _dispatch(argv))
+    except SystemExit as exc:  # --version and --help end argparse with exit 0
+        if exc.code in (0, None):
+            return 0
+        raise
 
 
 def _dispatch(argv: Sequence[str] | None) -> int:
@@ -40,7 +53,8 @@ def _dispatch(argv: Sequence[str] | None) -> int:
         stream=sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    return args.func(args)
+    with spec_dirs_of(args):  # --battery-dir / --recipe-dir, for this command only
+        return args.func(args)
 
 
 __all__ = ["build_parser", "main", "run"]

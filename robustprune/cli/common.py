@@ -10,6 +10,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import torch
 
@@ -24,6 +25,37 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{message}; see `{self.prog} --help`")
+
+
+def add_spec_dir_options(p: argparse.ArgumentParser, *, batteries: bool = True, recipes: bool = True) -> None:
+    """--battery-dir / --recipe-dir: the user's own directories, looked up before the built-ins (applied by
+    `spec_dirs_of` around the subcommand); files elsewhere are used only when named by path."""
+    if batteries:
+        p.add_argument(
+            "--battery-dir",
+            dest="battery_dirs",
+            action="append",
+            default=[],
+            metavar="DIR",
+            help="also look battery names up in DIR, before the built-ins and $ROBUSTPRUNE_BATTERIES (repeatable)",
+        )
+    if recipes:
+        p.add_argument(
+            "--recipe-dir",
+            dest="recipe_dirs",
+            action="append",
+            default=[],
+            metavar="DIR",
+            help="also look recipe names up in DIR, before the built-ins and $ROBUSTPRUNE_RECIPES (repeatable)",
+        )
+
+
+def spec_dirs_of(args: argparse.Namespace) -> AbstractContextManager[None]:
+    """The lookup directories a subcommand was given, in force while it runs (none given: the built-ins and the
+    environment variables only)."""
+    from robustprune.config import given_spec_dirs
+
+    return given_spec_dirs(attacks=getattr(args, "battery_dirs", []), defenses=getattr(args, "recipe_dirs", []))
 
 
 def set_threads(threads: int | None) -> None:

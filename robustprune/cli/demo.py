@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from robustprune.cli.common import Subparsers
+from robustprune.cli.common import Subparsers, add_spec_dir_options
 from robustprune.config import canonical_key
 from robustprune.data import load_dataset
 from robustprune.models import build_model, load_checkpoint
@@ -23,6 +23,7 @@ def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser("demo", help="train a small CNN on digits (cached) and score it with the fast battery")
     p.add_argument("--out", default="reports/demo")
     p.add_argument("--seed", type=int, default=0)
+    add_spec_dir_options(p, recipes=False)  # the fast battery by name
     p.set_defaults(func=run)
 
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
 from robustprune.attacks import check_battery, load_battery
-from robustprune.cli.common import Subparsers, command_line, set_threads
+from robustprune.cli.common import Subparsers, add_spec_dir_options, command_line, set_threads
+from robustprune.cli.output import add_output_options, emit, score_summary
 from robustprune.config import canonical_key
+from robustprune.config.eps import eps_argument
 from robustprune.data import Dataset, load_dataset
 from robustprune.errors import UsageError
 from robustprune.models import build_model, load_checkpoint, resolve_factory, sha256_file
@@ -26,7 +29,20 @@ from robustprune.validation import check_int, check_seed, output_dir
 def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser("score", help="score one model against one battery")
     p.add_argument("--model", required=True, help="registry name (see `robustprune ls`) or package.module:factory")
+    p.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an argument for the model factory (value read as TOML, bare words as text); repeatable",
+    )
     p.add_argument("--checkpoint", help="weights: .safetensors or a state_dict saved with torch.save")
+    p.add_argument(
+        "--random-init",
+        action="store_true",
+        help="score a registry model's random initialisation on purpose (without it, a registry model needs "
+        "--checkpoint; ignored when --checkpoint is given)",
+    )
     p.add_argument(
         "--trust-checkpoint",
         action="store_true",
@@ -40,7 +56,9 @@ def add_parser(sub: Subparsers) -> None:
         "--head-battery", help="multi-head (DIO) models: battery for the per-head report (default: --battery)"
     )
     p.add_argument("--norm", choices=["Linf", "L2"], help="threat model norm (default: the battery's)")
-    p.add_argument("--eps", type=float, help="threat model radius in pixel units of [0,1] inputs")
+    p.add_argument(
+        "--eps", type=eps_argument, help="threat model radius in pixel units of [0,1] inputs: 0.031 or 8/255"
+    )
     p.add_argument("--n", type=int, help="score the first N test examples (default: all)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
@@ -54,13 +72,17 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument(
         "--strict", action="store_true", help="exit 1 when the verdict is untrusted (the results are still written)"
     )
+    add_spec_dir_options(p, recipes=False)
+    add_output_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     paths, summary, verdict = score_job(
         model=args.model,
+        model_args=parse_model_args(args.model_arg),
         checkpoint=args.checkpoint,
+        random_init=args.random_init,
         trust=args.trust_checkpoint,
         dataset=args.dataset,
         battery=args.battery,
@@ -74,9 +96,10 @@ def run(args: argparse.Namespace) -> int:
         command=command_line(),
         head_battery=args.head_battery,
         parent=args.parent,
+        progress=not args.quiet,
     )
-    print(summary)
-    print(f"\nresults: {paths['results']}\nreport:  {paths.get('html', paths['markdown'])}")
+    text = f"{summary}\nresults: {paths['results']}\nreport:  {paths.get('html', paths['markdown'])}"
+    emit(args, text, score_summary(paths["results"], paths))
     if args.strict and verdict == "untrusted":
         print("robustprune: --strict: the verdict is untrusted (see the health checks)", file=sys.stderr)
         return 1
@@ -100,6 +123,9 @@ def score_job(
     command: list[str] | None,
     head_battery: str | None = None,
     parent: str | None = None,
+    model_args: dict[str, Any] | None = None,
+    random_init: bool = False,
+    progress: bool = True,
 ) -> tuple[dict[str, str], str, str | None]:
     """Score one model from the command line's inputs; returns (paths written, summary, verdict)."""
     # Everything is resolved and checked before a model is built: numbers, battery, model name, files, data.
@@ -109,6 +135,12 @@ def score_job(
     spec = load_battery(battery, norm=norm, eps=eps)
     heads = load_battery(head_battery, norm=spec.threat.norm, eps=spec.threat.eps) if head_battery else None
     resolve_factory(model)
+    if not checkpoint and not random_init and ":" not in model:
+        # a registry name builds untrained weights; a user's factory (package.module:factory) may load its own
+        raise UsageError(
+            f"--model {model} has no --checkpoint, so its weights would be a random initialisation: pass "
+            "--checkpoint FILE, or --random-init to score the untrained model on purpose"
+        )
     if checkpoint:
         inspect_checkpoint(checkpoint)  # format from the header: a corrupt file fails before a model is built
     if parent:
@@ -131,15 +163,16 @@ def score_job(
             "batch_size": batch_size,
             "head_battery": heads and heads.to_dict(),
             "parent": parent and sha256_file(parent),
+            **({"model_args": model_args} if model_args else {}),
         }
     )
     with output_dir(out or default_score_dir(key)) as out_dir:
-        net = build_model(model, data.num_classes, data.input_shape)
+        net = build_model(model, data.num_classes, data.input_shape, **(model_args or {}))
         info = None
         if checkpoint:
             net, loaded = load_checkpoint(net, checkpoint, trust=trust)
             info = loaded.to_dict()
-        parent_net = _load_parent(parent or _manifest_parent(info), model, data, trust)
+        parent_net = _load_parent(parent or _manifest_parent(info), model, data, trust, model_args)
         result = score(
             net,
             full,
@@ -150,7 +183,7 @@ def score_job(
             architecture=model,
             checkpoint=info,
             command=command,
-            progress=True,
+            progress=progress,
             head_battery=heads,
             parent=parent_net,
         )
@@ -168,11 +201,31 @@ def _manifest_parent(info: dict | None) -> str | None:
     return str(path)
 
 
-def _load_parent(path: str | None, model: str, data: Dataset, trust: bool) -> nn.Module | None:
+def parse_model_args(items: list[str]) -> dict[str, Any]:
+    """`--model-arg depth=18 --model-arg width=0.5` -> {"depth": 18, "width": 0.5} (values read as TOML literals)."""
+    import tomllib
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise UsageError(f"--model-arg {item!r} must look like key=value, e.g. --model-arg width=64")
+        try:
+            out[key] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = raw
+    return out
+
+
+def _load_parent(
+    path: str | None, model: str, data: Dataset, trust: bool, model_args: dict[str, Any] | None = None
+) -> nn.Module | None:
     if path is None:
         return None
     try:
-        parent, _ = load_checkpoint(build_model(model, data.num_classes, data.input_shape), path, trust=trust)
+        shell = build_model(model, data.num_classes, data.input_shape, **(model_args or {}))
+        parent, _ = load_checkpoint(shell, path, trust=trust)
     except UsageError as err:
         raise UsageError(f"--parent: {err}") from None
     return parent

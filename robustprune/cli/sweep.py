@@ -7,8 +7,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from robustprune.cli.common import Subparsers
+from robustprune.cli.common import Subparsers, add_spec_dir_options
 from robustprune.config import SweepSpec, read_sweep_toml
+from robustprune.config.eps import eps_argument
 from robustprune.errors import UsageError
 from robustprune.reporting.sweep_report import build_sweep_report
 from robustprune.reporting.sweep_verdicts import pooled_audit, verdict_counts
@@ -42,7 +43,7 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--battery")
     p.add_argument("--head-battery", help="battery for the per-head report of multi-head (DIO) models")
     p.add_argument("--norm", choices=["Linf", "L2"])
-    p.add_argument("--eps", type=float)
+    p.add_argument("--eps", type=eps_argument, help="threat model radius in pixel units: 0.031 or 8/255")
     p.add_argument("--n", type=int, help="score the first N test examples in every cell")
     p.add_argument("--epochs", type=int, help="override every recipe's epochs")
     p.add_argument("--batch-size", type=int)
@@ -57,6 +58,7 @@ def add_parser(sub: Subparsers) -> None:
         help="exit (code 2, naming the holder) instead of waiting when another sweep holds the directory",
     )
     p.add_argument("--out", required=True)
+    add_spec_dir_options(p)
     p.set_defaults(func=run)
 
 

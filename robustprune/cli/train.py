@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from robustprune.cli.common import Subparsers, command_line, set_threads
+from robustprune.cli.common import Subparsers, add_spec_dir_options, command_line, set_threads
+from robustprune.cli.output import add_output_options, emit
 from robustprune.defenses.pipeline import execute, prepare, resolve, save_trained, summary
 from robustprune.errors import UsageError
 from robustprune.paths import CHECKPOINT_FILE, default_train_dir, manifest_path
@@ -14,7 +15,7 @@ from robustprune.validation import output_dir
 
 def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser("train", help="train (and prune) one model from a defense recipe")
-    p.add_argument("--recipe", required=True, help="recipe name (see defenses/) or a .toml file")
+    p.add_argument("--recipe", required=True, help="recipe name (see `robustprune ls`) or a .toml file")
     p.add_argument("--dataset", default="digits", help="digits (default) or a path: train split trains, test validates")
     p.add_argument("--sparsity", type=float, default=0.0, help="target sparsity in [0, 1) (default 0: dense)")
     p.add_argument("--parent", help="checkpoint to start from / prune (required by recipes with needs_parent)")
@@ -30,11 +31,13 @@ def add_parser(sub: Subparsers) -> None:
     )
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", help="output directory (default: reports/train-<recipe>-<config hash>)")
+    add_spec_dir_options(p, batteries=False)
+    add_output_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    _, summary = train_job(
+    paths, summary = train_job(
         recipe=args.recipe,
         dataset=args.dataset,
         sparsity=args.sparsity,
@@ -45,9 +48,39 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         threads=args.threads,
         command=command_line(),
+        progress=not args.quiet,
     )
-    print(summary)
+    emit(args, summary, train_summary(paths))
     return 0
+
+
+def train_summary(paths: dict[str, str]) -> dict:
+    """The fields of a training run people script against, from the manifest just written."""
+    import json
+
+    with open(paths["manifest"], encoding="utf-8") as handle:
+        manifest = json.load(handle)
+    final = manifest.get("final") or {}
+    return {
+        "kind": "robustprune.train.summary",
+        "recipe": manifest["recipe"]["name"],
+        "defense": manifest["defense"],
+        "architecture": manifest["architecture"],
+        "seed": manifest["seed"],
+        "sparsity": {
+            "target": manifest["sparsity"]["target"],
+            "achieved": manifest["sparsity"]["achieved"],
+            "target_unit": manifest["sparsity"].get("target_unit", "weights"),
+            "channels": (manifest["sparsity"].get("channels") or {}).get("sparsity"),
+        },
+        "val_acc": final.get("val_acc"),
+        "pgd_acc": final.get("pgd_acc"),
+        "dead_relu_rate": final.get("dead_relu_rate"),
+        "dead_relu_rate_train": final.get("dead_relu_rate_train"),
+        "epochs": len(manifest["log"]),
+        "train_seconds": manifest["train_seconds"],
+        "files": paths,
+    }
 
 
 def train_job(

@@ -14,12 +14,26 @@ from robustprune.config.battery import (
     find_battery,
     read_battery,
 )
-from robustprune.config.files import MAX_TOML_BYTES, find_spec_file, read_toml, reject_unknown, spec_dirs
+from robustprune.config.files import (
+    BUILTIN_DIR,
+    BUILTIN_PREFIX,
+    MAX_TOML_BYTES,
+    find_spec_file,
+    given_spec_dirs,
+    read_toml,
+    reject_unknown,
+    spec_dirs,
+    spec_names,
+    spec_source,
+    user_spec_dirs,
+)
 from robustprune.config.keys import canonical_key
 from robustprune.config.settings import ParamValue, check_fields, coerce_setting
 from robustprune.config.sweep import SweepSpec, read_sweep_toml, sweep_spec_from_dict
 
 __all__ = [
+    "BUILTIN_DIR",
+    "BUILTIN_PREFIX",
     "MAX_EPS",
     "MAX_TOML_BYTES",
     "NORMS",
@@ -36,10 +50,14 @@ __all__ = [
     "coerce_setting",
     "find_battery",
     "find_spec_file",
+    "given_spec_dirs",
     "read_battery",
     "read_sweep_toml",
     "read_toml",
     "reject_unknown",
     "spec_dirs",
+    "spec_names",
+    "spec_source",
     "sweep_spec_from_dict",
+    "user_spec_dirs",
 ]

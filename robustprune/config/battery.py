@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from robustprune.config.files import find_spec_file, read_toml, reject_unknown, spec_dirs
+from robustprune.config.eps import parse_eps
+from robustprune.config.files import find_spec_file, read_toml, reject_unknown, spec_dirs, spec_source
 from robustprune.config.settings import ParamValue
 from robustprune.errors import UsageError
 from robustprune.validation import escape
@@ -28,6 +29,8 @@ class ThreatModel:
         if self.norm not in NORMS:
             raise UsageError(f"unknown norm {self.norm!r}: use one of {', '.join(NORMS)}")
         eps = self.eps
+        if isinstance(eps, str):  # "8/255", "0.031": as people write it
+            eps = parse_eps(eps)
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps):
             raise UsageError(f"eps must be a finite number, got {eps!r}")
         if eps < 0:
@@ -231,7 +234,7 @@ def read_battery(spec: str, *, norm: str | None = None, eps: float | None = None
         description=data.get("description", ""),
         threat=ThreatModel(norm=threat_norm, eps=threat_eps),
         attacks=tuple(attacks),
-        source=str(path),
+        source=spec_source(path),
         audit=_read_audit(data.get("audit"), where),
     )
 

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from robustprune.config.eps import parse_eps
 from robustprune.config.files import read_toml
 from robustprune.errors import UsageError
 from robustprune.validation import check_float, check_int, check_seed, escape
@@ -52,6 +53,8 @@ class SweepSpec:
         for key in ("head_battery", "norm"):
             if getattr(self, key) is not None and not isinstance(getattr(self, key), str):
                 raise UsageError(f"the sweep's {key} must be a string, got {escape(repr(getattr(self, key)))}")
+        if isinstance(self.eps, str):  # "8/255" in a sweep file
+            object.__setattr__(self, "eps", parse_eps(self.eps, "the sweep's eps"))
         if self.eps is not None:
             check_float(self.eps, "the sweep's eps")
         if self.n is not None:

@@ -1,8 +1,9 @@
 """The defense contract and recipes.
 
-A recipe (top-level defenses/*.toml) names a defense, an architecture, the training settings, the defense's own
-settings and optionally a pruning plan. A defense turns (model, data, target sparsity, parent) into a trained,
-possibly pruned model plus a training log, always through the shared loop in train_loop.py.
+A recipe (built-in: robustprune/builtin/defenses/*.toml; a user's: config/files.py) names a defense, an
+architecture, the training settings, the defense's own settings and optionally a pruning plan. A defense turns
+(model, data, target sparsity, parent) into a trained, possibly pruned model plus a training log, always through
+the shared loop in train_loop.py.
 """
 
 from __future__ import annotations
@@ -15,7 +16,15 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from robustprune.config import ParamValue, check_fields, coerce_setting, find_spec_file, read_toml, spec_dirs
+from robustprune.config import (
+    ParamValue,
+    check_fields,
+    coerce_setting,
+    find_spec_file,
+    read_toml,
+    spec_dirs,
+    spec_source,
+)
 from robustprune.data import Dataset
 from robustprune.defenses.train_loop import TrainSpec
 from robustprune.errors import UsageError
@@ -114,7 +123,7 @@ class Recipe:
     train: TrainSpec = field(default_factory=TrainSpec)
     settings: dict[str, ParamValue] = field(default_factory=dict)
     pruning: PruningSpec | None = None
-    source: str = ""
+    source: str = ""  # the file that ran: builtin:<name> or an absolute path (config.spec_source)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -274,7 +283,7 @@ def load_recipe(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> Recip
         train=_typed_section(TrainSpec, data.get("train", {}), f"{where} [train]"),
         settings=dict(settings),
         pruning=_typed_section(PruningSpec, data["pruning"], f"{where} [pruning]") if "pruning" in data else None,
-        source=str(path),
+        source=spec_source(path),
     )
     DEFENSES.get(recipe.defense)(recipe)  # validates the [settings] table now, before anything runs
     return recipe

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from robustprune.data import Dataset, load_dataset
+from robustprune.data.holdout import stratified_holdout
 from robustprune.defenses.base import DEFENSES, Artifact, Defense, Recipe, load_recipe
 from robustprune.defenses.pruning_driver import (
     SPARSITY_TOLERANCE,
@@ -63,6 +64,7 @@ class TrainPlan:
     model: nn.Module  # fresh init drawn with the run's seed
     parent: nn.Module | None
     parent_record: dict[str, Any] | None
+    holdout: dict[str, Any] | None = None
 
 
 def _state_sha256(model: nn.Module) -> str:
@@ -99,6 +101,7 @@ class TrainInputs:
     sparsity: float
     seed: int
     parent: str | Path | nn.Module | None
+    holdout: dict[str, Any] | None = None  # set when the data had no split of its own to validate on
 
     def key(self) -> str:
         """What names the default output directory: the run's configuration, the parent's file hash included."""
@@ -152,7 +155,11 @@ def resolve(
         except UsageError as err:
             raise UsageError(f"--parent: {err}") from None
     train, val = load_dataset(dataset, "train"), load_dataset(dataset, "test")
-    return TrainInputs(recipe, overrides, defense, str(dataset), train, val, sparsity, seed, parent)
+    holdout = None
+    if train.fingerprint() == val.fingerprint():  # one set of examples served as both splits (e.g. an x/y .npz)
+        train, val, record = stratified_holdout(train, seed=seed)
+        holdout = record.to_dict()
+    return TrainInputs(recipe, overrides, defense, str(dataset), train, val, sparsity, seed, parent, holdout)
 
 
 def prepare(
@@ -237,6 +244,7 @@ def prepare(
         model=model,
         parent=parent_model,
         parent_record=record,
+        holdout=inputs.holdout,
     )
 
 
@@ -272,6 +280,7 @@ def execute(plan: TrainPlan, *, progress: bool = False, command: list[str] | Non
             "val_fingerprint": plan.val.fingerprint(),
             "train_examples": len(plan.train),
             "val_examples": len(plan.val),
+            **({"validation": plan.holdout} if plan.holdout else {}),
         },
         "seed": plan.seed,
         "sparsity": {
@@ -364,6 +373,12 @@ def summary(manifest: dict) -> str:
         channels = sp.get("channels") or {}
         target = f"channel sparsity {_num(channels.get('sparsity'))}, target {sp['target']:.4f} of channels"
     lines = [head, probe_text, f"  sparsity {sp['achieved']:.4f} achieved (weights), {target} ({plan})"]
+    held = manifest["dataset"].get("validation")
+    if held:
+        lines.append(
+            f"  validation: {held['val_examples']} examples held out ({held['fraction']:.0%}, stratified, seed "
+            f"{held['seed']}): the dataset has no separate split"
+        )
     if manifest.get("reconstruction"):
         lines.append(
             f"  {manifest['defense']} is a RECONSTRUCTION: not the published method (its paper could not be read)"

@@ -4,6 +4,7 @@ pruning steps, checks and log entries. Seeded and deterministic on CPU.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -12,13 +13,15 @@ from typing import Any, Literal, Protocol
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from robustprune.config import check_fields
 from robustprune.data import Dataset
 from robustprune.errors import UsageError
 from robustprune.metrics.activity import TrainModeDeadRate, dead_relu_rate
 from robustprune.models.modes import eval_mode
+from robustprune.progress import progress_bar
+
+logger = logging.getLogger("robustprune.train")
 
 Schedule = Literal["constant", "cosine", "step", "cyclic"]
 
@@ -170,7 +173,7 @@ def fit(
     for cb in callbacks:
         cb.on_train_begin(ctx)
     log: list[dict[str, Any]] = []
-    bar = tqdm(total=total, desc="train", unit="step", disable=not progress or None, leave=False)
+    bar = progress_bar(total, "train", "step", progress)
     for epoch in range(spec.epochs):
         ctx.epoch = epoch
         started = time.perf_counter()
@@ -217,6 +220,15 @@ def fit(
         entry["train_seconds"] = train_seconds
         entry["seconds"] = time.perf_counter() - started
         log.append(entry)
+        logger.info(
+            "epoch %d/%d: loss %.4f, val acc %.4f, PGD acc %.4f, %.1f s",
+            epoch + 1,
+            spec.epochs,
+            entry["train_loss"],
+            entry["val_acc"],
+            entry["pgd_acc"],
+            entry["seconds"],
+        )
         if on_epoch:
             on_epoch(entry)
         if any(cb.should_stop() for cb in callbacks):

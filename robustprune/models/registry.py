@@ -47,6 +47,51 @@ def resolve_factory(name: str) -> Factory:
     return factory
 
 
+STANDARD_ARGUMENTS = ("num_classes", "input_shape", "mean", "std")
+
+
+def factory_arguments(
+    factory: Factory, name: str, num_classes: int, input_shape: tuple[int, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """How to call `factory`: with only the arguments its signature accepts, by name (`num_classes`, `input_shape`,
+    `mean`, `std`, and the options given), so `def cnn(): ...`, `resnet18(num_classes=10)` and an nn.Module class
+    all work. A factory that names none of the standard arguments but takes two positional ones gets
+    (num_classes, input_shape) positionally, as before. An option the factory cannot take is an error; mean and std
+    left at None are simply not passed."""
+    offered = {"num_classes": num_classes, "input_shape": input_shape, **kwargs}
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # no introspectable signature (C callables): the documented positional form
+        return (num_classes, input_shape), dict(kwargs)
+    var_keyword = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    named = {k for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    positional = [p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    args: tuple[Any, ...] = ()
+    required = [p for p in positional[:2] if p.default is inspect.Parameter.empty]
+    if not named & {"num_classes", "input_shape"} and len(required) == 2:
+        args = (num_classes, input_shape)  # e.g. def make(n, shape): the positional convention
+        taken = {positional[0].name, positional[1].name}
+        offered = {k: v for k, v in kwargs.items() if k not in taken}
+    call = {}
+    for key, value in offered.items():
+        if key in named or var_keyword:
+            call[key] = value
+        elif (key in STANDARD_ARGUMENTS and key not in kwargs) or value is None:
+            continue  # num_classes / input_shape / an unset mean or std the factory does not ask for
+        else:
+            raise UsageError(
+                f"--model {name} does not take the argument {key!r}; it takes ({', '.join(params) or 'no arguments'})"
+            )
+    try:
+        inspect.signature(factory).bind(*args, **call)
+    except TypeError as err:
+        raise UsageError(
+            f"--model {name} cannot be called with {', '.join(call) or 'no arguments'} ({err}); a factory takes "
+            "any of num_classes, input_shape, mean, std and its own options (--model-arg key=value)"
+        ) from None
+    return args, call
+
+
 def build_model(name: str, num_classes: int, input_shape: tuple[int, int, int], **kwargs: Any) -> nn.Module:
     """Build a model from a registry name or import path; returned in eval mode, logits out, Normalize first.
 
@@ -56,17 +101,9 @@ def build_model(name: str, num_classes: int, input_shape: tuple[int, int, int], 
         raise UsageError(f"--model needs a registry name ({', '.join(MODELS.names())}) or package.module:factory")
     factory = resolve_factory(name)
     input_shape = tuple(input_shape)  # type: ignore[assignment]
+    args, call_kwargs = factory_arguments(factory, name, num_classes, input_shape, kwargs)
     try:
-        inspect.signature(factory).bind(num_classes, input_shape, **kwargs)
-    except TypeError as err:
-        raise UsageError(
-            f"--model {name} does not take these arguments ({err}); a factory takes "
-            "(num_classes, input_shape, mean=None, std=None, **options)"
-        ) from None
-    except ValueError:
-        pass  # no introspectable signature (C callables): let the call itself decide
-    try:
-        model = factory(num_classes, input_shape, **kwargs)
+        model = factory(*args, **call_kwargs)
     except UsageError:
         raise
     except Exception as err:  # noqa: BLE001  the user's factory failed: theirs to fix, named in one line

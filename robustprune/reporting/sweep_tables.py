@@ -264,7 +264,8 @@ def summary_rows(view: SweepView) -> list[tuple[str, str]]:
 NOTES = (
     "The x axis of every figure is the TARGET sparsity; the achieved sparsity of every cell is in the tables. "
     "Lines join the mean over seeds, small dots are single seeds, the band is a 95 % t interval of the mean over "
-    "seeds (none with one seed), clipped to the metric's range. Solid: robust accuracy; dashed: clean accuracy in "
+    "seeds, clipped to the metric's range; a point measured on one seed has error bars instead, the 95 % Wilson "
+    "interval of its n examples (calibration points on one seed have no interval). Solid: robust accuracy; dashed: clean accuracy in "
     "the same colour. A recipe with only a dense cell is drawn as a horizontal reference line. Colours and markers "
     "are fixed per recipe name."
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from typing import Any
 
@@ -44,6 +45,9 @@ from robustprune.sparsity import sparsity_report
 from robustprune.validation import check_int, check_seed
 
 RANDOMIZED_PASSES = 10  # verdicts on a randomized model: correct only if correct on every one of these passes
+
+
+log = logging.getLogger("robustprune.scoring")
 
 
 def _as_data(data: Dataset | str | tuple) -> Dataset:
@@ -177,6 +181,8 @@ def score(
             additions += [record] if record["added"] else []
         ctx.battery, ctx.n_passes = battery, RANDOMIZED_PASSES if randomized else 1
         health_seconds = time.perf_counter() - started
+        log.info("model checks: %.1f s (randomized: %s, gradients: %s)", health_seconds, randomized, ctx.gradients)
+        started_battery = time.perf_counter()
         ctx.outcome = run_battery(
             model,
             data.x,
@@ -191,6 +197,14 @@ def score(
             parent=parent,
         )
         battery_robust = 100.0 * float((~ctx.outcome.broken).mean())
+        log.info(
+            "battery %s: %d attacks on %d examples, robust %.2f %%, %.1f s",
+            battery.name,
+            len(battery.active_attacks()),
+            len(data),
+            battery_robust,
+            time.perf_counter() - started_battery,
+        )
         audit = None
         if battery.audit is not None:
             ctx.outcome, audit = run_audit(
@@ -211,6 +225,11 @@ def score(
         finish_records(ctx, escalations)
         escalations += escalate(ctx, checks, escalation_budget)
         health_seconds += time.perf_counter() - started
+        if audit is not None:
+            log.info("audit: %s", audit.line())
+        log.info(
+            "outcome checks and escalations: %.1f s, %d escalations", time.perf_counter() - started, len(escalations)
+        )
     ordered = [checks[c.id] for c in ordered_checks("model") + ordered_checks("outcome") if c.id in checks]
     verdict, reasons = derive_verdict(ordered, escalations, audit)
     health = HealthReport(
@@ -247,7 +266,9 @@ def score(
     )
     result.audit = audit
     if efficiency:
+        started = time.perf_counter()
         result.efficiency = measure_efficiency(model, tuple(data.input_shape), seed=seed)
+        log.info("%s (%.1f s)", result.efficiency.line(), time.perf_counter() - started)
     if addition is not None:
         started = time.perf_counter()
         report = multihead.multihead_report(

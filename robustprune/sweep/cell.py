@@ -77,7 +77,7 @@ def _compute_cell(cell: Cell, root: Path) -> CellRecord:
         stale.unlink()
     config = cell.config
     overrides = [f"train.epochs={config.epochs}"] if config.epochs is not None else []
-    recipe = load_recipe(cell.recipe, overrides)
+    recipe = load_recipe(cell.recipe_source or cell.recipe, overrides)
     data = load_dataset(str(config.dataset), "test")  # scored as its first n (S19 reads the whole split's accuracy)
 
     # The architecture comes from the recipe (as the sweep resolved it), never from a file in the cell: a data file

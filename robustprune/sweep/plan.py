@@ -30,6 +30,9 @@ class Cell:
     key: str
     parent_key: str | None
     config: CellConfig = field(repr=False)
+    # The recipe file the plan resolved (builtin:<name> or an absolute path): workers load exactly it, whatever
+    # directories they were (not) given; documentation, not part of the key.
+    recipe_source: str = field(default="", compare=False)
 
     @property
     def label(self) -> str:
@@ -128,7 +131,7 @@ def plan_cells(spec: SweepSpec) -> list[Cell]:
             parent=parent.key if parent else None,
         )
         key = cell_key(recipe, config)
-        return Cell(name, sparsity, seed, key, parent.key if parent else None, config)
+        return Cell(name, sparsity, seed, key, parent.key if parent else None, config, recipe.source)
 
     parents: dict[int, Cell] = {}
     cells: list[Cell] = []

@@ -15,6 +15,7 @@ from robustprune.config import SweepSpec
 from robustprune.errors import UsageError
 from robustprune.jsonio import read_json
 from robustprune.paths import RESULTS_FILE, SWEEP_LOCK, SWEEP_PLAN_FILE
+from robustprune.progress import progress_bar
 from robustprune.results.cells import CellRecord
 from robustprune.sweep.executors import EXECUTORS
 from robustprune.sweep.locking import hold
@@ -45,9 +46,8 @@ def run_sweep(
         write_json(root / SWEEP_PLAN_FILE, {"spec": spec.to_dict(), "cells": keys})
         _drop_stale_results(root / RESULTS_FILE, set(keys))
         parent_keys = {c.parent_key for c in cells if c.parent_key}
-        from tqdm import tqdm
 
-        bar = tqdm(total=len(cells), desc="cells", unit="cell", disable=not progress or None)
+        bar = progress_bar(len(cells), "cells", "cell", progress, leave=True)
         records: dict[str, CellRecord] = {}
 
         def done(record: CellRecord) -> None:

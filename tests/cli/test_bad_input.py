@@ -141,7 +141,8 @@ def call_guarded(fn: Callable[[], Any], row: Row, ctx: Ctx) -> tuple[Any, BaseEx
 def score_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real (tiny, untrained-MLP) score run whose results.json the check/report rows edit copies of."""
     out = tmp_path_factory.mktemp("valid-score") / "run"
-    code = main(["score", "--model", "mlp", "--battery", "quick", "--n", "8", "--batch-size", "8", "--out", str(out)])
+    args = ["score", "--model", "mlp", "--random-init", "--battery", "quick", "--n", "8", "--batch-size", "8"]
+    code = main([*args, "--out", str(out)])
     if code != 0 or not (out / "results.json").is_file():
         pytest.fail(f"the reference score run failed (exit {code}); check/report rows need its results.json")
     return out / "results.json"
@@ -261,6 +262,7 @@ def score(ctx: Ctx, *extra: str) -> list[str]:
         "score",
         "--model",
         "mlp",
+        "--random-init",
         "--battery",
         "quick",
         "--n",
@@ -777,3 +779,11 @@ def test_table_is_large_and_ids_are_unique():
     assert len(ids) == len(set(ids))
     assert len(CLI_ROWS) >= 70
     assert {i.split("-")[0] for i in ids} == {"score", "train", "sweep", "report", "check", "api"}
+
+
+def test_version_prints_and_exits_zero(capsys) -> None:
+    from robustprune.cli import main
+    from robustprune.version import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith(f"robustprune {__version__} (torch ")

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from robustprune.cli import main
+from robustprune.config import BUILTIN_DIR
 from robustprune.models import build_model, load_checkpoint, save_checkpoint
 
 FAST = ["--set", "train.probe_steps=1", "--set", "train.probe_size=16"]
@@ -137,7 +138,7 @@ def test_good_run_writes_checkpoint_and_manifest(
         [
             "train",
             "--recipe",
-            "defenses/magnitude.toml",
+            str(BUILTIN_DIR / "defenses" / "magnitude.toml"),  # a recipe named by its path
             "--parent",
             str(dense_ckpt),
             "--sparsity",

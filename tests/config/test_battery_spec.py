@@ -8,10 +8,10 @@ import pytest
 
 from robustprune.attacks import load_battery
 from robustprune.attacks.battery import build_attacks
-from robustprune.config import ThreatModel, canonical_key, read_battery
+from robustprune.config import BUILTIN_DIR, ThreatModel, canonical_key, read_battery
 from robustprune.errors import UsageError
 
-BATTERIES = sorted(p.stem for p in (Path(__file__).parents[2] / "attacks").glob("*.toml"))
+BATTERIES = sorted(p.stem for p in (BUILTIN_DIR / "attacks").glob("*.toml"))
 
 
 @pytest.mark.parametrize("name", BATTERIES)

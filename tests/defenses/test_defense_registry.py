@@ -4,22 +4,21 @@ one. Adding a defense adds it here by itself."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
+from robustprune.config import BUILTIN_DIR
 from robustprune.defenses.base import DEFENSES, load_recipe
 from robustprune.defenses.pipeline import save_trained, train_model
 from robustprune.models import load_checkpoint
 from robustprune.scoring import score
 
-RECIPES = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "defenses").glob("*.toml"))
+RECIPES = sorted(p.stem for p in (BUILTIN_DIR / "defenses").glob("*.toml"))
 
 
 def recipe_for(defense: str) -> str:
     """The first shipped recipe of `defense` that needs no parent (else the first at all)."""
     mine = [r for r in RECIPES if load_recipe(r).defense == defense]
-    assert mine, f"defense {defense!r} has no recipe in defenses/: add one"
+    assert mine, f"defense {defense!r} has no recipe in robustprune/builtin/defenses/: add one"
     return next((r for r in mine if not load_recipe(r).needs_parent), mine[0])
 
 

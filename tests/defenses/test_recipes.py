@@ -1,4 +1,4 @@
-"""Every recipe under defenses/ loads and validates; the recipes of issue #3 document their paper settings."""
+"""Every built-in recipe (robustprune/builtin/defenses/) loads and validates; the recipes of issue #3 document their paper settings."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from robustprune.config import BUILTIN_DIR
 from robustprune.defenses.base import DEFENSES, PruningSpec, load_recipe
 from robustprune.errors import UsageError
 
-RECIPE_DIR = Path(__file__).resolve().parents[2] / "defenses"
+RECIPE_DIR = BUILTIN_DIR / "defenses"
 ALL = sorted(RECIPE_DIR.glob("*.toml"))
 OURS = {
     "dense": ("standard", None),

@@ -219,5 +219,5 @@ def test_import_path_failures(factory_module, spec, message):
 
 
 def test_import_path_with_wrong_arguments(factory_module):
-    with pytest.raises(UsageError, match="does not take these arguments"):
+    with pytest.raises(UsageError, match="does not take the argument .depth."):
         build_model(f"{factory_module}:tiny", 3, (1, 4, 4), depth=3)

@@ -127,7 +127,7 @@ def test_s3_through_the_cli_when_the_factory_returns_train_mode_that_matters(
     (tmp_path / "train_mode_factories.py").write_text(FACTORIES)
     monkeypatch.syspath_prepend(str(tmp_path))
     out = tmp_path / "run"
-    code = main(["score", "--model", model, "--battery", "quick", "--n", "8", "--out", str(out)])
+    code = main(["score", "--model", model, "--random-init", "--battery", "quick", "--n", "8", "--out", str(out)])
     stdout, stderr = capsys.readouterr()
     assert code == 0, stderr
     doc = json.loads((out / "results.json").read_text())

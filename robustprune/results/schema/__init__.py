@@ -1,7 +1,8 @@
 """The JSON Schema (draft 2020-12) of a score result, and a validator that names the first offending path.
 
-Schema validation needs `jsonschema` (a dev dependency); without it only the cross-field checks below run, which the
-schema language cannot express (per-sample arrays as long as n_examples, one per-sample entry per attack, ...).
+Schema validation uses `jsonschema` (a runtime dependency: every install validates what it writes and reads); the
+cross-field checks below add what the schema language cannot express (per-sample arrays as long as n_examples, one
+per-sample entry per attack, ...).
 """
 
 from __future__ import annotations
@@ -40,10 +41,8 @@ SCHEMA_VERSIONS = ("1.0",)  # the score/sweep document versions this robustprune
 
 @lru_cache(maxsize=2)
 def _validator(require_per_sample: bool = True) -> Any:
-    try:
-        from jsonschema import Draft202012Validator
-    except ImportError:  # runtime installs need not carry jsonschema
-        return None
+    from jsonschema import Draft202012Validator  # a declared dependency: a missing one is a broken install
+
     schema = load_schema()
     if not require_per_sample:  # `check` reads such a document to say it is not comparable, not to crash on it
         schema["required"] = [k for k in schema["required"] if k != "per_sample"]

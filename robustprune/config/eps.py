@@ -1,0 +1,50 @@
+"""eps as people write it: a decimal (0.031), an exponent (3.1e-2) or a fraction of 8-bit steps (8/255)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+
+from robustprune.errors import UsageError
+from robustprune.validation import escape
+
+_NUMBER = r"(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_FRACTION = re.compile(rf"^\s*({_NUMBER})\s*/\s*({_NUMBER})\s*$")
+
+
+def parse_eps(value: object, where: str = "eps") -> float:
+    """A finite, non-negative eps from a number or a text such as "8/255", "0.031" or "3.1e-2"."""
+    if isinstance(value, bool):
+        raise UsageError(f"{where} must be a number or a fraction such as 8/255, got {value!r}")
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        match = _FRACTION.match(value)
+        if match:
+            numerator, denominator = float(match.group(1)), float(match.group(2))
+            if denominator == 0:
+                raise UsageError(f"{where} {escape(value)!r} divides by zero")
+            number = numerator / denominator
+        else:
+            try:
+                number = float(value.strip())
+            except ValueError:
+                raise UsageError(
+                    f"{where} {escape(value)!r} is not a number: write a decimal (0.031) or a fraction (8/255)"
+                ) from None
+    else:
+        raise UsageError(f"{where} must be a number or a fraction such as 8/255, got {type(value).__name__}")
+    if not math.isfinite(number):
+        raise UsageError(f"{where} {escape(str(value))!r} must be a finite number")
+    if number < 0:
+        raise UsageError(f"{where} {escape(str(value))!r} is negative: use a value >= 0 in pixel units of [0,1] inputs")
+    return number
+
+
+def eps_argument(text: str) -> float:
+    """argparse `type=` for --eps: the same rules, reported as argparse reports a bad value."""
+    try:
+        return parse_eps(text, "--eps")
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
