@@ -288,7 +288,7 @@ def _legend_handle(style: str, text: str) -> Any:
 def _sparsity_axis(ax: Any, label: bool = True) -> None:
     ax.set_xlim(-3, 103)
     if label:
-        ax.set_xlabel("target sparsity (% of Conv/Linear weights)")
+        ax.set_xlabel("target sparsity (% of Conv/Linear weights; of channels for structured recipes)")
     ax.grid(True, linewidth=0.4, alpha=0.5)
 
 
