@@ -23,6 +23,7 @@ from robustprune.paths import default_score_dir
 from robustprune.render import summary_table
 from robustprune.results import save_result
 from robustprune.scoring import score
+from robustprune.scoring.result import AdversarialExamples
 from robustprune.validation import check_int, check_seed, output_dir
 
 
@@ -73,6 +74,12 @@ def add_parser(sub: Subparsers) -> None:
         "--strict", action="store_true", help="exit 1 when the verdict is untrusted (the results are still written)"
     )
     add_spec_dir_options(p, recipes=False)
+    p.add_argument(
+        "--save-adversarial",
+        action="store_true",
+        help="also write adversarial.npz: every example an attack broke (x_adv, x_clean, index, label, adv_pred, "
+        "attack), each verified inside the threat model",
+    )
     add_output_options(p)
     p.set_defaults(func=run)
 
@@ -97,8 +104,11 @@ def run(args: argparse.Namespace) -> int:
         head_battery=args.head_battery,
         parent=args.parent,
         progress=not args.quiet,
+        save_adversarial=args.save_adversarial,
     )
     text = f"{summary}\nresults: {paths['results']}\nreport:  {paths.get('html', paths['markdown'])}"
+    if "adversarial" in paths:
+        text += f"\nadversarial examples: {paths['adversarial']}"
     emit(args, text, score_summary(paths["results"], paths))
     if args.strict and verdict == "untrusted":
         print("robustprune: --strict: the verdict is untrusted (see the health checks)", file=sys.stderr)
@@ -126,6 +136,7 @@ def score_job(
     model_args: dict[str, Any] | None = None,
     random_init: bool = False,
     progress: bool = True,
+    save_adversarial: bool = False,
 ) -> tuple[dict[str, str], str, str | None]:
     """Score one model from the command line's inputs; returns (paths written, summary, verdict)."""
     # Everything is resolved and checked before a model is built: numbers, battery, model name, files, data.
@@ -187,7 +198,10 @@ def score_job(
             head_battery=heads,
             parent=parent_net,
         )
-        return save_result(result, out_dir), summary_table(result), result.verdict
+        paths = save_result(result, out_dir)
+        if save_adversarial and result.adversarial is not None:
+            paths["adversarial"] = save_adversarial_npz(result.adversarial, out_dir)
+        return paths, summary_table(result), result.verdict
 
 
 def _manifest_parent(info: dict | None) -> str | None:
@@ -216,6 +230,19 @@ def parse_model_args(items: list[str]) -> dict[str, Any]:
         except tomllib.TOMLDecodeError:
             out[key] = raw
     return out
+
+
+def save_adversarial_npz(examples: AdversarialExamples, out_dir: Path) -> str:
+    """Write the broken examples as adversarial.npz (atomically; numpy.load(..., allow_pickle=False) reads it)."""
+    import io
+
+    import numpy as np
+
+    from robustprune.atomic import write_bytes
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **examples.arrays())
+    return str(write_bytes(out_dir / "adversarial.npz", buffer.getvalue()))
 
 
 def _load_parent(

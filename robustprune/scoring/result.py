@@ -140,6 +140,39 @@ class SparsitySummary(Record):
 
 
 @dataclass
+class AdversarialExamples:
+    """The worst-case adversarial examples of a score: every example an attack broke (clean-correct, then
+    misclassified inside the threat model; each was verified by the engine), with its index among the scored
+    examples, its true label, the prediction on it and the first attack (battery order, then probes, escalations,
+    the audit) that broke it. `x` is on the CPU, in the model's input layout and [0, 1] range."""
+
+    index: np.ndarray  # (k,) int64
+    label: np.ndarray  # (k,) int64
+    x: np.ndarray  # (k, C, H, W) float32
+    x_clean: np.ndarray  # (k, C, H, W) float32
+    pred: np.ndarray  # (k,) int64, the prediction on x
+    attack: np.ndarray  # (k,) str
+    norm: str
+    eps: float
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What `--save-adversarial` writes (numpy.savez, readable with allow_pickle=False)."""
+        return {
+            "index": self.index,
+            "label": self.label,
+            "x_adv": self.x,
+            "x_clean": self.x_clean,
+            "adv_pred": self.pred,
+            "attack": self.attack.astype("U"),
+            "norm": np.array(self.norm),
+            "eps": np.array(self.eps),
+        }
+
+
+@dataclass
 class LatencyRecord(Record):
     """Milliseconds per forward pass of one batch (robustprune.metrics.latency): median and spread."""
 
@@ -382,6 +415,7 @@ class ScoreResult(Record):
     extra: dict[str, Any] = extra_field()
     clean_probs: np.ndarray | None = runtime_field()
     adversarial_probs: np.ndarray | None = runtime_field()
+    adversarial: AdversarialExamples | None = runtime_field()  # the broken examples themselves (not in the JSON)
 
     @classmethod
     def coerce(cls, result: ScoreResult | dict[str, Any]) -> ScoreResult:

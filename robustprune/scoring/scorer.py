@@ -28,6 +28,7 @@ from robustprune.scoring.health import HealthContext, HealthReport, check_model,
 from robustprune.scoring.per_sample import PerSampleTable
 from robustprune.scoring.result import (
     SCHEMA_VERSION,
+    AdversarialExamples,
     AttackEntry,
     Calibration,
     CalibrationSummary,
@@ -265,6 +266,7 @@ def score(
         health=health,
     )
     result.audit = audit
+    result.adversarial = adversarial_examples(ctx.outcome, data, battery)
     if efficiency:
         started = time.perf_counter()
         result.efficiency = measure_efficiency(model, tuple(data.input_shape), seed=seed)
@@ -280,6 +282,36 @@ def score(
         result.cost.n_forward += result.multi_head.n_forward
         result.cost.n_backward += result.multi_head.n_backward
     return result
+
+
+def adversarial_examples(outcome: BatteryOutcome, data: Dataset, battery: BatterySpec) -> AdversarialExamples:
+    """The broken examples of `outcome` (see AdversarialExamples), the first breaking attack named per example."""
+    clean_ok = np.asarray(outcome.clean.correct, dtype=bool)
+    broken = np.asarray(outcome.broken, dtype=bool) & clean_ok
+    first = np.full(len(broken), "", dtype=object)
+    for label, columns in outcome.columns.items():  # insertion order: battery, probes, escalations, audit
+        hit = np.asarray(columns.broken, dtype=bool) & (first == "")
+        first[hit] = label
+    index = np.flatnonzero(broken)
+    x_adv = outcome.worst_x.detach()[torch.as_tensor(index, dtype=torch.long, device=outcome.worst_x.device)]
+    x_clean = data.x.detach()[torch.as_tensor(index, dtype=torch.long, device=data.x.device)]
+    preds = [columns.adv_pred for columns in outcome.columns.values()]
+    pred = np.full(len(index), -1, dtype=np.int64)
+    for row, i in enumerate(index):
+        for label, column in zip(outcome.columns, preds, strict=True):
+            if label == first[i]:
+                pred[row] = int(column[i])
+                break
+    return AdversarialExamples(
+        index=index.astype(np.int64),
+        label=data.y.detach().cpu().numpy()[index].astype(np.int64),
+        x=x_adv.cpu().float().numpy(),
+        x_clean=x_clean.cpu().float().numpy(),
+        pred=pred,
+        attack=first[index].astype(str),
+        norm=battery.threat.norm,
+        eps=float(battery.threat.eps),
+    )
 
 
 def build_result(
