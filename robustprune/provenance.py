@@ -8,12 +8,15 @@ from typing import Any
 
 import torch
 
+from robustprune.devices import device_record
 from robustprune.version import __version__, package_version
 
 PACKAGES = ("torch", "torchattacks", "pyautoattack", "numpy", "scikit-learn", "safetensors")
 
 
-def collect(*, seed: int, command: list[str] | None, device: str) -> dict[str, Any]:
+def collect(*, seed: int, command: list[str] | None, device: str | torch.device) -> dict[str, Any]:
+    """`device`: where the run ran (a resolved torch.device, or its name); `device_info` records its kind, name,
+    index and reproducibility caveats (robustprune.devices.device_record)."""
     return {
         "robustprune": __version__,
         "versions": {name: package_version(name) for name in PACKAGES},
@@ -21,7 +24,8 @@ def collect(*, seed: int, command: list[str] | None, device: str) -> dict[str, A
         "platform": platform.platform(),
         "seed": seed,
         "threads": torch.get_num_threads(),
-        "device": device,
+        "device": str(device),
+        "device_info": device_record(device),
         "command": command,  # the CLI's argv; None when called through the Python API
         "created": datetime.now(UTC).replace(microsecond=0).isoformat(),
     }

@@ -30,6 +30,7 @@ RANKS = {
     "paths": 0,
     "provenance": 0,
     "progress": 0,
+    "devices": 0,
     "config": 1,
     "data": 2,
     "models": 2,

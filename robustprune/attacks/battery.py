@@ -245,7 +245,7 @@ def run_battery(
             cols.broken[idx] = newly_broken
             cols.adv_pred[idx] = adv.pred
             cols.adv_conf[idx] = adv.conf
-            cols.norm[idx] = norms.numpy()
+            cols.norm[idx] = norms.cpu().numpy()
             keep = idx if continue_from is None else idx[newly_broken]
             worst_probs[keep] = adv.probs if continue_from is None else adv.probs[newly_broken]
             broken[idx[newly_broken]] = True

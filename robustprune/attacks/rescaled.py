@@ -39,7 +39,7 @@ def choose_rescaling(model: nn.Module, x: torch.Tensor, mode: str) -> tuple[str,
     if mode == "log" or (
         mode == "auto"
         and out.min() >= 0
-        and torch.allclose(out.sum(dim=1), torch.ones(len(out), dtype=out.dtype), atol=1e-4)
+        and torch.allclose(out.sum(dim=1), torch.ones(len(out), dtype=out.dtype, device=out.device), atol=1e-4)
     ):
         return "log", 1.0
     return "temperature", max(1.0, float(out.abs().max()) / TARGET_SCALE)

@@ -13,7 +13,7 @@ NORM_TOLERANCE = 1e-6
 def perturbation_norms(x_adv: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor:
     delta = (x_adv.double() - x.double()).flatten(1)
     if norm == "Linf":
-        return delta.abs().amax(dim=1) if delta.shape[1] else torch.zeros(len(x), dtype=torch.float64)
+        return delta.abs().amax(dim=1) if delta.shape[1] else torch.zeros(len(x), dtype=torch.float64, device=x.device)
     return delta.norm(p=2, dim=1)
 
 

@@ -50,6 +50,17 @@ def add_spec_dir_options(p: argparse.ArgumentParser, *, batteries: bool = True, 
         )
 
 
+def add_device_option(p: argparse.ArgumentParser) -> None:
+    """--device: where models and data run (robustprune.devices.resolve_device checks it)."""
+    p.add_argument(
+        "--device",
+        default="auto",
+        metavar="DEVICE",
+        help="auto (default: cuda if available, else mps, else cpu), cpu, cuda, cuda:N or mps; GPU results may "
+        "differ from the CPU's by floating-point rounding (see README, Devices)",
+    )
+
+
 def spec_dirs_of(args: argparse.Namespace) -> AbstractContextManager[None]:
     """The lookup directories a subcommand was given, in force while it runs (none given: the built-ins and the
     environment variables only)."""

@@ -4,14 +4,16 @@ with the fast battery (audited by the reference AutoAttack)."""
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from robustprune.cli.common import Subparsers, add_spec_dir_options
+from robustprune.cli.common import Subparsers, add_device_option, add_spec_dir_options
 from robustprune.config import canonical_key
 from robustprune.data import load_dataset
+from robustprune.devices import resolve_device
 from robustprune.models import build_model, load_checkpoint
 from robustprune.render import summary_table
 from robustprune.results import save_result
@@ -23,19 +25,23 @@ def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser("demo", help="train a small CNN on digits (cached) and score it with the fast battery")
     p.add_argument("--out", default="reports/demo")
     p.add_argument("--seed", type=int, default=0)
+    add_device_option(p)
     add_spec_dir_options(p, recipes=False)  # the fast battery by name
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    paths, summary = demo_job(out=args.out, seed=args.seed)
+    paths, summary = demo_job(out=args.out, seed=args.seed, device=args.device)
     print(summary)
     print(f"\nHTML report: {Path(paths['html']).resolve()}")
     return 0
 
 
-def train_demo_model(cache_dir: Path, seed: int) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """A digits_cnn trained with plain cross-entropy, cached by the hash of its training configuration."""
+def train_demo_model(
+    cache_dir: Path, seed: int, device: torch.device | None = None
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """A digits_cnn trained with plain cross-entropy (on `device`, default the CPU), cached by the hash of its
+    training configuration (the device is not part of it); the model comes back on the CPU."""
     from robustprune.defenses.train_loop import TrainSpec, fit
     from robustprune.models import save_checkpoint
 
@@ -49,7 +55,11 @@ def train_demo_model(cache_dir: Path, seed: int) -> tuple[torch.nn.Module, dict[
         return model, info.to_dict()
     torch.manual_seed(seed)
     model = build_model("digits_cnn", train.num_classes, train.input_shape)
+    if device is not None:
+        model.to(device)
+        train, test = (replace(d, x=d.x.to(device), y=d.y.to(device)) for d in (train, test))
     log = fit(model, train, test, spec, seed=seed, progress=True)
+    model.to("cpu")
     info = save_checkpoint(
         model,
         path,
@@ -64,10 +74,11 @@ def train_demo_model(cache_dir: Path, seed: int) -> tuple[torch.nn.Module, dict[
     return model, info.to_dict()
 
 
-def demo_job(*, out: str, seed: int) -> tuple[dict[str, str], str]:
+def demo_job(*, out: str, seed: int, device: str | None = "auto") -> tuple[dict[str, str], str]:
     check_seed(seed)
+    resolved = resolve_device(device)
     with output_dir(out) as out_dir:
-        model, info = train_demo_model(out_dir / "model", seed)
+        model, info = train_demo_model(out_dir / "model", seed, resolved)
         result: ScoreResult = score(
             model,
             "digits",
@@ -78,5 +89,6 @@ def demo_job(*, out: str, seed: int) -> tuple[dict[str, str], str]:
             checkpoint=info,
             command=["robustprune", "demo"],
             progress=True,
+            device=resolved,
         )
         return save_result(result, out_dir), summary_table(result)

@@ -11,11 +11,12 @@ from typing import Any
 from torch import nn
 
 from robustprune.attacks import check_battery, load_battery
-from robustprune.cli.common import Subparsers, add_spec_dir_options, command_line, set_threads
+from robustprune.cli.common import Subparsers, add_device_option, add_spec_dir_options, command_line, set_threads
 from robustprune.cli.output import add_output_options, emit, score_summary
 from robustprune.config import canonical_key
-from robustprune.config.eps import eps_argument
+from robustprune.config.eps import DEFAULTS_HELP, default_eps, eps_argument
 from robustprune.data import Dataset, load_dataset
+from robustprune.devices import resolve_device
 from robustprune.errors import UsageError
 from robustprune.models import build_model, load_checkpoint, resolve_factory, sha256_file
 from robustprune.models.checkpoint import inspect_checkpoint
@@ -58,12 +59,16 @@ def add_parser(sub: Subparsers) -> None:
     )
     p.add_argument("--norm", choices=["Linf", "L2"], help="threat model norm (default: the battery's)")
     p.add_argument(
-        "--eps", type=eps_argument, help="threat model radius in pixel units of [0,1] inputs: 0.031 or 8/255"
+        "--eps",
+        type=eps_argument,
+        help=f"threat model radius in pixel units of [0,1] inputs: 0.031 or 8/255 ({DEFAULTS_HELP}; a battery file "
+        "of your own uses its own eps)",
     )
     p.add_argument("--n", type=int, help="score the first N test examples (default: all)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    add_device_option(p)
     p.add_argument("--out", help="output directory (default: reports/score-<config hash>)")
     p.add_argument(
         "--parent",
@@ -105,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         parent=args.parent,
         progress=not args.quiet,
         save_adversarial=args.save_adversarial,
+        device=args.device,
     )
     text = f"{summary}\nresults: {paths['results']}\nreport:  {paths.get('html', paths['markdown'])}"
     if "adversarial" in paths:
@@ -137,12 +143,14 @@ def score_job(
     random_init: bool = False,
     progress: bool = True,
     save_adversarial: bool = False,
+    device: str | None = "auto",
 ) -> tuple[dict[str, str], str, str | None]:
     """Score one model from the command line's inputs; returns (paths written, summary, verdict)."""
     # Everything is resolved and checked before a model is built: numbers, battery, model name, files, data.
     set_threads(threads)
     check_seed(seed)
     check_int(batch_size, "--batch-size", bound="batch_size")
+    device = resolve_device(device)
     spec = load_battery(battery, norm=norm, eps=eps)
     heads = load_battery(head_battery, norm=spec.threat.norm, eps=spec.threat.eps) if head_battery else None
     resolve_factory(model)
@@ -161,6 +169,10 @@ def score_job(
             raise UsageError(f"--parent: {err}") from None
     full = load_dataset(dataset, split="test")  # scored as its first n; S19 compares a manifest on the whole
     data = full.subset(n)
+    if eps is None and spec.source.startswith("builtin:"):  # the dataset's usual eps (config.eps.DATASET_EPS)
+        eps = default_eps(full.input_shape, spec.threat.norm)
+        spec = load_battery(battery, norm=norm, eps=eps)
+        heads = load_battery(head_battery, norm=spec.threat.norm, eps=eps) if head_battery else None
     for battery_spec in (spec, heads):
         if battery_spec is not None:
             check_battery(battery_spec, data.num_classes)
@@ -197,6 +209,7 @@ def score_job(
             progress=progress,
             head_battery=heads,
             parent=parent_net,
+            device=device,
         )
         paths = save_result(result, out_dir)
         if save_adversarial and result.adversarial is not None:

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from robustprune.cli.common import Subparsers, add_spec_dir_options
+from robustprune.cli.common import Subparsers, add_device_option, add_spec_dir_options
 from robustprune.config import SweepSpec, read_sweep_toml
 from robustprune.config.eps import eps_argument
 from robustprune.errors import UsageError
@@ -58,6 +58,8 @@ def add_parser(sub: Subparsers) -> None:
         help="exit (code 2, naming the holder) instead of waiting when another sweep holds the directory",
     )
     p.add_argument("--out", required=True)
+    add_device_option(p)
+    p.set_defaults(device=None)  # not given: the sweep file's device, else SweepSpec's ("auto")
     add_spec_dir_options(p)
     p.set_defaults(func=run)
 
@@ -76,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         "epochs",
         "batch_size",
         "threads",
+        "device",
     )
     given = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     paths = sweep_job(

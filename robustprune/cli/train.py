@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import argparse
 
-from robustprune.cli.common import Subparsers, add_spec_dir_options, command_line, set_threads
+from robustprune.cli.common import Subparsers, add_device_option, add_spec_dir_options, command_line, set_threads
 from robustprune.cli.output import add_output_options, emit
 from robustprune.defenses.pipeline import execute, prepare, resolve, save_trained, summary
+from robustprune.devices import resolve_device
 from robustprune.errors import UsageError
 from robustprune.paths import CHECKPOINT_FILE, default_train_dir, manifest_path
 from robustprune.validation import output_dir
@@ -30,6 +31,7 @@ def add_parser(sub: Subparsers) -> None:
         help="override a recipe value, e.g. --set settings.eps=0.2 --set train.lr=0.01 (repeatable)",
     )
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    add_device_option(p)
     p.add_argument("--out", help="output directory (default: reports/train-<recipe>-<config hash>)")
     add_spec_dir_options(p, batteries=False)
     add_output_options(p)
@@ -49,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         command=command_line(),
         progress=not args.quiet,
+        device=args.device,
     )
     emit(args, summary, train_summary(paths))
     return 0
@@ -96,10 +99,12 @@ def train_job(
     threads: int | None = None,
     command: list[str] | None = None,
     progress: bool = True,
+    device: str | None = "auto",
 ) -> tuple[dict[str, str], str]:
     """The CLI's `train`: validate everything, create the output directory, train, then write
     DIR/model.safetensors + its manifest."""
     set_threads(threads)
+    device = resolve_device(device)
     inputs = resolve(
         recipe, dataset=dataset, sparsity=sparsity, parent=parent, seed=seed, epochs=epochs, overrides=overrides
     )
@@ -107,7 +112,7 @@ def train_job(
         target = out_dir / CHECKPOINT_FILE
         if target.exists() and not target.is_file():
             raise UsageError(f"{target} exists and is not a file; choose another --out")
-        artifact, manifest = execute(prepare(inputs), progress=progress, command=command)
+        artifact, manifest = execute(prepare(inputs), progress=progress, command=command, device=device)
         info = save_trained(artifact, manifest, out_dir)
     text = summary(manifest) + f"\ncheckpoint: {info.path}\nmanifest:   {manifest_path(info.path)}"
     return {"checkpoint": info.path, "manifest": str(manifest_path(info.path))}, text

@@ -48,3 +48,29 @@ def eps_argument(text: str) -> float:
         return parse_eps(text, "--eps")
     except UsageError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+# Threat models people compare against when they give no eps: RobustBench's for CIFAR-10/100 (Linf 8/255, L2 0.5),
+# the usual MNIST ones (Linf 0.3, L2 2.0), and this project's for its embedded 8x8 digits (Linf 0.1, L2 0.5).
+DATASET_EPS: dict[str, dict[str, float]] = {
+    "cifar": {"Linf": 8 / 255, "L2": 0.5},
+    "mnist": {"Linf": 0.3, "L2": 2.0},
+    "digits": {"Linf": 0.1, "L2": 0.5},
+}
+DEFAULTS_HELP = "default per dataset: CIFAR Linf 8/255, L2 0.5; MNIST Linf 0.3, L2 2.0; digits Linf 0.1, L2 0.5"
+
+
+def data_family(input_shape: tuple[int, ...]) -> str | None:
+    """Which default applies, from the example shape: 3x32x32 is CIFAR, 1x28x28 MNIST, 1x8x8 digits."""
+    return {(3, 32, 32): "cifar", (1, 28, 28): "mnist", (1, 8, 8): "digits"}.get(tuple(input_shape))
+
+
+def default_eps(input_shape: tuple[int, ...], norm: str) -> float:
+    """The default eps for data of this shape under `norm`; a UsageError naming --eps when there is none."""
+    family = data_family(input_shape)
+    if family is None:
+        raise UsageError(
+            f"no default eps for inputs of shape {tuple(input_shape)} (defaults exist for CIFAR 3x32x32, MNIST "
+            "1x28x28 and digits 1x8x8): pass --eps"
+        )
+    return DATASET_EPS[family][norm]

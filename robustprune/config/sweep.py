@@ -9,6 +9,7 @@ from typing import Any
 
 from robustprune.config.eps import parse_eps
 from robustprune.config.files import read_toml
+from robustprune.devices import check_device_spec
 from robustprune.errors import UsageError
 from robustprune.validation import check_float, check_int, check_seed, escape
 
@@ -28,6 +29,9 @@ class SweepSpec:
     batch_size: int = 256
     threads: int = 1  # per worker; fixed so that every executor computes the same numbers
     parent_recipe: str = "dense"
+    # where every cell trains and scores (robustprune.devices); not part of the cell key, so results computed on
+    # different devices compare (they can differ by floating-point rounding: the provenance records the device)
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         """Types, finiteness and bounds of every field, the same from flags, a TOML file or Python."""
@@ -63,6 +67,7 @@ class SweepSpec:
             check_int(self.epochs, "the sweep's epochs", bound="epochs")
         check_int(self.batch_size, "the sweep's batch_size", bound="batch_size")
         check_int(self.threads, "the sweep's threads", bound="threads")
+        object.__setattr__(self, "device", check_device_spec(self.device, "the sweep's device"))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

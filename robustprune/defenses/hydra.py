@@ -97,7 +97,7 @@ def global_keep(scored: dict[str, ScoredWeight], sparsity: float) -> None:
     """Global scope: one top-k across layers, its per-layer shares written into each ScoredWeight's `keep`."""
     flat = torch.cat([s.scores.detach().abs().flatten() for s in scored.values()])
     keep_total = flat.numel() - round(sparsity * flat.numel())
-    chosen = torch.zeros(flat.numel(), dtype=torch.bool)
+    chosen = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
     chosen[torch.argsort(flat, descending=True, stable=True)[:keep_total]] = True
     offset = 0
     for s in scored.values():

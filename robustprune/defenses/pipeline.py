@@ -248,16 +248,31 @@ def prepare(
     )
 
 
-def execute(plan: TrainPlan, *, progress: bool = False, command: list[str] | None = None) -> tuple[Artifact, dict]:
-    """Train the plan; returns the Artifact and the manifest that goes beside its checkpoint."""
+def execute(
+    plan: TrainPlan,
+    *,
+    progress: bool = False,
+    command: list[str] | None = None,
+    device: str | torch.device | None = None,
+) -> tuple[Artifact, dict]:
+    """Train the plan; returns the Artifact and the manifest that goes beside its checkpoint.
+
+    `device` (robustprune.devices.resolve_device; None: the CPU, where the plan built the model): the model, the
+    parent and the data are moved there once before training; the trained model comes back on the CPU."""
+    from robustprune.devices import model_device, resolve_device
     from robustprune.provenance import collect
 
+    device = resolve_device(device) if device is not None else model_device(plan.model)
+    plan.model.to(device)
+    if plan.parent is not None:
+        plan.parent.to(device)
+    train, val = (replace(d, x=d.x.to(device), y=d.y.to(device)) for d in (plan.train, plan.val))
     started = time.perf_counter()
     artifact = plan.defense.run(
-        plan.model, plan.train, plan.val, sparsity=plan.sparsity, parent=plan.parent, seed=plan.seed, progress=progress
+        plan.model, train, val, sparsity=plan.sparsity, parent=plan.parent, seed=plan.seed, progress=progress
     )
     seconds = time.perf_counter() - started
-    model = artifact.model
+    model = artifact.model.to("cpu")
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise RuntimeError("training diverged (non-finite weights); lower train.lr or check the recipe")
     report = sparsity_report(model, plan.train.input_shape)
@@ -307,7 +322,7 @@ def execute(plan: TrainPlan, *, progress: bool = False, command: list[str] | Non
         "final": _with_dynamic_rate(extra.pop("final", None), artifact.log),
         "log": artifact.log,
         "train_seconds": seconds,
-        "provenance": collect(seed=plan.seed, command=command, device="cpu"),
+        "provenance": collect(seed=plan.seed, command=command, device=device),
     }
     extra.pop("target_sparsity", None)
     extra.pop("achieved_sparsity", None)
@@ -335,12 +350,20 @@ def train_model(
     overrides: list[str] | tuple[str, ...] = (),
     progress: bool = False,
     command: list[str] | None = None,
+    device: str | torch.device | None = None,
 ) -> tuple[Artifact, dict]:
-    """Train one model from a recipe (name, path or Recipe); returns (Artifact, manifest). Writes nothing."""
+    """Train one model from a recipe (name, path or Recipe); returns (Artifact, manifest). Writes nothing.
+
+    `device`: where to train ("auto", "cpu", "cuda", "cuda:N", "mps"; None: the CPU); the trained model comes back
+    on the CPU."""
+    if device is not None:
+        from robustprune.devices import resolve_device
+
+        resolve_device(device)  # a bad or absent device is refused before anything is built
     plan = prepare(
         recipe, dataset=dataset, sparsity=sparsity, parent=parent, seed=seed, epochs=epochs, overrides=overrides
     )
-    return execute(plan, progress=progress, command=command)
+    return execute(plan, progress=progress, command=command, device=device)
 
 
 def _num(value: Any) -> str:

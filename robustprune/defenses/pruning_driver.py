@@ -221,7 +221,9 @@ def scratch_init(model: nn.Module, masks: dict[str, torch.Tensor], scheme: str, 
                 if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d) and name in masks:
                     n = float(masks[name].sum()) / module.in_channels
                     if n > 0:
-                        draw = torch.randn(module.weight.shape, generator=generator, dtype=module.weight.dtype)
+                        draw = torch.randn(module.weight.shape, generator=generator, dtype=module.weight.dtype).to(
+                            module.weight
+                        )
                         module.weight.copy_(draw * math.sqrt(2.0 / n))
     apply_masks(model, masks)
 

@@ -282,6 +282,7 @@ class Provenance(Record):
     batch_size: int | None = optional_field()
     battery: BatterySpec | None = optional_field()
     battery_additions: list[dict[str, Any]] | None = optional_field()
+    device_info: dict[str, Any] | None = optional_field()  # robustprune.devices.device_record; absent in old files
     extra: dict[str, Any] = extra_field()
 
 

@@ -14,7 +14,9 @@ from torch import nn
 from robustprune.attacks.base import NO_GRADIENT
 from robustprune.attacks.battery import BatteryOutcome, check_battery, load_battery, run_battery
 from robustprune.config import BatterySpec, ThreatModel
+from robustprune.config.eps import default_eps
 from robustprune.data import Dataset, as_dataset, load_dataset
+from robustprune.devices import model_device, resolve_device
 from robustprune.errors import UsageError
 from robustprune.metrics import accuracy_with_ci, calibration_summary
 from robustprune.models.modes import eval_mode, handed_in_train_mode
@@ -116,6 +118,7 @@ def score(
     reference_acc: float | None = None,
     escalation_budget: EscalationBudget | None = None,
     efficiency: bool = True,
+    device: str | torch.device | None = None,
 ) -> ScoreResult:
     """Score `model` on `data` under `battery`, with the health checks, escalations and verdict.
 
@@ -133,6 +136,9 @@ def score(
         escalation_budget: how hard escalations attack (default: EscalationBudget(), what the CLI uses).
         efficiency: measure params, MACs and latency of the model and of its compacted form (closed channels
             removed); the timings are measurements of this machine, recorded beside the deterministic result.
+        device: where to score ("auto", "cpu", "cuda", "cuda:N", "mps" or a torch.device; see
+            robustprune.devices); None keeps the model where it is. The model (and `parent`) and the data are moved
+            there once, before anything runs; the result holds no device tensors.
     """
     # Every input is checked before anything runs: the batteries (names, settings, bounds) before the data.
     for what, module in (("score", model), ("parent", parent)):
@@ -143,12 +149,23 @@ def score(
             )
     check_int(batch_size, "--batch-size", bound="batch_size")
     check_seed(seed)
+    battery_arg = battery
     battery = _as_battery(battery, norm, eps)
     per_head = battery if head_battery is None else _as_battery(head_battery, battery.threat.norm, battery.threat.eps)
     for spec in (battery, per_head):
         check_battery(spec)
+    device = resolve_device(device) if device is not None else model_device(model)
     full = _as_data(data)
+    if eps is None and isinstance(battery_arg, str) and battery.source.startswith("builtin:"):
+        # a built-in battery's eps is the dataset's usual one, not whatever digits uses (config.eps.DATASET_EPS)
+        eps = default_eps(full.input_shape, battery.threat.norm)
+        battery = _as_battery(battery, None, eps)
+        per_head = battery if head_battery is None else _as_battery(per_head, None, eps)
     data = full.subset(n)
+    data = dataclasses.replace(data, x=data.x.to(device), y=data.y.to(device))
+    model.to(device)
+    if parent is not None:
+        parent.to(device)
     battery.threat.check_input_dim(int(np.prod(data.input_shape)))
     for spec in (battery, per_head):
         check_battery(spec, data.num_classes)
@@ -248,7 +265,7 @@ def score(
     except UsageError as exc:  # e.g. a TorchScript module exposes no nn.Linear / nn.Conv layers
         sparsity = None
         warnings.append(Finding("sparsity", f"sparsity not measured: {exc}"))
-    provenance = Provenance.from_json(collect(seed=seed, command=command, device=str(data.x.device)))
+    provenance = Provenance.from_json(collect(seed=seed, command=command, device=device))
     provenance.checkpoint = CheckpointRecord.from_json(checkpoint) if checkpoint else None
     provenance.batch_size = batch_size
     provenance.battery = battery

@@ -29,6 +29,31 @@ from robustprune.sweep.plan import Cell
 
 log = logging.getLogger("robustprune.sweep")
 
+_WORKER_CUDA: int | None = None  # the CUDA index this worker process was pinned to (ProcessPool), if any
+
+
+def pin_worker(index_queue: Any) -> None:
+    """ProcessPool initializer: worker i takes CUDA device i % device_count for cells whose device is plain
+    `cuda` or `auto` (an explicit cuda:N is kept)."""
+    import torch
+
+    global _WORKER_CUDA
+    worker = index_queue.get()
+    count = torch.cuda.device_count()
+    _WORKER_CUDA = worker % count if count else None
+
+
+def cell_device(spec: str | None) -> Any:
+    """The torch.device a cell runs on: its device name resolved here, with this worker's CUDA index when pinned."""
+    import torch
+
+    from robustprune.devices import resolve_device
+
+    device = resolve_device(spec or "auto")
+    if device.type == "cuda" and _WORKER_CUDA is not None and (spec or "auto").strip().lower() in ("cuda", "auto"):
+        device = resolve_device(torch.device("cuda", _WORKER_CUDA))
+    return device
+
 
 def load_complete_cell(root: str | Path, key: str) -> CellRecord | None:
     """The record of a finished cell, or None when the cell must be (re)computed (missing, damaged, another key's)."""
@@ -76,6 +101,7 @@ def _compute_cell(cell: Cell, root: Path) -> CellRecord:
     for stale in directory.glob("**/.*.tmp"):  # temporaries of a killed run: never trusted, never reused
         stale.unlink()
     config = cell.config
+    device = cell_device(cell.device)
     overrides = [f"train.epochs={config.epochs}"] if config.epochs is not None else []
     recipe = load_recipe(cell.recipe_source or cell.recipe, overrides)
     data = load_dataset(str(config.dataset), "test")  # scored as its first n (S19 reads the whole split's accuracy)
@@ -91,7 +117,7 @@ def _compute_cell(cell: Cell, root: Path) -> CellRecord:
         parent = str(cell_checkpoint(root, cell.parent_key)) if cell.parent_key else None
         started = time.perf_counter()
         artifact, manifest = train_model(
-            recipe, dataset=str(config.dataset), sparsity=cell.sparsity, parent=parent, seed=cell.seed
+            recipe, dataset=str(config.dataset), sparsity=cell.sparsity, parent=parent, seed=cell.seed, device=device
         )
         manifest = manifest | {"train_seconds": time.perf_counter() - started, "cell_key": cell.key}
         save_checkpoint(artifact.model, ckpt, manifest=manifest)
@@ -109,6 +135,7 @@ def _compute_cell(cell: Cell, root: Path) -> CellRecord:
         checkpoint=info.to_dict(),
         head_battery=config.head_battery_spec(),
         parent=_parent_model(root, cell, build),
+        device=device,
     )
     save_result(result, cell_score_dir(root, cell.key), html=False)
     record = CellRecord.summarize(

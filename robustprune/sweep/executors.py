@@ -10,10 +10,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
+from robustprune.devices import is_cuda_spec
 from robustprune.errors import UsageError
 from robustprune.registry import Registry
 from robustprune.results.cells import CellRecord
-from robustprune.sweep.cell import run_cell
+from robustprune.sweep.cell import pin_worker, run_cell
 from robustprune.sweep.plan import Cell
 
 OnDone = Callable[[CellRecord], None]
@@ -42,13 +43,20 @@ class InProcess(Executor):
 
 @EXECUTORS.register_instance("process")
 class ProcessPool(Executor):
-    """A spawn-context process pool of `workers` processes (spawn: no forked torch state)."""
+    """A spawn-context process pool of `workers` processes (spawn: no forked torch state); worker i runs its CUDA
+    cells on cuda:(i % device_count) (sweep.cell.pin_worker)."""
 
     def run(self, cells: Sequence[Cell], root: str, *, workers: int, address: str | None, on_done: OnDone) -> None:
         from concurrent.futures import ProcessPoolExecutor
         from multiprocessing import get_context
 
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        context = get_context("spawn")
+        indices = context.Queue()
+        for i in range(workers):
+            indices.put(i)
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=pin_worker, initargs=(indices,)
+        ) as pool:
             for record in pool.map(run_cell, cells, [root] * len(cells)):
                 on_done(record)
 
@@ -71,6 +79,8 @@ class Ray(Executor):
             ray.init(
                 address=address, num_cpus=None if address else workers, include_dashboard=False, log_to_driver=False
             )
-        remote = ray.remote(num_cpus=1)(run_cell)
+        # a CUDA cell asks Ray for one GPU, so Ray places it on a node that has one and sets CUDA_VISIBLE_DEVICES
+        gpus = 1 if any(is_cuda_spec(cell.device) for cell in cells) else 0
+        remote = ray.remote(num_cpus=1, num_gpus=gpus)(run_cell)
         for record in ray.get([remote.remote(cell, root) for cell in cells]):
             on_done(record)

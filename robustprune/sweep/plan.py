@@ -33,6 +33,9 @@ class Cell:
     # The recipe file the plan resolved (builtin:<name> or an absolute path): workers load exactly it, whatever
     # directories they were (not) given; documentation, not part of the key.
     recipe_source: str = field(default="", compare=False)
+    # Where the cell runs (SweepSpec.device; executors may pin a CUDA index per worker): not part of the key, so a
+    # cell computed on another device is reused and results compare across devices.
+    device: str = field(default="auto", compare=False)
 
     @property
     def label(self) -> str:
@@ -98,6 +101,7 @@ def _stored(spec: BatterySpec) -> dict[str, Any]:
 def plan_cells(spec: SweepSpec) -> list[Cell]:
     """Every cell of the grid, parents first; validates recipes, battery and data before anything runs."""
     from robustprune.attacks import check_battery, load_battery
+    from robustprune.config.eps import default_eps
     from robustprune.data import load_dataset
     from robustprune.defenses.base import load_recipe
 
@@ -106,6 +110,10 @@ def plan_cells(spec: SweepSpec) -> list[Cell]:
         load_battery(spec.head_battery, norm=battery.threat.norm, eps=battery.threat.eps) if spec.head_battery else None
     )
     data = load_dataset(spec.dataset, "test").subset(spec.n)
+    if spec.eps is None and battery.source.startswith("builtin:"):  # the dataset's usual eps (config.eps)
+        eps = default_eps(data.input_shape, battery.threat.norm)
+        battery = load_battery(spec.battery, norm=spec.norm, eps=eps)
+        head = load_battery(spec.head_battery, norm=battery.threat.norm, eps=eps) if spec.head_battery else None
     for checked in (battery, head):
         if checked is not None:
             check_battery(checked, data.num_classes)
@@ -131,7 +139,7 @@ def plan_cells(spec: SweepSpec) -> list[Cell]:
             parent=parent.key if parent else None,
         )
         key = cell_key(recipe, config)
-        return Cell(name, sparsity, seed, key, parent.key if parent else None, config, recipe.source)
+        return Cell(name, sparsity, seed, key, parent.key if parent else None, config, recipe.source, spec.device)
 
     parents: dict[int, Cell] = {}
     cells: list[Cell] = []

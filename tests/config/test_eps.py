@@ -39,3 +39,47 @@ def test_cli_takes_a_fraction(tmp_path, capsys) -> None:
     assert "eps = 0.0313725 (8/255)" in capsys.readouterr().out
     assert main(["score", "--model", "mlp", "--random-init", "--eps", "8/0", "--out", str(tmp_path / "x")]) == 2
     assert "divides by zero" in capsys.readouterr().err
+
+
+def test_built_in_batteries_take_the_dataset_default(tmp_path, capsys) -> None:
+    import numpy as np
+
+    from robustprune.cli import main
+    from robustprune.config.eps import DATASET_EPS, default_eps
+
+    assert default_eps((3, 32, 32), "Linf") == 8 / 255 and default_eps((1, 28, 28), "Linf") == 0.3
+    assert default_eps((1, 8, 8), "L2") == DATASET_EPS["digits"]["L2"]
+    with pytest.raises(UsageError, match="pass --eps"):
+        default_eps((3, 64, 64), "Linf")
+    rng = np.random.default_rng(0)
+    path = tmp_path / "cifarish.npz"
+    np.savez(path, x=rng.random((8, 3, 32, 32), dtype=np.float32), y=np.arange(8) % 10, num_classes=10)
+    out = tmp_path / "s"
+    args = ["score", "--model", "mlp", "--random-init", "--dataset", str(path), "--battery", "quick", "--n", "4"]
+    assert main([*args, "--json", "--out", str(out)]) == 0
+    import json
+
+    assert json.loads(capsys.readouterr().out)["eps"] == pytest.approx(8 / 255)
+    mine = tmp_path / "mine.toml"
+    mine.write_text('name = "mine"\nnorm = "Linf"\neps = 0.05\n[[attack]]\nname = "fgsm"\n')
+    assert (
+        main(
+            [
+                "score",
+                "--model",
+                "mlp",
+                "--random-init",
+                "--dataset",
+                str(path),
+                "--battery",
+                str(mine),
+                "--n",
+                "4",
+                "--json",
+                "--out",
+                str(tmp_path / "t"),
+            ]
+        )
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["eps"] == 0.05  # a battery of your own keeps its eps

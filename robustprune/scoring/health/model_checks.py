@@ -32,7 +32,7 @@ def _probabilities(out: torch.Tensor) -> bool:
     return bool(
         out.min() > -1e-5
         and out.max() < 1 + 1e-5
-        and torch.allclose(out.sum(dim=1), torch.ones(len(out), dtype=out.dtype), atol=1e-5)
+        and torch.allclose(out.sum(dim=1), torch.ones(len(out), dtype=out.dtype, device=out.device), atol=1e-5)
     )
 
 
@@ -47,7 +47,9 @@ class ProbabilityOutput(Check):
         out = _logits(ctx).double()
         if _probabilities(out):
             return self.result("warn", "probabilities", "the model returns probabilities, not logits")
-        if out.max() <= 1e-6 and torch.allclose(out.exp().sum(dim=1), torch.ones(len(out), dtype=out.dtype), atol=1e-5):
+        if out.max() <= 1e-6 and torch.allclose(
+            out.exp().sum(dim=1), torch.ones(len(out), dtype=out.dtype, device=out.device), atol=1e-5
+        ):
             return self.result("warn", "log-probabilities", "the model returns log-probabilities, not logits")
         return self.result("pass", "logits", "the outputs are logits")
 

@@ -392,7 +392,7 @@ def binarization_success(
 
             with transform(ctx.model) if transform else nullcontext(ctx.model):
                 _, trace = pgd(
-                    cross_entropy_objective(Binary(), torch.zeros(1, dtype=torch.long)),
+                    cross_entropy_objective(Binary(), torch.zeros(1, dtype=torch.long, device=x.device)),
                     x,
                     norm=threat.norm,
                     eps=threat.eps,
@@ -417,7 +417,7 @@ def _separate(inside: torch.Tensor, ball: torch.Tensor) -> tuple[torch.Tensor, t
     projections = ball @ direction
     origin = float(inside[0] @ direction)
     offset = origin + 0.5 * max(float(projections.min()) - origin, 1e-6)
-    return direction, torch.tensor(-offset, dtype=direction.dtype)
+    return direction, torch.tensor(-offset, dtype=direction.dtype, device=direction.device)
 
 
 @register_check("S20")
