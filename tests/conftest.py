@@ -48,3 +48,24 @@ def ray_local():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 1024 * 1024)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    """`user_module(source, stem)` writes `source` as an importable module of a unique name (what a user's own
+    models or attacks look like) and returns that name; it is forgotten after the test."""
+    import sys
+    import textwrap
+
+    written: list[str] = []
+
+    def write(source: str, stem: str = "user_module") -> str:
+        name = f"{stem}_{abs(hash(tmp_path)) % 10**8}"
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+        monkeypatch.syspath_prepend(str(tmp_path))
+        written.append(name)
+        return name
+
+    yield write
+    for name in written:
+        sys.modules.pop(name, None)

@@ -4,8 +4,6 @@ seeded, verified, counted."""
 
 from __future__ import annotations
 
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -32,12 +30,8 @@ class SignNoise(Attack):
 
 
 @pytest.fixture
-def user_attacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    name = f"user_attacks_{abs(hash(tmp_path)) % 10**8}"
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent(USER_ATTACKS))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield name
-    sys.modules.pop(name, None)
+def user_attacks(user_module) -> str:
+    return user_module(USER_ATTACKS, "user_attacks")
 
 
 def _battery(tmp_path: Path, *entries: str) -> Path:

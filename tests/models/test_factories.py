@@ -3,8 +3,6 @@ torchvision-style `resnet18(num_classes=10)` and nn.Module classes work; `--mode
 
 from __future__ import annotations
 
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -39,40 +37,36 @@ class Net(nn.Module):
 
 
 @pytest.fixture
-def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    name = f"user_models_{abs(hash(tmp_path)) % 10**8}"
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent(USER_MODELS))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield name
-    sys.modules.pop(name, None)
+def user_models(user_module) -> str:
+    return user_module(USER_MODELS, "user_models")
 
 
 def _outputs(model: torch.nn.Module) -> int:
     return model(torch.zeros(2, 1, 8, 8)).shape[1]
 
 
-def test_factories_get_the_arguments_their_signature_names(user_module: str) -> None:
-    assert _outputs(build_model(f"{user_module}:cnn", 10, (1, 8, 8))) == 10
-    assert _outputs(build_model(f"{user_module}:resnetish", 10, (1, 8, 8))) == 10  # num_classes by name
-    assert _outputs(build_model(f"{user_module}:legacy", 10, (1, 8, 8))) == 10
-    assert _outputs(build_model(f"{user_module}:shaped", 10, (1, 8, 8))) == 10
-    net = build_model(f"{user_module}:Net", 10, (1, 8, 8), hidden=7)
+def test_factories_get_the_arguments_their_signature_names(user_models: str) -> None:
+    assert _outputs(build_model(f"{user_models}:cnn", 10, (1, 8, 8))) == 10
+    assert _outputs(build_model(f"{user_models}:resnetish", 10, (1, 8, 8))) == 10  # num_classes by name
+    assert _outputs(build_model(f"{user_models}:legacy", 10, (1, 8, 8))) == 10
+    assert _outputs(build_model(f"{user_models}:shaped", 10, (1, 8, 8))) == 10
+    net = build_model(f"{user_models}:Net", 10, (1, 8, 8), hidden=7)
     assert net.body[1].out_features == 7 and _outputs(net) == 10
-    assert build_model(f"{user_module}:resnetish", 10, (1, 8, 8), width=5)[1].out_features == 5
+    assert build_model(f"{user_models}:resnetish", 10, (1, 8, 8), width=5)[1].out_features == 5
 
 
-def test_an_option_the_factory_cannot_take_is_one_clear_error(user_module: str) -> None:
+def test_an_option_the_factory_cannot_take_is_one_clear_error(user_models: str) -> None:
     with pytest.raises(UsageError, match="does not take the argument 'depth'"):
-        build_model(f"{user_module}:cnn", 10, (1, 8, 8), depth=3)
+        build_model(f"{user_models}:cnn", 10, (1, 8, 8), depth=3)
     with pytest.raises(UsageError, match="does not take the argument 'depth'"):
         build_model("mlp", 10, (1, 8, 8), depth=3)
 
 
-def test_model_arg_on_the_command_line(user_module: str, tmp_path: Path, capsys) -> None:
+def test_model_arg_on_the_command_line(user_models: str, tmp_path: Path, capsys) -> None:
     from robustprune.cli import main
 
     out = tmp_path / "score"
-    args = ["score", "--model", f"{user_module}:Net", "--model-arg", "hidden=9", "--battery", "quick", "--n", "4"]
+    args = ["score", "--model", f"{user_models}:Net", "--model-arg", "hidden=9", "--battery", "quick", "--n", "4"]
     assert main([*args, "--out", str(out)]) == 0
     assert main([*args[:3], "--model-arg", "nohidden", "--out", str(tmp_path / "x")]) == 2
     assert "must look like key=value" in capsys.readouterr().err
