@@ -14,7 +14,7 @@ from robustprune.attacks import check_battery, load_battery
 from robustprune.cli.common import Subparsers, add_device_option, add_spec_dir_options, command_line, set_threads
 from robustprune.cli.output import add_output_options, emit, score_summary
 from robustprune.config import canonical_key
-from robustprune.config.eps import DEFAULTS_HELP, default_eps, eps_argument
+from robustprune.config.eps import DEFAULTS_HELP, default_eps, eps_argument, eps_grid_argument
 from robustprune.data import Dataset, load_dataset
 from robustprune.devices import resolve_device
 from robustprune.errors import UsageError
@@ -85,6 +85,13 @@ def add_parser(sub: Subparsers) -> None:
         help="also write adversarial.npz: every example an attack broke (x_adv, x_clean, index, label, adv_pred, "
         "attack), each verified inside the threat model",
     )
+    p.add_argument(
+        "--eps-grid",
+        type=eps_grid_argument,
+        metavar="GRID",
+        help="also report robust accuracy vs eps from one FMN minimum-norm run (upper bounds), in the battery's "
+        "norm: start:stop:points (inclusive, evenly spaced, e.g. 0:0.3:16) or a comma list (0,0.05,0.1)",
+    )
     add_output_options(p)
     p.set_defaults(func=run)
 
@@ -111,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         save_adversarial=args.save_adversarial,
         device=args.device,
+        eps_grid=args.eps_grid,
     )
     text = f"{summary}\nresults: {paths['results']}\nreport:  {paths.get('html', paths['markdown'])}"
     if "adversarial" in paths:
@@ -144,6 +152,7 @@ def score_job(
     progress: bool = True,
     save_adversarial: bool = False,
     device: str | None = "auto",
+    eps_grid: list[float] | None = None,
 ) -> tuple[dict[str, str], str, str | None]:
     """Score one model from the command line's inputs; returns (paths written, summary, verdict)."""
     # Everything is resolved and checked before a model is built: numbers, battery, model name, files, data.
@@ -187,6 +196,7 @@ def score_job(
             "head_battery": heads and heads.to_dict(),
             "parent": parent and sha256_file(parent),
             **({"model_args": model_args} if model_args else {}),
+            **({"eps_grid": eps_grid} if eps_grid is not None else {}),
         }
     )
     with output_dir(out or default_score_dir(key)) as out_dir:
@@ -210,6 +220,7 @@ def score_job(
             head_battery=heads,
             parent=parent_net,
             device=device,
+            eps_grid=eps_grid,
         )
         paths = save_result(result, out_dir)
         if save_adversarial and result.adversarial is not None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from robustprune.cli.common import Subparsers, add_device_option, add_spec_dir_options
 from robustprune.config import SweepSpec, read_sweep_toml
-from robustprune.config.eps import eps_argument
+from robustprune.config.eps import eps_argument, eps_grid_argument
 from robustprune.errors import UsageError
 from robustprune.reporting.sweep_report import build_sweep_report
 from robustprune.reporting.sweep_verdicts import pooled_audit, verdict_counts
@@ -45,6 +45,12 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--norm", choices=["Linf", "L2"])
     p.add_argument("--eps", type=eps_argument, help="threat model radius in pixel units: 0.031 or 8/255")
     p.add_argument("--n", type=int, help="score the first N test examples in every cell")
+    p.add_argument(
+        "--eps-grid",
+        type=eps_grid_argument,
+        metavar="GRID",
+        help="also record robust accuracy vs eps per cell from one FMN run (upper bounds): 0:0.3:16 or 0,0.05,0.1",
+    )
     p.add_argument("--epochs", type=int, help="override every recipe's epochs")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--threads", type=int, help="torch threads per worker (default 1)")
@@ -79,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         "batch_size",
         "threads",
         "device",
+        "eps_grid",
     )
     given = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     paths = sweep_job(

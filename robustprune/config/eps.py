@@ -6,6 +6,8 @@ import argparse
 import math
 import re
 
+import numpy as np
+
 from robustprune.errors import UsageError
 from robustprune.validation import escape
 
@@ -74,3 +76,48 @@ def default_eps(input_shape: tuple[int, ...], norm: str) -> float:
             "1x28x28 and digits 1x8x8): pass --eps"
         )
     return DATASET_EPS[family][norm]
+
+
+def parse_eps_grid(text: str) -> list[float]:
+    """`start:stop:points` (inclusive, evenly spaced) or a comma list `0,0.05,0.1`; raises UsageError (one line)."""
+    text = text.strip()
+    try:
+        if ":" in text:
+            parts = text.split(":")
+            if len(parts) != 3:
+                raise ValueError
+            start, stop, points = float(parts[0]), float(parts[1]), int(parts[2])
+            if not (math.isfinite(start) and math.isfinite(stop)):
+                raise UsageError(f"--eps-grid {text!r}: every eps must be finite and >= 0")
+            if points < 1 or (points == 1 and start != stop) or stop < start:
+                raise ValueError
+            grid = [float(v) for v in np.linspace(start, stop, points)]
+        else:
+            grid = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UsageError(
+            f"--eps-grid {text!r}: expected start:stop:points (e.g. 0:0.3:16, stop >= start, points >= 2) "
+            "or a comma list of eps (e.g. 0,0.05,0.1)"
+        ) from None
+    if not grid or any(not math.isfinite(e) or e < 0 for e in grid):
+        raise UsageError(f"--eps-grid {text!r}: every eps must be finite and >= 0")
+    return sorted(set(grid))
+
+
+def check_eps_grid(grid: list[float]) -> list[float]:
+    """The grid as sorted distinct floats; raises UsageError unless it is a non-empty list of finite eps >= 0."""
+    try:
+        values = [float(e) for e in grid]
+    except (TypeError, ValueError):
+        raise UsageError(f"eps_grid needs a list of numbers, got {grid!r}") from None
+    if not values or any(not math.isfinite(e) or e < 0 for e in values):
+        raise UsageError(f"eps_grid needs a non-empty list of finite eps >= 0, got {values}")
+    return sorted(set(values))
+
+
+def eps_grid_argument(text: str) -> list[float]:
+    """argparse `type=` for --eps-grid: parse_eps_grid's rules, reported as argparse reports a bad value."""
+    try:
+        return parse_eps_grid(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -32,6 +32,8 @@ class SweepSpec:
     # where every cell trains and scores (robustprune.devices); not part of the cell key, so results computed on
     # different devices compare (they can differ by floating-point rounding: the provenance records the device)
     device: str = "auto"
+    # also record robust accuracy at these eps from one FMN run per cell (upper bounds; scoring/eps_curve.py; the grid rules are config/eps.py)
+    eps_grid: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         """Types, finiteness and bounds of every field, the same from flags, a TOML file or Python."""
@@ -68,9 +70,17 @@ class SweepSpec:
         check_int(self.batch_size, "the sweep's batch_size", bound="batch_size")
         check_int(self.threads, "the sweep's threads", bound="threads")
         object.__setattr__(self, "device", check_device_spec(self.device, "the sweep's device"))
+        if self.eps_grid is not None:
+            from robustprune.config.eps import check_eps_grid, parse_eps_grid
+
+            grid = parse_eps_grid(self.eps_grid) if isinstance(self.eps_grid, str) else check_eps_grid(self.eps_grid)
+            object.__setattr__(self, "eps_grid", tuple(grid))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["eps_grid"] is None:  # absent unless asked for: older sweep files read and write unchanged
+            del data["eps_grid"]
+        return data
 
 
 def read_sweep_toml(path: str | Path) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from robustprune.render.format import Table
 from robustprune.render.html import jinja_environment
 from robustprune.render.markdown import md_escape, md_table
 from robustprune.reporting.comparisons import PairedComparison, comparisons_table, paired_comparisons
+from robustprune.reporting.sweep_eps_curves import EPS_CURVE_NOTE, eps_curve_table
 from robustprune.reporting.sweep_figures import FigureSpec, figure_specs
 from robustprune.reporting.sweep_tables import (
     COMPARISON_NOTE,
@@ -103,6 +104,7 @@ def render_sweep_markdown(report: SweepReport) -> str:
         "## Every cell",
         "One row per cell, every stored number (accuracies in %).",
         md_table(t["cells"]),
+        *_eps_curve_markdown(report.view),
         "## Speed-up and activity vs sparsity",
         EFFICIENCY_NOTE,
         md_table(t["efficiency"]),
@@ -111,6 +113,13 @@ def render_sweep_markdown(report: SweepReport) -> str:
         md_table(t["cost"]),
     ]
     return "\n\n".join(sections) + "\n"
+
+
+def _eps_curve_markdown(view: SweepView) -> list[str]:
+    table = eps_curve_table(view)
+    return (
+        [] if table is None else ["## Robust accuracy vs eps (upper bounds from FMN)", EPS_CURVE_NOTE, md_table(table)]
+    )
 
 
 def _reasons_markdown(view: SweepView) -> list[str]:
@@ -141,6 +150,8 @@ def render_sweep_html(report: SweepReport, pngs: dict[str, bytes]) -> str:
         "comparison_note": COMPARISON_NOTE.replace("`", ""),
         "cost_note": COST_NOTE,
         "efficiency_note": EFFICIENCY_NOTE,
+        "eps_curve": eps_curve_table(report.view),
+        "eps_curve_note": EPS_CURVE_NOTE,
         "means_note": MEANS_NOTE,
         "verdict_counts": verdict_counts(report.view),
         "verdict_note": verdict_note(report.view),

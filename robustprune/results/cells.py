@@ -30,6 +30,7 @@ class CellConfig(Record):
     seed: int | None = None
     epochs: int | None = None
     parent: str | None = None
+    eps_grid: list[float] | None = optional_field()  # FMN curve eps (absent when none: keys stay unchanged)
     extra: dict[str, Any] = extra_field()
 
     def battery_spec(self) -> BatterySpec | None:
@@ -86,6 +87,11 @@ class CellRecord(Record):
     latency_ms: float | None = optional_field()
     compact_latency_ms: float | None = optional_field()
     speedup: float | None = optional_field()
+    # Robust accuracy vs eps from one FMN run (upper bounds; the score's eps_curve), when the sweep asked for it.
+    eps_curve_attack: str | None = optional_field()
+    eps_curve_grid: list[float] | None = optional_field()
+    eps_curve_acc: list[float] | None = optional_field()
+    median_min_distance: float | None = optional_field()
     extra: dict[str, Any] = extra_field()
 
     @property
@@ -119,6 +125,7 @@ class CellRecord(Record):
         final = (manifest or {}).get("final") or {}
         channels = ((manifest or {}).get("sparsity") or {}).get("channels") or {}
         timed = efficiency is not None and efficiency.latency is not None and efficiency.compact_latency is not None
+        curve = result.eps_curve
         return cls(
             key=key,
             recipe=recipe,
@@ -160,4 +167,8 @@ class CellRecord(Record):
             latency_ms=efficiency.latency.median_ms if timed else None,
             compact_latency_ms=efficiency.compact_latency.median_ms if timed else None,
             speedup=efficiency.speedup if timed else None,
+            eps_curve_attack=curve.attack if curve is not None else None,
+            eps_curve_grid=list(curve.grid) if curve is not None else None,
+            eps_curve_acc=list(curve.robust_acc) if curve is not None else None,
+            median_min_distance=curve.median_distance if curve is not None else None,
         )

@@ -14,6 +14,7 @@ import numpy as np
 
 from robustprune.config import BatterySpec
 from robustprune.records import Record, extra_field, optional_field, runtime_field
+from robustprune.scoring.eps_curve import EpsCurve
 from robustprune.scoring.health.records import HealthReport
 from robustprune.scoring.per_sample import PerSampleTable
 
@@ -413,6 +414,7 @@ class ScoreResult(Record):
     health: HealthReport | None = optional_field()
     audit: AuditReport | None = optional_field()
     efficiency: EfficiencyReport | None = optional_field()
+    eps_curve: EpsCurve | None = optional_field()  # robust accuracy vs eps, upper bounds from FMN (--eps-grid)
     extra: dict[str, Any] = extra_field()
     clean_probs: np.ndarray | None = runtime_field()
     adversarial_probs: np.ndarray | None = runtime_field()

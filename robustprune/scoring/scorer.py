@@ -25,6 +25,7 @@ from robustprune.scoring import multihead
 from robustprune.scoring.additions import GRADIENT_FREE, RANDOMIZED
 from robustprune.scoring.audit import run_audit
 from robustprune.scoring.efficiency import measure_efficiency
+from robustprune.scoring.eps_curve import check_eps_grid, min_norm_curve
 from robustprune.scoring.escalation import EscalationBudget, before_battery, escalate, finish_records
 from robustprune.scoring.health import HealthContext, HealthReport, check_model, check_outcome, ordered_checks
 from robustprune.scoring.per_sample import PerSampleTable
@@ -119,6 +120,7 @@ def score(
     escalation_budget: EscalationBudget | None = None,
     efficiency: bool = True,
     device: str | torch.device | None = None,
+    eps_grid: list[float] | None = None,
 ) -> ScoreResult:
     """Score `model` on `data` under `battery`, with the health checks, escalations and verdict.
 
@@ -139,6 +141,9 @@ def score(
         device: where to score ("auto", "cpu", "cuda", "cuda:N", "mps" or a torch.device; see
             robustprune.devices); None keeps the model where it is. The model (and `parent`) and the data are moved
             there once, before anything runs; the result holds no device tensors.
+        eps_grid: also run FMN (a minimum-norm attack, robustprune.attacks.fmn) once in the battery's norm and
+            record robust accuracy at each of these eps (`result.eps_curve`: UPPER BOUNDS from FMN, each adversarial
+            point verified). The fixed-eps battery number stays the headline. None (default): no curve.
     """
     # Every input is checked before anything runs: the batteries (names, settings, bounds) before the data.
     for what, module in (("score", model), ("parent", parent)):
@@ -149,6 +154,8 @@ def score(
             )
     check_int(batch_size, "--batch-size", bound="batch_size")
     check_seed(seed)
+    if eps_grid is not None:
+        eps_grid = check_eps_grid(eps_grid)
     battery_arg = battery
     battery = _as_battery(battery, norm, eps)
     per_head = battery if head_battery is None else _as_battery(head_battery, battery.threat.norm, battery.threat.eps)
@@ -288,6 +295,12 @@ def score(
         started = time.perf_counter()
         result.efficiency = measure_efficiency(model, tuple(data.input_shape), seed=seed)
         log.info("%s (%.1f s)", result.efficiency.line(), time.perf_counter() - started)
+    if eps_grid is not None:
+        with eval_mode(model, freeze_parameters=True), multihead.mode(model, "random"):
+            result.eps_curve = min_norm_curve(
+                model, data, battery.threat.norm, eps_grid, seed=seed, batch_size=batch_size
+            )
+        log.info("%s (%.1f s)", result.eps_curve.line(), result.eps_curve.seconds)
     if addition is not None:
         started = time.perf_counter()
         report = multihead.multihead_report(

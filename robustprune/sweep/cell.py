@@ -136,6 +136,7 @@ def _compute_cell(cell: Cell, root: Path) -> CellRecord:
         head_battery=config.head_battery_spec(),
         parent=_parent_model(root, cell, build),
         device=device,
+        eps_grid=config.eps_grid,
     )
     save_result(result, cell_score_dir(root, cell.key), html=False)
     record = CellRecord.summarize(
