@@ -146,23 +146,12 @@ def validate_pruning(
 def check_channel_target(model: nn.Module, spec: PruningSpec, sparsity: float) -> None:
     """A structured target every layer can meet while keeping one channel (the criteria never empty a layer):
     checked before training, not discovered at its end."""
-    from robustprune.sparsity.criteria import _apportion
-    from robustprune.sparsity.structured import channel_groups
+    from robustprune.sparsity.structured import channel_budget, channel_groups
 
     groups = channel_groups(model, getattr(model, INPUT_SHAPE_ATTR, None), excluded_layers(model, spec))
     if not groups:
         raise UsageError(f"[pruning] {spec.criterion}: the model has no layer whose channels can be pruned")
-    sizes = [g.n_channels for g in groups]
-    if spec.criterion.startswith("layerwise_"):
-        for group, n, k in zip(groups, sizes, _apportion(sizes, sparsity), strict=True):
-            if k > n - 1:
-                raise UsageError(
-                    f"a channel share of {sparsity} would close all {n} channels of {group.layer}: use at most "
-                    f"{(n - 1) / n:.4f}, or exclude that layer"
-                )
-    elif round(sparsity * sum(sizes)) > sum(sizes) - len(sizes):
-        limit = (sum(sizes) - len(sizes)) / sum(sizes)
-        raise UsageError(f"a channel share of {sparsity} leaves some layer no channel: use at most {limit:.4f}")
+    channel_budget(groups, sparsity, glob=not spec.criterion.startswith("layerwise_"))
 
 
 def is_structured_spec(spec: PruningSpec | None) -> bool:

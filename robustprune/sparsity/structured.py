@@ -617,24 +617,43 @@ def _structured(
         raise UsageError(f"no layer has prunable channels ({reasons}); lower exclude or prune unstructured")
     scores = _channel_scores(analysis, norm)
     sizes = [g.n_channels for g in analysis.groups]
+    counts = channel_budget(analysis.groups, s, glob)
     pruned: list[list[int]] = [[] for _ in sizes]
     if glob:
-        total, n_prune = sum(sizes), round(s * sum(sizes))
-        if n_prune > total - len(sizes):
-            raise UsageError(
-                f"channel sparsity {s} removes {n_prune} of {total} channels, but each of the {len(sizes)} layers "
-                f"keeps at least one: use at most {(total - len(sizes)) / total:.4f}"
-            )
+        n_prune = counts[0]
         # the best channel of each group is never a candidate, so no layer is emptied
         keep = {(gi, max(range(n), key=lambda c, gi=gi: scores[gi][c])) for gi, n in enumerate(sizes)}
         entries = [(scores[gi][c], gi, c) for gi, n in enumerate(sizes) for c in range(n) if (gi, c) not in keep]
         for _, gi, c in sorted(entries, key=lambda e: e[0])[:n_prune]:  # stable: ties by position
             pruned[gi].append(c)
     else:
-        for gi, (n, k) in enumerate(zip(sizes, _apportion(sizes, s), strict=True)):
-            order = sorted(range(n), key=lambda c, gi=gi: scores[gi][c])
-            pruned[gi] = order[: min(k, n - 1)]
+        for gi, (n, k) in enumerate(zip(sizes, counts, strict=True)):
+            pruned[gi] = sorted(range(n), key=lambda c, gi=gi: scores[gi][c])[:k]
     return _filter_masks(analysis, pruned)
+
+
+def channel_budget(groups: Sequence[ChannelGroup], sparsity: float, glob: bool) -> list[int]:
+    """How many channels a share `sparsity` closes: [total] for a global ranking, one count per group for a
+    layer-wise one (largest remainder, so the total is exact). A share that would empty a layer is a UsageError —
+    the criteria never do, so the pruning driver asks here before training instead of missing its target after."""
+    sizes = [g.n_channels for g in groups]
+    total = sum(sizes)
+    if glob:
+        n_prune = round(sparsity * total)
+        if n_prune > total - len(sizes):
+            raise UsageError(
+                f"channel sparsity {sparsity} removes {n_prune} of {total} channels, but each of the {len(sizes)} "
+                f"layers keeps at least one: use at most {(total - len(sizes)) / total:.4f}"
+            )
+        return [n_prune]
+    counts = _apportion(sizes, sparsity)
+    for group, n, k in zip(groups, sizes, counts, strict=True):
+        if k > n - 1:
+            raise UsageError(
+                f"a channel share of {sparsity} would close all {n} channels of {group.layer}: use at most "
+                f"{(n - 1) / n:.4f}, or exclude that layer"
+            )
+    return counts
 
 
 def _register(name: str, norm: str, glob: bool, doc: str) -> Callable[..., dict[str, Tensor]]:
