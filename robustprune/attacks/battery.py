@@ -20,6 +20,7 @@ from torch import nn
 
 from robustprune.attacks.base import ATTACKS, Attack, AttackContext
 from robustprune.attacks.counting import CountingModel
+from robustprune.attacks.min_norm import MIN_NORM_ATTACKS
 from robustprune.attacks.pgd_core import PGDTrace, combine_traces
 from robustprune.attacks.verify import verify_adversarial
 from robustprune.config import BatterySpec, read_battery
@@ -139,6 +140,13 @@ def check_battery(battery: BatterySpec, num_classes: int | None = None) -> None:
             cls.resolve_settings(spec)
     if battery.audit is not None:
         ATTACKS.get(battery.audit.attack).resolve_settings(battery.audit.attack_spec())
+    if battery.eps_curve is not None:
+        unknown = [a for a in battery.eps_curve.attacks if a not in MIN_NORM_ATTACKS]
+        if unknown:
+            raise UsageError(
+                f"battery {battery.name!r}: [eps_curve] attack {unknown[0]!r} is not a minimum-norm attack; use "
+                f"some of {', '.join(MIN_NORM_ATTACKS)}"
+            )
     if not battery.active_attacks():
         raise UsageError(
             f"battery {battery.name!r} has no attack for the {battery.threat.norm} norm (each is limited by its "

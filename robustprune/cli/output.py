@@ -49,5 +49,11 @@ def score_summary(results_path: str, paths: dict[str, str]) -> dict[str, Any]:
         "alerts": [a.get("message") for a in doc.get("alerts", [])],
         "audit_gap_upper_points": audit.get("gap_upper_points"),
         "speedup": efficiency.get("speedup"),
+        "eps_curve": (
+            {k: curve[k] for k in ("attack", "norm", "bound", "grid", "robust_acc", "median_distance")}
+            if (curve := doc.get("eps_curve"))
+            else None
+        ),
+        "eps_curve_skipped": doc.get("eps_curve_skipped"),
         "files": paths,
     }

@@ -89,8 +89,9 @@ def add_parser(sub: Subparsers) -> None:
         "--eps-grid",
         type=eps_grid_argument,
         metavar="GRID",
-        help="also report robust accuracy vs eps from one FMN minimum-norm run (upper bounds), in the battery's "
-        "norm: start:stop:points (inclusive, evenly spaced, e.g. 0:0.3:16) or a comma list (0,0.05,0.1)",
+        help="also report robust accuracy vs eps from one run of the minimum-norm attacks FMN and FAB, merged with "
+        "the battery's points (upper bounds), in the battery's norm: start:stop:points (inclusive, evenly spaced, "
+        "e.g. 0:0.3:16) or a comma list (0,0.05,0.1); replaces the grid of a battery's [eps_curve] table",
     )
     add_output_options(p)
     p.set_defaults(func=run)

@@ -49,7 +49,7 @@ def add_parser(sub: Subparsers) -> None:
         "--eps-grid",
         type=eps_grid_argument,
         metavar="GRID",
-        help="also record robust accuracy vs eps per cell from one FMN run (upper bounds): 0:0.3:16 or 0,0.05,0.1",
+        help="also record robust accuracy vs eps per cell from one run of FMN and FAB (upper bounds): 0:0.3:16 or 0,0.05,0.1",
     )
     p.add_argument("--epochs", type=int, help="override every recipe's epochs")
     p.add_argument("--batch-size", type=int)

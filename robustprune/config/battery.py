@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from robustprune.config.eps import parse_eps
+from robustprune.config.eps import check_eps_grid, parse_eps, parse_eps_grid
 from robustprune.config.files import find_spec_file, read_toml, reject_unknown, spec_dirs, spec_source
 from robustprune.config.settings import ParamValue
 from robustprune.errors import UsageError
@@ -122,6 +122,32 @@ class AuditSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class EpsCurveSpec:
+    """The optional `[eps_curve]` table: robust accuracy at every eps of `grid` from minimum-norm attacks run once
+    (robustprune.scoring.eps_curve), beside the battery's fixed-eps headline. `--eps-grid` replaces the grid."""
+
+    grid: tuple[float, ...]
+    attacks: tuple[str, ...] = ("fmn", "fab")
+    steps: int = 100
+
+    def __post_init__(self) -> None:
+        grid = self.grid
+        grid = parse_eps_grid(grid) if isinstance(grid, str) else check_eps_grid(list(grid))
+        object.__setattr__(self, "grid", tuple(grid))
+        attacks = self.attacks
+        if isinstance(attacks, str) or not all(isinstance(a, str) and a for a in attacks) or not attacks:
+            raise UsageError(
+                f'[eps_curve] attacks must be a list of attack names such as ["fmn", "fab"], got {attacks!r}'
+            )
+        if len(set(attacks)) != len(attacks):
+            raise UsageError(f"[eps_curve] attacks lists one attack twice: {list(attacks)!r}")
+        object.__setattr__(self, "attacks", tuple(attacks))
+        steps = self.steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 100_000:
+            raise UsageError(f"[eps_curve] steps must be an integer in [1, 100000], got {steps!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class BatterySpec:
     name: str
     threat: ThreatModel
@@ -129,6 +155,7 @@ class BatterySpec:
     description: str = ""
     source: str = ""
     audit: AuditSpec | None = None
+    eps_curve: EpsCurveSpec | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -158,8 +185,11 @@ class BatterySpec:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["attacks"] = [asdict(a) | {"norms": list(a.norms)} for a in self.attacks]
-        if self.audit is None:
-            del data["audit"]
+        for optional in ("audit", "eps_curve"):
+            if data[optional] is None:
+                del data[optional]
+        if self.eps_curve is not None:
+            data["eps_curve"] = {k: list(v) if isinstance(v, tuple) else v for k, v in data["eps_curve"].items()}
         return data
 
     @classmethod
@@ -181,10 +211,12 @@ class BatterySpec:
             description=data.get("description", ""),
             source=data.get("source", ""),
             audit=AuditSpec(**data["audit"]) if data.get("audit") else None,
+            eps_curve=EpsCurveSpec(**data["eps_curve"]) if data.get("eps_curve") else None,
         )
 
 
-_BATTERY_KEYS = {"name", "description", "norm", "eps", "attack", "audit"}
+_BATTERY_KEYS = {"name", "description", "norm", "eps", "attack", "audit", "eps_curve"}
+_EPS_CURVE_KEYS = {"grid", "attacks", "steps"}
 _AUDIT_KEYS = {"attack", "fraction", "min_size", "grow", "max_rounds"}
 _ATTACK_KEYS = {"name", "label", "norms"}
 
@@ -236,7 +268,24 @@ def read_battery(spec: str, *, norm: str | None = None, eps: float | None = None
         attacks=tuple(attacks),
         source=spec_source(path),
         audit=_read_audit(data.get("audit"), where),
+        eps_curve=_read_eps_curve(data.get("eps_curve"), where),
     )
+
+
+def _read_eps_curve(table: Any, where: str) -> EpsCurveSpec | None:
+    """The optional [eps_curve] table: grid = "0:0.3:16" (or a list), attacks = ["fmn", "fab"], steps = 100."""
+    if table is None:
+        return None
+    if not isinstance(table, dict) or "grid" not in table:
+        raise UsageError(f'{where}: [eps_curve] needs grid = "start:stop:points" (e.g. "0:0.3:16") or a list of eps')
+    reject_unknown(table, _EPS_CURVE_KEYS, f"{where} [eps_curve]")
+    attacks = table.get("attacks", ["fmn", "fab"])
+    if not isinstance(attacks, list):
+        raise UsageError(f'{where}: [eps_curve] attacks must be a list such as ["fmn", "fab"], got {attacks!r}')
+    try:
+        return EpsCurveSpec(grid=table["grid"], attacks=tuple(attacks), steps=table.get("steps", 100))
+    except UsageError as exc:
+        raise UsageError(f"{where}: {str(exc).replace('--eps-grid', 'grid')}") from None
 
 
 def _read_audit(table: Any, where: str) -> AuditSpec | None:

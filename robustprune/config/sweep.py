@@ -32,7 +32,7 @@ class SweepSpec:
     # where every cell trains and scores (robustprune.devices); not part of the cell key, so results computed on
     # different devices compare (they can differ by floating-point rounding: the provenance records the device)
     device: str = "auto"
-    # also record robust accuracy at these eps from one FMN run per cell (upper bounds; scoring/eps_curve.py; the grid rules are config/eps.py)
+    # also record robust accuracy at these eps from one minimum-norm run per cell (upper bounds; scoring/eps_curve.py; the grid rules are config/eps.py)
     eps_grid: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:

@@ -82,6 +82,7 @@ def summary_table(result: ScoreResult | dict[str, Any]) -> str:
         f"sparsity {sparsity_rows(result)[0][1]} of Conv/Linear weights",
         *([result.efficiency.line()] if result.efficiency is not None else []),
         *([result.eps_curve.line()] if result.eps_curve is not None else []),
+        *([f"NO EPS CURVE: {result.eps_curve_skipped}"] if result.eps_curve_skipped else []),
         f"warnings {n_warnings}" + (": " + ", ".join(sorted({w.check for w in result.warnings})) if n_warnings else ""),
     ]
     return "\n".join(lines) + "\n"

@@ -418,6 +418,7 @@ class FigureSpec:
     stem: str
     caption: str
     draw: Callable[[Format], bytes]
+    section: str = "robustness"  # the report section it belongs to: robustness | calibration | reliability | eps_curve
 
 
 def _caption(*parts: str) -> str:
@@ -466,6 +467,7 @@ def figure_specs(view: SweepView, reliability: Sequence[str] | None = None) -> l
                 measured,
             ),
             lambda fmt: calibration_figure(view, fmt),
+            "calibration",
         )
     )
     for cell in reliability_cells(view, reliability):
@@ -476,6 +478,7 @@ def figure_specs(view: SweepView, reliability: Sequence[str] | None = None) -> l
                 f"Reliability diagrams of {cell.label} (cell {cell.key}): clean | under the worst-case attack; "
                 f"empty bins are not drawn, counts per bin below. Measured on {cell_measured_text(cell)}.",
                 lambda fmt, cell=cell: cell_reliability_figure(view, cell, fmt),
+                "reliability",
             )
         )
     return specs

@@ -24,7 +24,7 @@ from robustprune.render.format import Table
 from robustprune.render.html import jinja_environment
 from robustprune.render.markdown import md_escape, md_table
 from robustprune.reporting.comparisons import PairedComparison, comparisons_table, paired_comparisons
-from robustprune.reporting.sweep_eps_curves import EPS_CURVE_NOTE, eps_curve_table
+from robustprune.reporting.sweep_eps_curves import EPS_CURVE_NOTE, eps_curve_heading, eps_curve_table, eps_figure_specs
 from robustprune.reporting.sweep_figures import FigureSpec, figure_specs
 from robustprune.reporting.sweep_tables import (
     COMPARISON_NOTE,
@@ -81,17 +81,11 @@ def render_sweep_markdown(report: SweepReport) -> str:
         "## Robust accuracy vs sparsity",
         NOTES,
     ]
-    for fig in report.figures:
-        if fig.stem.startswith("reliability_"):
-            continue
-        if fig.stem == "calibration":
-            sections += ["## Calibration vs sparsity"]
-        sections += [f"![{md_escape(fig.caption)}]({FIGURES_DIR}/{fig.stem}.png)", md_escape(fig.caption)]
-    reliability = [f for f in report.figures if f.stem.startswith("reliability_")]
-    if reliability:
-        sections += ["## Reliability diagrams"]
-        for fig in reliability:
-            sections += [f"![{md_escape(fig.caption)}]({FIGURES_DIR}/{fig.stem}.png)", md_escape(fig.caption)]
+    sections += _figures_markdown(report, "robustness")
+    if calibration := _figures_markdown(report, "calibration"):
+        sections += ["## Calibration vs sparsity", *calibration]
+    if reliability := _figures_markdown(report, "reliability"):
+        sections += ["## Reliability diagrams", *reliability]
     sections += [
         "## Mean over seeds",
         MEANS_NOTE,
@@ -104,7 +98,7 @@ def render_sweep_markdown(report: SweepReport) -> str:
         "## Every cell",
         "One row per cell, every stored number (accuracies in %).",
         md_table(t["cells"]),
-        *_eps_curve_markdown(report.view),
+        *_eps_curve_markdown(report),
         "## Speed-up and activity vs sparsity",
         EFFICIENCY_NOTE,
         md_table(t["efficiency"]),
@@ -115,11 +109,24 @@ def render_sweep_markdown(report: SweepReport) -> str:
     return "\n\n".join(sections) + "\n"
 
 
-def _eps_curve_markdown(view: SweepView) -> list[str]:
-    table = eps_curve_table(view)
-    return (
-        [] if table is None else ["## Robust accuracy vs eps (upper bounds from FMN)", EPS_CURVE_NOTE, md_table(table)]
-    )
+def _figures_markdown(report: SweepReport, section: str) -> list[str]:
+    out = []
+    for fig in report.figures:
+        if fig.section == section:
+            out += [f"![{md_escape(fig.caption)}]({FIGURES_DIR}/{fig.stem}.png)", md_escape(fig.caption)]
+    return out
+
+
+def _eps_curve_markdown(report: SweepReport) -> list[str]:
+    table = eps_curve_table(report.view)
+    if table is None:
+        return []
+    return [
+        f"## {eps_curve_heading(report.view)}",
+        EPS_CURVE_NOTE,
+        *_figures_markdown(report, "eps_curve"),
+        md_table(table),
+    ]
 
 
 def _reasons_markdown(view: SweepView) -> list[str]:
@@ -139,7 +146,7 @@ def render_sweep_html(report: SweepReport, pngs: dict[str, bytes]) -> str:
             "stem": f.stem,
             "caption": f.caption,
             "data": base64.b64encode(pngs[f.stem]).decode("ascii"),
-            "reliability": f.stem.startswith("reliability_"),
+            "section": f.section,
         }
         for f in report.figures
     ]
@@ -151,6 +158,7 @@ def render_sweep_html(report: SweepReport, pngs: dict[str, bytes]) -> str:
         "cost_note": COST_NOTE,
         "efficiency_note": EFFICIENCY_NOTE,
         "eps_curve": eps_curve_table(report.view),
+        "eps_curve_heading": eps_curve_heading(report.view),
         "eps_curve_note": EPS_CURVE_NOTE,
         "means_note": MEANS_NOTE,
         "verdict_counts": verdict_counts(report.view),
@@ -164,7 +172,7 @@ def render_sweep_html(report: SweepReport, pngs: dict[str, bytes]) -> str:
 
 def prepare_report(sweep_dir: str | Path, *, reliability: Sequence[str] | None = None) -> SweepReport:
     view = make_view(load_sweep(sweep_dir))
-    return SweepReport(view, figure_specs(view, reliability), paired_comparisons(view))
+    return SweepReport(view, [*figure_specs(view, reliability), *eps_figure_specs(view)], paired_comparisons(view))
 
 
 def build_sweep_report(

@@ -30,7 +30,7 @@ class CellConfig(Record):
     seed: int | None = None
     epochs: int | None = None
     parent: str | None = None
-    eps_grid: list[float] | None = optional_field()  # FMN curve eps (absent when none: keys stay unchanged)
+    eps_grid: list[float] | None = optional_field()  # eps curve grid (absent when none: keys stay unchanged)
     extra: dict[str, Any] = extra_field()
 
     def battery_spec(self) -> BatterySpec | None:
@@ -87,7 +87,7 @@ class CellRecord(Record):
     latency_ms: float | None = optional_field()
     compact_latency_ms: float | None = optional_field()
     speedup: float | None = optional_field()
-    # Robust accuracy vs eps from one FMN run (upper bounds; the score's eps_curve), when the sweep asked for it.
+    # Robust accuracy vs eps from one minimum-norm run (upper bounds; the score's eps_curve), when the sweep asked for it.
     eps_curve_attack: str | None = optional_field()
     eps_curve_grid: list[float] | None = optional_field()
     eps_curve_acc: list[float] | None = optional_field()

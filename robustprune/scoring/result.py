@@ -414,7 +414,8 @@ class ScoreResult(Record):
     health: HealthReport | None = optional_field()
     audit: AuditReport | None = optional_field()
     efficiency: EfficiencyReport | None = optional_field()
-    eps_curve: EpsCurve | None = optional_field()  # robust accuracy vs eps, upper bounds from FMN (--eps-grid)
+    eps_curve: EpsCurve | None = optional_field()  # robust accuracy vs eps, upper bounds (--eps-grid)
+    eps_curve_skipped: str | None = optional_field()  # why a curve that was asked for was not drawn
     extra: dict[str, Any] = extra_field()
     clean_probs: np.ndarray | None = runtime_field()
     adversarial_probs: np.ndarray | None = runtime_field()

@@ -13,6 +13,7 @@ from torch import nn
 
 from robustprune.attacks.base import NO_GRADIENT
 from robustprune.attacks.battery import BatteryOutcome, check_battery, load_battery, run_battery
+from robustprune.attacks.min_norm import DEFAULT_MIN_NORM
 from robustprune.config import BatterySpec, ThreatModel
 from robustprune.config.eps import default_eps
 from robustprune.data import Dataset, as_dataset, load_dataset
@@ -25,7 +26,7 @@ from robustprune.scoring import multihead
 from robustprune.scoring.additions import GRADIENT_FREE, RANDOMIZED
 from robustprune.scoring.audit import run_audit
 from robustprune.scoring.efficiency import measure_efficiency
-from robustprune.scoring.eps_curve import check_eps_grid, min_norm_curve
+from robustprune.scoring.eps_curve import MIN_NORM_STEPS, KnownPoints, check_eps_grid, min_norm_curve
 from robustprune.scoring.escalation import EscalationBudget, before_battery, escalate, finish_records
 from robustprune.scoring.health import HealthContext, HealthReport, check_model, check_outcome, ordered_checks
 from robustprune.scoring.per_sample import PerSampleTable
@@ -141,9 +142,11 @@ def score(
         device: where to score ("auto", "cpu", "cuda", "cuda:N", "mps" or a torch.device; see
             robustprune.devices); None keeps the model where it is. The model (and `parent`) and the data are moved
             there once, before anything runs; the result holds no device tensors.
-        eps_grid: also run FMN (a minimum-norm attack, robustprune.attacks.fmn) once in the battery's norm and
-            record robust accuracy at each of these eps (`result.eps_curve`: UPPER BOUNDS from FMN, each adversarial
-            point verified). The fixed-eps battery number stays the headline. None (default): no curve.
+        eps_grid: also run the minimum-norm attacks (FMN and FAB; robustprune.attacks.min_norm) once in the
+            battery's norm and record robust accuracy at each of these eps (`result.eps_curve`: UPPER BOUNDS from
+            those attacks and the battery's own points, each adversarial point verified). Replaces the grid of the
+            battery's [eps_curve] table; None (default): that table's curve, or none. The fixed-eps battery number
+            stays the headline. A model without usable gradients gets no curve (`result.eps_curve_skipped` says why).
     """
     # Every input is checked before anything runs: the batteries (names, settings, bounds) before the data.
     for what, module in (("score", model), ("parent", parent)):
@@ -295,11 +298,41 @@ def score(
         started = time.perf_counter()
         result.efficiency = measure_efficiency(model, tuple(data.input_shape), seed=seed)
         log.info("%s (%.1f s)", result.efficiency.line(), time.perf_counter() - started)
-    if eps_grid is not None:
+    curve_spec = battery.eps_curve
+    grid = eps_grid if eps_grid is not None else (list(curve_spec.grid) if curve_spec is not None else None)
+    if grid is not None and not ctx.gradients:
+        result.eps_curve_skipped = (
+            "no eps curve: the model gives no usable gradient and the minimum-norm attacks (FMN, FAB) need one; "
+            "a curve from them would show robustness that is not there"
+        )
+        log.warning(result.eps_curve_skipped)
+    elif grid is not None:
+        adversarial = result.adversarial
+        known = (
+            KnownPoints("battery", adversarial.index, torch.as_tensor(adversarial.x))
+            if adversarial is not None
+            else None
+        )
         with eval_mode(model, freeze_parameters=True), multihead.mode(model, "random"):
             result.eps_curve = min_norm_curve(
-                model, data, battery.threat.norm, eps_grid, seed=seed, batch_size=batch_size
+                model,
+                data,
+                battery.threat.norm,
+                grid,
+                attacks=curve_spec.attacks if curve_spec is not None else DEFAULT_MIN_NORM,
+                steps=curve_spec.steps if curve_spec is not None else MIN_NORM_STEPS,
+                seed=seed,
+                batch_size=batch_size,
+                n_passes=ctx.n_passes,
+                known=known,
+                clean_correct=np.asarray(ctx.outcome.clean.correct, dtype=bool),
             )
+        if result.verdict not in (None, "trusted"):
+            result.eps_curve.caveat = (
+                f"the evaluation is {result.verdict} (see its alerts); these gradient-based distances inherit the same "
+                "doubt and may be far too large"
+            )
+        result.cost.seconds += result.eps_curve.seconds
         log.info("%s (%.1f s)", result.eps_curve.line(), result.eps_curve.seconds)
     if addition is not None:
         started = time.perf_counter()

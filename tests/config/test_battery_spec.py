@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from robustprune.attacks import load_battery
 from robustprune.attacks.battery import build_attacks
-from robustprune.config import BUILTIN_DIR, ThreatModel, canonical_key, read_battery
+from robustprune.config import BUILTIN_DIR, BatterySpec, ThreatModel, canonical_key, read_battery
 from robustprune.errors import UsageError
 
 BATTERIES = sorted(p.stem for p in (BUILTIN_DIR / "attacks").glob("*.toml"))
@@ -71,3 +72,35 @@ def test_threat_model_validation():
 def test_canonical_key_is_order_independent_and_pinned():
     assert canonical_key({"a": 1, "b": [1, 2]}) == canonical_key({"b": [1, 2], "a": 1})
     assert canonical_key({"a": 1}) == "015abd7f5cc57a2d"
+
+
+EPS_CURVE_BATTERY = 'eps = 0.1\n[[attack]]\nname = "fgsm"\n[eps_curve]\n'
+
+
+def test_eps_curve_table_reads_grid_attacks_and_steps(tmp_path):
+    spec = load_battery(write(tmp_path, EPS_CURVE_BATTERY + 'grid = "0:0.2:5"\nattacks = ["fab"]\nsteps = 20\n'))
+    assert spec.eps_curve is not None
+    assert spec.eps_curve.grid == pytest.approx((0.0, 0.05, 0.1, 0.15, 0.2))
+    assert spec.eps_curve.attacks == ("fab",) and spec.eps_curve.steps == 20
+    assert BatterySpec.from_dict(spec.to_dict()) == spec  # it travels with results and sweep cells
+    default = load_battery(write(tmp_path, EPS_CURVE_BATTERY + "grid = [0.1, 0.0]\n"))
+    assert default.eps_curve.grid == (0.0, 0.1) and default.eps_curve.attacks == ("fmn", "fab")
+    assert load_battery(write(tmp_path, 'eps = 0.1\n[[attack]]\nname = "fgsm"\n')).eps_curve is None
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("", "needs grid"),
+        ('grid = "0:0.3"\n', "grid '0:0.3': expected start:stop:points"),
+        ("grid = [-0.1]\n", "finite eps >= 0"),
+        ('grid = "0:0.1:3"\nattacks = "fmn"\n', "attacks must be a list"),
+        ('grid = "0:0.1:3"\nattacks = ["pgd"]\n', "'pgd' is not a minimum-norm attack; use some of fmn, fab"),
+        ('grid = "0:0.1:3"\nattacks = ["fmn", "fmn"]\n', "lists one attack twice"),
+        ('grid = "0:0.1:3"\nsteps = 0\n', "steps must be an integer"),
+        ('grid = "0:0.1:3"\nrestarts = 2\n', "unknown key 'restarts'"),
+    ],
+)
+def test_eps_curve_table_errors_name_the_file_and_key(tmp_path, body, message):
+    with pytest.raises(UsageError, match=re.escape(message)):
+        load_battery(write(tmp_path, EPS_CURVE_BATTERY + body))
