@@ -17,6 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from robustprune.atomic import write_bytes
+from robustprune.metrics.accuracy import wilson_interval
 from robustprune.render.tables import attack_series, reliability_bins, threat_text
 from robustprune.scoring.result import ReliabilityBin, ScoreResult
 
@@ -162,10 +163,66 @@ def attack_curve_figure(result: ScoreResult | dict[str, Any], fmt: Format = "png
     return render_figure(draw, (max(5.0, 1.0 + 0.9 * len(series)), 3.6), fmt)
 
 
+def eps_curve_figure(result: ScoreResult | dict[str, Any], fmt: Format = "png") -> bytes:
+    """Robust accuracy vs eps (upper bounds) with its hatched 95 % Wilson band, the battery's eps dotted and the
+    battery's own robust accuracy marked there."""
+    result = ScoreResult.coerce(result)
+    curve = result.eps_curve
+    assert curve is not None
+    n = curve.n_examples
+
+    def draw(fig: Figure) -> None:
+        ax = fig.subplots()
+        bands = [wilson_interval(round(a * n / 100.0), n) if n else (a / 100.0, a / 100.0) for a in curve.robust_acc]
+        ax.fill_between(
+            curve.grid,
+            [100 * lo for lo, _ in bands],
+            [100 * hi for _, hi in bands],
+            facecolor="none",
+            edgecolor=ACC_COLOR,
+            hatch="////",
+            linewidth=0.0,
+            alpha=0.45,
+            label=f"95 % Wilson interval (n = {n})",
+        )
+        ax.plot(curve.grid, curve.robust_acc, color=ACC_COLOR, marker=".", label=f"upper bound from {curve.attack}")
+        ax.axvline(result.eps, color=COUNT_COLOR, linestyle=":", linewidth=1.0)
+        ax.plot(
+            [result.eps],
+            [result.robust_acc],
+            linestyle="none",
+            marker="D",
+            color=GAP_COLOR,
+            label=f"battery {result.battery}: {result.robust_acc:.1f} % (the headline)",
+        )
+        ax.set(
+            ylim=(-2, 102),
+            xlim=(min(curve.grid), max(curve.grid)),
+            xlabel=f"eps ({curve.norm})",
+            ylabel="robust accuracy (%)",
+            title=f"{result.architecture} on {result.dataset}: robust accuracy vs eps\n{measured_text(result)}",
+        )
+        if curve.caveat:
+            ax.text(
+                0.5,
+                0.02,
+                f"CAUTION: evaluation {result.verdict}",
+                transform=ax.transAxes,
+                ha="center",
+                color=GAP_COLOR,
+                fontweight="bold",
+            )
+        ax.grid(True, linewidth=0.4, alpha=0.5)
+        ax.legend(loc="upper right", fontsize=8)
+
+    return render_figure(draw, (6.0, 3.8), fmt)
+
+
 def document_figures(result: ScoreResult | dict[str, Any], fmt: Format = "png") -> dict[str, bytes]:
     """Every figure of a report, keyed by file stem."""
     result = ScoreResult.coerce(result)
-    return {
+    extra = {"eps_curve": eps_curve_figure(result, fmt=fmt)} if result.eps_curve is not None else {}
+    return extra | {
         "reliability": reliability_figure(
             reliability_bins(result, "clean"),
             reliability_bins(result, "adversarial"),

@@ -67,5 +67,9 @@ def render_html(result: ScoreResult | dict[str, Any]) -> str:
         "battery": p.battery_rows(result),
         "battery_attacks": p.battery_table(result),
         "figures": figures,
+        "eps_note": t.EPS_CURVE_NOTE,
+        "eps_lines": t.eps_curve_lines(result),
+        "eps_curve": t.eps_curve_table(result),
+        "eps_runs": t.eps_curve_runs_table(result),
     }
     return jinja_environment().get_template(TEMPLATE).render(context)

@@ -84,6 +84,14 @@ def render_markdown(result: ScoreResult | dict[str, Any]) -> str:
     ]
     if reliability.rows:
         sections += ["### Reliability bins", md_table(reliability)]
+    if result.eps_curve is not None or result.eps_curve_skipped:
+        sections += [
+            "## Robustness vs eps",
+            t.EPS_CURVE_NOTE,
+            *[f"**{md_escape(x)}**" for x in t.eps_curve_lines(result)],
+        ]
+        if result.eps_curve is not None:
+            sections += [md_table(t.eps_curve_table(result)), md_table(t.eps_curve_runs_table(result))]
     if result.multi_head is not None:
         sections += [
             "## Heads",

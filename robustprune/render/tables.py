@@ -5,6 +5,7 @@ from __future__ import annotations
 from itertools import zip_longest
 from typing import Any
 
+from robustprune.metrics.accuracy import wilson_interval
 from robustprune.render.format import (
     NA,
     Table,
@@ -405,3 +406,64 @@ def alert_lines(result: ScoreResult) -> list[str]:
 
 def warnings_table(result: ScoreResult) -> Table:
     return make_table(("check", "message"), [(w.check, w.message) for w in result.warnings], "ll")
+
+
+# ---------------------------------------------------------------- robustness vs eps
+
+EPS_CURVE_NOTE = (
+    "Robust accuracy at each eps from one run of minimum-norm attacks merged with the battery's own verified points: "
+    "UPPER BOUNDS from the named attacks (each point re-checked: inside [0, 1], misclassified, its distance measured "
+    "on the point). At the battery's eps the curve is never above the headline, which stays the number to quote. "
+    "Intervals: 95 % Wilson, from the number of examples."
+)
+
+
+def eps_curve_lines(result: ScoreResult) -> list[str]:
+    """What to say above the curve: its skip reason (loud), its caveat, its median."""
+    if result.eps_curve_skipped:
+        return [f"NO EPS CURVE: {result.eps_curve_skipped}"]
+    curve = result.eps_curve
+    if curve is None:
+        return []
+    median = "none (most examples never broken)" if curve.median_distance is None else f"{curve.median_distance:.4g}"
+    lines = [
+        f"{curve.norm}, upper bounds from {curve.attack}, {curve.steps} steps; median minimal perturbation {median}"
+        + (f"; judged over {curve.n_passes} passes (randomized model)" if curve.n_passes > 1 else "")
+    ]
+    if curve.caveat:
+        lines.append(f"CAUTION: {curve.caveat}")
+    return lines
+
+
+def eps_curve_table(result: ScoreResult) -> Table:
+    """One row per eps of the grid: robust accuracy (an upper bound) and its Wilson interval."""
+    curve = result.eps_curve
+    rows = []
+    if curve is not None:
+        n = curve.n_examples
+        for eps, acc in zip(curve.grid, curve.robust_acc):
+            k = round(acc * n / 100.0)
+            lo, hi = wilson_interval(k, n) if n else (None, None)
+            ci = f"[{100 * lo:.1f}, {100 * hi:.1f}]" if lo is not None else NA
+            rows.append((fmt_eps(curve.norm, eps), f"{acc:.1f}", ci))
+    return Table(("eps", "robust accuracy % (upper bound)", "95 % Wilson"), tuple(rows), "lrr")
+
+
+def eps_curve_runs_table(result: ScoreResult) -> Table:
+    """Each attack's share of the curve."""
+    curve = result.eps_curve
+    rows = []
+    for run in curve.runs if curve is not None else []:
+        median = f"{run.median_distance:.4g}" if run.median_distance is not None else NA
+        rows.append(
+            (
+                run.attack,
+                fmt_int(run.n_found),
+                fmt_int(run.rejected),
+                median,
+                fmt_int(run.closest),
+                fmt_seconds(run.seconds),
+            )
+        )
+    headers = ("attack", "examples broken", "points rejected", "median distance", "closest on", "time")
+    return Table(headers, tuple(rows), "lrrrrr")

@@ -20,6 +20,7 @@ from robustprune.render.format import NA, Table
 from robustprune.reporting.sweep_figures import (
     BAND_TEXT,
     CONFIDENCE_TEXT,
+    VERDICT_RINGS,
     Drawn,
     FigureSpec,
     _caption,
@@ -151,7 +152,12 @@ def eps_curve_figure(view: SweepView, fmt: Format) -> bytes:
                     )
             if battery_eps is not None:
                 ax.axvline(battery_eps, color="grey", linestyle=":", linewidth=1.0)
-            ax.set_title(recipe, fontsize=9)
+            doubts = sorted({c.record.verdict for c in cells if c.recipe == recipe} & set(VERDICT_RINGS))
+            if doubts:  # the curve inherits the evaluation's doubt (eps_curve.caveat): say it on the panel
+                worst = doubts[-1] if "untrusted" not in doubts else "untrusted"
+                ax.set_title(f"{recipe} ({'/'.join(doubts)} evaluation)", fontsize=9, color=VERDICT_RINGS[worst])
+            else:
+                ax.set_title(recipe, fontsize=9)
             ax.set_ylim(-2, 102)
             ax.set_xlim(min(grid), max(grid))
             ax.grid(True, linewidth=0.4, alpha=0.5)
@@ -235,7 +241,9 @@ def eps_figure_specs(view: SweepView) -> list[FigureSpec]:
             "robust_vs_eps",
             _caption(
                 f"Robust accuracy vs eps, one panel per recipe and one curve per target sparsity: upper bounds from "
-                f"{_attack(cells)}; dotted: the battery's eps, where the headline number is measured.",
+                f"{_attack(cells)}; dotted: the battery's eps, where the headline number is measured. A panel "
+                "titled caution or untrusted holds cells whose evaluation is in doubt: their curves may be far too "
+                "high (a randomized model, for one, weakens the gradient-based minimum-norm attacks).",
                 eps_curve_uncertainty(view).caption("robust accuracy").replace("error bars", "hatched band"),
                 measured,
             ),

@@ -231,7 +231,7 @@ def min_norm_curve(
                 distances[rows], failed = _verified(model, xb, yb, x_adv, norm, batch_size, n_passes)
                 rejected += failed
             merge(attack.title, distances, rejected, since)
-        if known is not None and len(known.index):
+        if known is not None:  # even when empty: the label says the battery's points were merged
             since = time.perf_counter()
             rows = np.asarray(known.index, dtype=np.int64)
             rows_t = torch.as_tensor(rows, device=x.device)

@@ -251,3 +251,28 @@ def test_a_battery_eps_curve_table_runs_without_the_flag_and_the_flag_replaces_i
     assert result.provenance.battery.eps_curve.attacks == ("fab",)
     flagged = score(trained_mlp, digits_test, str(battery), n=30, efficiency=False, eps_grid=[0.0, 0.05])
     assert flagged.eps_curve.grid == [0.0, 0.05] and flagged.eps_curve.attack == "FAB+battery"
+
+
+def test_the_score_reports_show_the_curve_its_table_and_each_attack(scored):
+    from robustprune.render.figures import document_figures
+    from robustprune.render.html import render_html
+    from robustprune.render.markdown import render_markdown
+
+    markdown = render_markdown(scored)
+    section = markdown[markdown.index("## Robustness vs eps") :]
+    assert "upper bounds from FMN+FAB+battery" in section and "| eps " in section
+    assert "| FMN " in section and "| FAB " in section and "| battery " in section
+    html = render_html(scored)
+    assert 'id="eps-curve"' in html and 'alt="robust accuracy vs eps"' in html
+    figure = document_figures(scored, "svg")["eps_curve"].decode()
+    assert "battery quick" in figure or "<svg" in figure
+    assert "eps_curve" not in document_figures(
+        score(
+            build_model("mlp", 10, (1, 8, 8)).eval(),
+            scored.document["dataset"],
+            "quick",
+            eps=0.1,
+            n=5,
+            efficiency=False,
+        )
+    )
