@@ -56,7 +56,8 @@ def run_sweep(
 
         for stage in ([c for c in cells if c.key in parent_keys], [c for c in cells if c.key not in parent_keys]):
             if stage:
-                runner.run(stage, str(root), workers=workers, address=address, on_done=done)
+                # absolute: a worker on another node (Ray) or in another directory must find the same folder
+                runner.run(stage, str(root.resolve()), workers=workers, address=address, on_done=done)
         bar.close()
         ordered = [records[c.key] for c in cells]
         write_json(root / RESULTS_FILE, sweep_document(spec, ordered))
