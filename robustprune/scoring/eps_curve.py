@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from robustprune.attacks.counting import CountingModel
 from robustprune.attacks.fmn import NORMS, perturbation_norm
 from robustprune.attacks.min_norm import DEFAULT_MIN_NORM, MIN_NORM_ATTACKS
 from robustprune.attacks.verify import NORM_TOLERANCE
@@ -82,6 +83,8 @@ class EpsCurve(Record):
     n_passes: int = 1
     caveat: str | None = None  # set when the evaluation this curve comes from is not trusted
     seconds: float = 0.0
+    n_forward: int = 0  # passes the curve spent on the model, in examples (part of the score's cost)
+    n_backward: int = 0
 
     def distance_array(self) -> np.ndarray:
         return np.array([math.inf if d is None else d for d in self.distances], dtype=np.float64)
@@ -189,6 +192,7 @@ def min_norm_curve(
         raise UsageError(f"eps curve attacks must be some of {', '.join(MIN_NORM_ATTACKS)}, got {list(attacks)!r}")
     grid = check_eps_grid(grid)
     started = time.perf_counter()
+    model = CountingModel(model)
     x, y = data.x, data.y
     n = len(y)
     best = np.full(n, math.inf)
@@ -261,4 +265,6 @@ def min_norm_curve(
         runs=runs,
         n_passes=n_passes,
         seconds=time.perf_counter() - started,
+        n_forward=model.n_forward,
+        n_backward=model.n_backward,
     )

@@ -333,6 +333,8 @@ def score(
                 "doubt and may be far too large"
             )
         result.cost.seconds += result.eps_curve.seconds
+        result.cost.n_forward += result.eps_curve.n_forward
+        result.cost.n_backward += result.eps_curve.n_backward
         log.info("%s (%.1f s)", result.eps_curve.line(), result.eps_curve.seconds)
     if addition is not None:
         started = time.perf_counter()

@@ -174,3 +174,14 @@ def test_the_browser_check_catches_a_page_that_logs_errors(tmp_path):
     page.write_text(BAD_PAGE)
     errors = _console_errors(page, tmp_path / "bad.png", tmp_path)
     assert errors and any("boom" in e for e in errors) and any("notDefined" in e for e in errors)
+
+
+def test_the_score_report_renders_too(trained_mlp, digits_test, tmp_path):
+    from robustprune.results.io import save_result
+
+    result = score(trained_mlp, digits_test, "quick", eps=0.1, n=40, efficiency=False, eps_grid=[0.0, 0.1, 0.2])
+    html = Path(save_result(result, tmp_path / "score")["html"])
+    assert 'id="eps-curve"' in html.read_text()
+    shot = tmp_path / "score.png"
+    assert _console_errors(html, shot, tmp_path) == []
+    assert shot.read_bytes().startswith(PNG_MAGIC)

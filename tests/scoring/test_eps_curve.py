@@ -123,6 +123,9 @@ def test_score_records_the_curve_beside_the_battery(scored):
     assert back.eps_curve == curve
     assert scored.robust_acc == document["robust_acc"]  # the battery stays the headline
     assert scored.cost.seconds >= curve.seconds
+    # FMN: steps + 1 forwards and steps backwards per attacked example; FAB one backward per class and step
+    assert curve.n_forward >= 200 * curve.n_clean_correct and curve.n_backward >= 1000 * curve.n_clean_correct
+    assert scored.cost.n_forward > curve.n_forward and scored.cost.n_backward > curve.n_backward
 
 
 def test_randomized_models_are_judged_over_every_pass(digits_test, _trained_mlp_state):
@@ -276,3 +279,27 @@ def test_the_score_reports_show_the_curve_its_table_and_each_attack(scored):
             efficiency=False,
         )
     )
+
+
+@pytest.mark.parametrize(
+    "table", ['grid = "0:0.3"', 'grid = "0:0.1:3"\nattacks = ["pgd"]', 'grid = "0:0.1:3"\nsteps = -1', "steps = 5"]
+)
+def test_cli_bad_eps_curve_tables_are_one_line_errors(mlp_checkpoint, tmp_path, capsys, table):
+    battery = tmp_path / "b.toml"
+    battery.write_text(f'eps = 0.1\n[[attack]]\nname = "fgsm"\n[eps_curve]\n{table}\n')
+    out = tmp_path / "never"
+    args = ["score", "--model", "mlp", "--checkpoint", str(mlp_checkpoint), "--battery", str(battery), "--n", "10"]
+    code = main([*args, "--out", str(out)])
+    _, stderr = capsys.readouterr()
+    assert code == 2 and len(stderr.strip().splitlines()) == 1
+    assert "[eps_curve]" in stderr or "grid" in stderr
+    assert not out.exists()
+
+
+def test_cli_json_carries_the_curve(mlp_checkpoint, tmp_path, capsys):
+    code = main([*_args(mlp_checkpoint, tmp_path / "out", "0,0.1"), "--json"])
+    stdout, _ = capsys.readouterr()
+    summary = json.loads(stdout)
+    assert code == 0 and summary["eps_curve"]["grid"] == [0.0, 0.1] and summary["eps_curve"]["bound"] == "upper"
+    assert summary["eps_curve"]["robust_acc"][1] <= summary["robust_acc"] + 1e-9
+    assert summary["eps_curve_skipped"] is None
