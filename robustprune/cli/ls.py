@@ -9,7 +9,7 @@ from robustprune.cli.common import Subparsers, add_spec_dir_options
 
 
 def add_parser(sub: Subparsers) -> None:
-    p = sub.add_parser("ls", help="list models, attacks, batteries and recipes")
+    p = sub.add_parser("ls", help="list models, attacks, batteries, recipes and datasets")
     add_spec_dir_options(p)
     p.set_defaults(func=run)
 
@@ -31,12 +31,18 @@ def _spec_lines(label: str, dirs: list[Path]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from robustprune.attacks import ATTACKS
+    from robustprune.attacks.min_norm import MIN_NORM_ATTACKS
     from robustprune.config import BUILTIN_DIR, battery_dirs
+    from robustprune.data import DATA_FORMATS
     from robustprune.defenses.base import recipe_dirs
     from robustprune.models import MODELS
 
     print("models:    " + ", ".join(MODELS.names()))
     print("attacks:   " + ", ".join(ATTACKS.names()))
+    print("min-norm:  " + ", ".join(MIN_NORM_ATTACKS) + "  (eps curves: --eps-grid, [eps_curve] in a battery)")
+    named = [n for fmt in DATA_FORMATS.names() for n in DATA_FORMATS.get(fmt).names]
+    files = [fmt for fmt in DATA_FORMATS.names() if not DATA_FORMATS.get(fmt).names]
+    print("datasets:  " + ", ".join(named) + " (embedded); files: " + ", ".join(files) + " (--dataset PATH)")
     print("\n".join(_spec_lines("batteries:", battery_dirs())))
     print("\n".join(_spec_lines("recipes:", recipe_dirs())))
     print(f"built-in batteries and recipes: {BUILTIN_DIR}")

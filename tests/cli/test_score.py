@@ -222,6 +222,9 @@ def test_python_dash_m_entry_point():
     )
     assert proc.returncode == 0, proc.stderr
     assert "digits_cnn" in proc.stdout and "standard" in proc.stdout and "autoattack" in proc.stdout
+    lines = {line.split(":")[0]: line for line in proc.stdout.splitlines()}
+    assert {"models", "attacks", "min-norm", "datasets", "batteries", "recipes"} <= set(lines)
+    assert "fmn, fab" in lines["min-norm"] and "digits" in lines["datasets"] and "npz" in lines["datasets"]
     bad = subprocess.run(
         [sys.executable, "-m", "robustprune", "score"], capture_output=True, text=True, timeout=120, check=False
     )
