@@ -192,7 +192,7 @@ def min_norm_curve(
         raise UsageError(f"eps curve attacks must be some of {', '.join(MIN_NORM_ATTACKS)}, got {list(attacks)!r}")
     grid = check_eps_grid(grid)
     started = time.perf_counter()
-    model = CountingModel(model)
+    counted = CountingModel(model)  # eval mode is set on `model` itself: the wrapper's train()/eval() do nothing
     x, y = data.x, data.y
     n = len(y)
     best = np.full(n, math.inf)
@@ -217,7 +217,7 @@ def min_norm_curve(
 
     with eval_mode(model):
         if clean_correct is None:
-            correct = _correct_on_every_pass(model, x, y, batch_size, n_passes).cpu().numpy()
+            correct = _correct_on_every_pass(counted, x, y, batch_size, n_passes).cpu().numpy()
         else:
             correct = np.asarray(clean_correct, dtype=bool)
             if correct.shape != (n,):
@@ -231,8 +231,8 @@ def min_norm_curve(
                 rows = index[start : start + batch_size]
                 rows_t = torch.as_tensor(rows, device=x.device)
                 xb, yb = x[rows_t], y[rows_t]
-                x_adv = attack.run(model, xb, yb, norm, steps, seed + start)
-                distances[rows], failed = _verified(model, xb, yb, x_adv, norm, batch_size, n_passes)
+                x_adv = attack.run(counted, xb, yb, norm, steps, seed + start)
+                distances[rows], failed = _verified(counted, xb, yb, x_adv, norm, batch_size, n_passes)
                 rejected += failed
             merge(attack.title, distances, rejected, since)
         if known is not None:  # even when empty: the label says the battery's points were merged
@@ -241,7 +241,7 @@ def min_norm_curve(
             rows_t = torch.as_tensor(rows, device=x.device)
             distances = np.full(n, math.inf)
             distances[rows], rejected = _verified(
-                model, x[rows_t], y[rows_t], known.x_adv.to(x.device, x.dtype), norm, batch_size, passes=0
+                counted, x[rows_t], y[rows_t], known.x_adv.to(x.device, x.dtype), norm, batch_size, passes=0
             )
             distances[~correct] = math.inf  # the clean prediction already settles those
             merge(known.title, distances, rejected, since)
@@ -265,6 +265,6 @@ def min_norm_curve(
         runs=runs,
         n_passes=n_passes,
         seconds=time.perf_counter() - started,
-        n_forward=model.n_forward,
-        n_backward=model.n_backward,
+        n_forward=counted.n_forward,
+        n_backward=counted.n_backward,
     )

@@ -303,3 +303,13 @@ def test_cli_json_carries_the_curve(mlp_checkpoint, tmp_path, capsys):
     assert code == 0 and summary["eps_curve"]["grid"] == [0.0, 0.1] and summary["eps_curve"]["bound"] == "upper"
     assert summary["eps_curve"]["robust_acc"][1] <= summary["robust_acc"] + 1e-9
     assert summary["eps_curve_skipped"] is None
+
+
+def test_a_model_handed_in_train_mode_is_attacked_in_eval_mode_and_given_back_as_it_was(trained_mlp, digits_test):
+    model = torch.nn.Sequential(trained_mlp, torch.nn.Dropout(0.5))
+    data = digits_test.subset(30)
+    reference = min_norm_curve(model.eval(), data, "Linf", [0.0, 0.1], attacks=("fmn",))
+    model.train()
+    again = min_norm_curve(model, data, "Linf", [0.0, 0.1], attacks=("fmn",))
+    assert again.distances == reference.distances  # dropout off: deterministic, as in eval mode
+    assert model.training and model[1].training and not again.n_passes > 1
