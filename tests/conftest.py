@@ -41,6 +41,18 @@ def trained_mlp(_trained_mlp_state: dict[str, torch.Tensor]) -> torch.nn.Module:
 
 
 @pytest.fixture(scope="session")
+def mlp_checkpoint(tmp_path_factory, _trained_mlp_state: dict[str, torch.Tensor]):
+    """The trained MLP saved as a safetensors checkpoint (read only: tests that change it copy it first)."""
+    from robustprune.models import save_checkpoint
+
+    model = build_model("mlp", 10, (1, 8, 8))
+    model.load_state_dict(_trained_mlp_state)
+    path = tmp_path_factory.mktemp("ckpt") / "mlp.safetensors"
+    save_checkpoint(model, path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def ray_local():
     """One real local Ray instance for the whole session (starting one costs seconds)."""
     import ray  # installed by `make test` (the ray extra): a missing Ray must fail, not skip

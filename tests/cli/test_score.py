@@ -18,15 +18,6 @@ from robustprune.results.schema import validate_document
 from robustprune.sparsity import apply_masks, global_magnitude
 
 
-@pytest.fixture(scope="module")
-def mlp_checkpoint(tmp_path_factory, _trained_mlp_state) -> Path:
-    model = build_model("mlp", 10, (1, 8, 8))
-    model.load_state_dict(_trained_mlp_state)
-    path = tmp_path_factory.mktemp("ckpt") / "mlp.safetensors"
-    save_checkpoint(model, path)
-    return path
-
-
 def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
     code = main(args)
     out, err = capsys.readouterr()

@@ -16,7 +16,7 @@ from robustprune.attacks import min_norm
 from robustprune.attacks.min_norm import MinNormAttack
 from robustprune.cli import main
 from robustprune.errors import UsageError
-from robustprune.models import build_model, save_checkpoint
+from robustprune.models import build_model
 from robustprune.render.text import summary_table
 from robustprune.results.schema import validate_document
 from robustprune.scoring import score
@@ -201,15 +201,6 @@ def test_parse_eps_grid_forms():
     for bad in ("", "0:0.3", "0:0.3:0", "0.3:0:4", "a,b", "0,-0.1", "0,nan", "0:inf:3", "1:2:x"):
         with pytest.raises(UsageError, match="--eps-grid"):
             parse_eps_grid(bad)
-
-
-@pytest.fixture(scope="module")
-def mlp_checkpoint(tmp_path_factory, _trained_mlp_state) -> Path:
-    model = build_model("mlp", 10, (1, 8, 8))
-    model.load_state_dict(_trained_mlp_state)
-    path = tmp_path_factory.mktemp("ckpt") / "mlp.safetensors"
-    save_checkpoint(model, path)
-    return path
 
 
 def _args(ckpt: Path, out: Path, grid: str) -> list[str]:
