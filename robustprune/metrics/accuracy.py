@@ -64,6 +64,16 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
     return lo, hi
 
 
+def wilson_pct(accuracy: float, n: int) -> tuple[float, float] | None:
+    """The 95 % Wilson score interval, in %, of an accuracy in % measured on n examples (None when the accuracy
+    is not a share of n: then no interval is shown rather than a wrong one)."""
+    k = accuracy * n / 100.0
+    if n <= 0 or not -1e-6 <= k <= n + 1e-6 or abs(k - round(k)) > 1e-6 * max(1.0, n):
+        return None
+    lo, hi = wilson_interval(round(k), n)
+    return 100.0 * lo, 100.0 * hi
+
+
 def clopper_pearson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Exact (Clopper-Pearson) interval from beta quantiles, as fractions; conservative at every n."""
     k, n = _check_counts(k, n, confidence)

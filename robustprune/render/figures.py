@@ -17,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from robustprune.atomic import write_bytes
-from robustprune.metrics.accuracy import wilson_interval
+from robustprune.metrics.accuracy import wilson_pct
 from robustprune.render.tables import attack_series, reliability_bins, threat_text
 from robustprune.scoring.result import ReliabilityBin, ScoreResult
 
@@ -173,11 +173,11 @@ def eps_curve_figure(result: ScoreResult | dict[str, Any], fmt: Format = "png") 
 
     def draw(fig: Figure) -> None:
         ax = fig.subplots()
-        bands = [wilson_interval(round(a * n / 100.0), n) if n else (a / 100.0, a / 100.0) for a in curve.robust_acc]
+        bands = [wilson_pct(a, n) or (a, a) for a in curve.robust_acc]
         ax.fill_between(
             curve.grid,
-            [100 * lo for lo, _ in bands],
-            [100 * hi for _, hi in bands],
+            [lo for lo, _ in bands],
+            [hi for _, hi in bands],
             facecolor="none",
             edgecolor=ACC_COLOR,
             hatch="////",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from itertools import zip_longest
 from typing import Any
 
-from robustprune.metrics.accuracy import wilson_interval
+from robustprune.metrics.accuracy import wilson_pct
 from robustprune.render.format import (
     NA,
     Table,
@@ -440,11 +440,9 @@ def eps_curve_table(result: ScoreResult) -> Table:
     curve = result.eps_curve
     rows = []
     if curve is not None:
-        n = curve.n_examples
         for eps, acc in zip(curve.grid, curve.robust_acc):
-            k = round(acc * n / 100.0)
-            lo, hi = wilson_interval(k, n) if n else (None, None)
-            ci = f"[{100 * lo:.1f}, {100 * hi:.1f}]" if lo is not None else NA
+            interval = wilson_pct(acc, curve.n_examples)
+            ci = f"[{interval[0]:.1f}, {interval[1]:.1f}]" if interval is not None else NA
             rows.append((fmt_eps(curve.norm, eps), f"{acc:.1f}", ci))
     return Table(("eps", "robust accuracy % (upper bound)", "95 % Wilson"), tuple(rows), "lrr")
 

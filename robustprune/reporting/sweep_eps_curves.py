@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from robustprune.metrics.accuracy import wilson_pct
 from robustprune.render.figures import Format, render_figure
 from robustprune.render.format import NA, Table
 from robustprune.reporting.sweep_figures import (
@@ -28,7 +29,6 @@ from robustprune.reporting.sweep_figures import (
     _legend,
     _sparsity_axis,
     measured_text,
-    wilson_pct,
 )
 from robustprune.reporting.view import ACC_BOUNDS, CAL_BOUNDS, Point, SweepView, series
 from robustprune.results.store import StoredCell

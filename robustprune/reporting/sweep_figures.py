@@ -16,7 +16,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from robustprune.errors import UsageError
-from robustprune.metrics.accuracy import wilson_interval
+from robustprune.metrics.accuracy import wilson_pct
 from robustprune.render.figures import Format, reliability_figure, render_figure
 from robustprune.render.format import NA
 from robustprune.reporting.styles import recipe_style
@@ -41,16 +41,6 @@ def _x(sparsity: float) -> float:
 CONFIDENCE_TEXT = "95 %"
 BAND_TEXT = f"band: {CONFIDENCE_TEXT} t interval over seeds"
 BOX_HALF_WIDTH = 1.5  # a lone banded point's band: a shaded box this many x units (sparsity %) either side
-
-
-def wilson_pct(accuracy: float, n: int) -> tuple[float, float] | None:
-    """The 95 % Wilson score interval, in %, of an accuracy in % measured on n examples (None when the accuracy
-    is not a share of n: then no interval is drawn rather than a wrong one)."""
-    k = accuracy * n / 100.0
-    if n <= 0 or not -1e-6 <= k <= n + 1e-6 or abs(k - round(k)) > 1e-6 * max(1.0, n):
-        return None
-    lo, hi = wilson_interval(round(k), n)
-    return 100.0 * lo, 100.0 * hi
 
 
 @dataclass(frozen=True)

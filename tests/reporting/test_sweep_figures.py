@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from scipy import stats
 from sweep_factory import make_sweep
 
+from robustprune.metrics.accuracy import wilson_pct
 from robustprune.metrics.seeds import mean_band
 from robustprune.render import figures as render_figures
 from robustprune.reporting import sweep_figures
@@ -158,10 +159,10 @@ def test_the_svg_carries_the_bars_or_the_band_and_is_deterministic(one_seed, sev
 
 def test_wilson_pct_matches_scipy_and_refuses_a_share_that_is_not_of_n():
     for k, n in ((0, 60), (7, 60), (30, 60), (60, 60), (1, 1)):
-        assert sweep_figures.wilson_pct(100 * k / n, n) == pytest.approx(scipy_wilson(100 * k / n, n), abs=1e-9)
-    lo, hi = sweep_figures.wilson_pct(50.0, 60)
+        assert wilson_pct(100 * k / n, n) == pytest.approx(scipy_wilson(100 * k / n, n), abs=1e-9)
+    lo, hi = wilson_pct(50.0, 60)
     assert 11 < (hi - lo) / 2 < 13  # the +-12 points of a 60-example cell
-    assert sweep_figures.wilson_pct(50.5, 60) is None and sweep_figures.wilson_pct(50.0, 0) is None
+    assert wilson_pct(50.5, 60) is None and wilson_pct(50.0, 0) is None
 
 
 def test_no_bars_without_a_known_n(one_seed, capture):
