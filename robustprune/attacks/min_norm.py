@@ -20,6 +20,7 @@ import torchattacks
 from torch import nn
 
 from robustprune.attacks.fmn import fmn
+from robustprune.config.battery import EPS_CURVE_ATTACKS
 
 MinNormRun = Callable[[nn.Module, torch.Tensor, torch.Tensor, str, int, int], torch.Tensor]
 
@@ -56,4 +57,4 @@ MIN_NORM_ATTACKS: dict[str, MinNormAttack] = {
         MinNormAttack("fab", "FAB", _run_fab, "torchattacks.FAB.attack_single_run, untargeted, no restart"),
     )
 }
-DEFAULT_MIN_NORM = ("fmn", "fab")
+DEFAULT_MIN_NORM = EPS_CURVE_ATTACKS

@@ -121,14 +121,19 @@ class AuditSpec:
         return min(survivors, max(size + 1, math.ceil(size * self.grow)))
 
 
+# The eps curve's defaults, one place for the battery table, `score(eps_grid=...)` and min_norm_curve.
+EPS_CURVE_ATTACKS: tuple[str, ...] = ("fmn", "fab")
+EPS_CURVE_STEPS = 100
+
+
 @dataclass(frozen=True, kw_only=True)
 class EpsCurveSpec:
     """The optional `[eps_curve]` table: robust accuracy at every eps of `grid` from minimum-norm attacks run once
     (robustprune.scoring.eps_curve), beside the battery's fixed-eps headline. `--eps-grid` replaces the grid."""
 
     grid: tuple[float, ...]
-    attacks: tuple[str, ...] = ("fmn", "fab")
-    steps: int = 100
+    attacks: tuple[str, ...] = EPS_CURVE_ATTACKS
+    steps: int = EPS_CURVE_STEPS
 
     def __post_init__(self) -> None:
         grid = self.grid
@@ -279,11 +284,15 @@ def _read_eps_curve(table: Any, where: str) -> EpsCurveSpec | None:
     if not isinstance(table, dict) or "grid" not in table:
         raise UsageError(f'{where}: [eps_curve] needs grid = "start:stop:points" (e.g. "0:0.3:16") or a list of eps')
     reject_unknown(table, _EPS_CURVE_KEYS, f"{where} [eps_curve]")
-    attacks = table.get("attacks", ["fmn", "fab"])
-    if not isinstance(attacks, list):
-        raise UsageError(f'{where}: [eps_curve] attacks must be a list such as ["fmn", "fab"], got {attacks!r}')
+    given = dict(table)
+    if "attacks" in given:
+        if not isinstance(given["attacks"], list):
+            raise UsageError(
+                f'{where}: [eps_curve] attacks must be a list such as ["fmn", "fab"], got {given["attacks"]!r}'
+            )
+        given["attacks"] = tuple(given["attacks"])
     try:
-        return EpsCurveSpec(grid=table["grid"], attacks=tuple(attacks), steps=table.get("steps", 100))
+        return EpsCurveSpec(**given)
     except UsageError as exc:
         raise UsageError(f"{where}: {str(exc).replace('--eps-grid', 'grid')}") from None
 

@@ -28,6 +28,7 @@ from robustprune.attacks.counting import CountingModel
 from robustprune.attacks.fmn import NORMS, perturbation_norm
 from robustprune.attacks.min_norm import DEFAULT_MIN_NORM, MIN_NORM_ATTACKS
 from robustprune.attacks.verify import NORM_TOLERANCE
+from robustprune.config.battery import EPS_CURVE_STEPS
 from robustprune.config.eps import check_eps_grid, eps_grid_argument, parse_eps_grid  # noqa: F401  (re-export)
 from robustprune.data import Dataset
 from robustprune.errors import UsageError
@@ -35,7 +36,7 @@ from robustprune.models.modes import eval_mode
 from robustprune.records import Record
 
 VERIFY_SLACK = NORM_TOLERANCE  # 1e-6, as robustprune.attacks.verify
-MIN_NORM_STEPS = 100
+MIN_NORM_STEPS = EPS_CURVE_STEPS
 
 
 @dataclass

@@ -13,8 +13,8 @@ from torch import nn
 
 from robustprune.attacks.base import NO_GRADIENT
 from robustprune.attacks.battery import BatteryOutcome, check_battery, load_battery, run_battery
-from robustprune.attacks.min_norm import DEFAULT_MIN_NORM
 from robustprune.config import BatterySpec, ThreatModel
+from robustprune.config.battery import EpsCurveSpec
 from robustprune.config.eps import default_eps
 from robustprune.data import Dataset, as_dataset, load_dataset
 from robustprune.devices import model_device, resolve_device
@@ -26,7 +26,7 @@ from robustprune.scoring import multihead
 from robustprune.scoring.additions import GRADIENT_FREE, RANDOMIZED
 from robustprune.scoring.audit import run_audit
 from robustprune.scoring.efficiency import measure_efficiency
-from robustprune.scoring.eps_curve import MIN_NORM_STEPS, KnownPoints, check_eps_grid, min_norm_curve
+from robustprune.scoring.eps_curve import KnownPoints, check_eps_grid, min_norm_curve
 from robustprune.scoring.escalation import EscalationBudget, before_battery, escalate, finish_records
 from robustprune.scoring.health import HealthContext, HealthReport, check_model, check_outcome, ordered_checks
 from robustprune.scoring.per_sample import PerSampleTable
@@ -298,15 +298,17 @@ def score(
         started = time.perf_counter()
         result.efficiency = measure_efficiency(model, tuple(data.input_shape), seed=seed)
         log.info("%s (%.1f s)", result.efficiency.line(), time.perf_counter() - started)
-    curve_spec = battery.eps_curve
-    grid = eps_grid if eps_grid is not None else (list(curve_spec.grid) if curve_spec is not None else None)
-    if grid is not None and not ctx.gradients:
+    curve_spec = battery.eps_curve  # --eps-grid replaces its grid, or asks for a curve with the default attacks
+    if eps_grid is not None:
+        grid = tuple(eps_grid)
+        curve_spec = EpsCurveSpec(grid=grid) if curve_spec is None else dataclasses.replace(curve_spec, grid=grid)
+    if curve_spec is not None and not ctx.gradients:
         result.eps_curve_skipped = (
-            "no eps curve: the model gives no usable gradient and the minimum-norm attacks (FMN, FAB) need one; "
+            "the model gives no usable gradient and the minimum-norm attacks (FMN, FAB) need one; "
             "a curve from them would show robustness that is not there"
         )
         log.warning(result.eps_curve_skipped)
-    elif grid is not None:
+    elif curve_spec is not None:
         adversarial = result.adversarial
         known = (
             KnownPoints("battery", adversarial.index, torch.as_tensor(adversarial.x))
@@ -318,9 +320,9 @@ def score(
                 model,
                 data,
                 battery.threat.norm,
-                grid,
-                attacks=curve_spec.attacks if curve_spec is not None else DEFAULT_MIN_NORM,
-                steps=curve_spec.steps if curve_spec is not None else MIN_NORM_STEPS,
+                list(curve_spec.grid),
+                attacks=curve_spec.attacks,
+                steps=curve_spec.steps,
                 seed=seed,
                 batch_size=batch_size,
                 n_passes=ctx.n_passes,
