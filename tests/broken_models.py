@@ -74,6 +74,19 @@ class Detached(nn.Module):
         return self.inner(x.detach())
 
 
+class NumpyFlattened(nn.Module):
+    """Takes its input through numpy, flattened: the graph is cut, and no straight-through version can rejoin it (the
+    tensor that comes back has another shape than the one that left), so nothing but gradient-free attacks reach it."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = torch.tensor(x.detach().cpu().numpy().reshape(len(x), -1), device=x.device)
+        return self.inner(flat.view_as(x))
+
+
 class InputDropout(nn.Module):
     def __init__(self, inner: nn.Module) -> None:
         super().__init__()

@@ -31,6 +31,7 @@ RANKS = {
     "provenance": 0,
     "progress": 0,
     "devices": 0,
+    "boundary": 0,
     "config": 1,
     "data": 2,
     "models": 2,

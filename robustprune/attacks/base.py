@@ -44,6 +44,7 @@ class AttackContext:
     verdict_passes: int = 1
     gradients: bool = True
     parent: Any = None  # the dense parent model (nn.Module) when known: transfer attacks craft on it
+    bridged: bool = False  # S23: a straight-through version of the forward pass's gradient stops gives a gradient
 
     @property
     def randomized(self) -> bool:

@@ -2,15 +2,18 @@
 
 Every adversarial example is verified (see verify.py) and re-classified on a fresh forward pass before it counts;
 an example is broken if any attack broke it. Each attack gets the run's seed and is timed and pass-counted.
-The model stays in eval mode throughout, and after every attack the engine checks that no module's mode and no
-buffer changed (a BatchNorm switched to train mode would re-classify on batch statistics and move its running
-statistics): a change is a verification error, never a silently different model.
+The model stays in eval mode throughout, and after every attack the engine checks that no module's mode, no
+parameter and no buffer changed (a BatchNorm switched to train mode would re-classify on batch statistics, an
+attack that edits the weights would judge another model): a change is restored and ends the run (ModelChanged),
+never a silently different model. Each attack works on copies of the examples, through the user-code boundary
+(robustprune.boundary): what it does to them stays with it, and verification reads the engine's own.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,9 +25,11 @@ from robustprune.attacks.base import ATTACKS, Attack, AttackContext
 from robustprune.attacks.counting import CountingModel
 from robustprune.attacks.min_norm import MIN_NORM_ATTACKS
 from robustprune.attacks.pgd_core import PGDTrace, combine_traces
-from robustprune.attacks.verify import verify_adversarial
+from robustprune.attacks.verify import project, verify_adversarial
+from robustprune.boundary import call_user, in_stage, stage
 from robustprune.config import BatterySpec, read_battery
-from robustprune.errors import UsageError, VerificationError
+from robustprune.errors import ModelChanged, UsageError, UserCodeError
+from robustprune.models.guard import ModelState, describe_output
 from robustprune.models.modes import eval_mode
 from robustprune.progress import progress_bar
 
@@ -100,34 +105,6 @@ def predict(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: i
     return Predictions(probs=probs, pred=pred.astype(np.int64), conf=conf, correct=correct)
 
 
-class ModelState:
-    """A snapshot of what an attack must not change: every module's mode and every buffer's value.
-
-    In eval mode nothing in a model's forward pass should write to its buffers (BatchNorm's running statistics
-    move only in train mode); an attack that switched the mode, or a forward pass that updates state, would
-    make every later verdict depend on what ran before. The engine compares the snapshot after each attack.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        self.modes = [(name or "<model>", m.training) for name, m in model.named_modules()]
-        self.buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
-
-    def require_unchanged(self, model: nn.Module, error: Callable[[str], Exception]) -> None:
-        """Raise `error(what changed)` when the model is not as the snapshot found it."""
-        changed = self.changes(model)
-        if changed:
-            raise error("; ".join(changed[:3]))
-
-    def changes(self, model: nn.Module) -> list[str]:
-        now = {name or "<model>": m.training for name, m in model.named_modules()}
-        out = [f"module {name!r} switched to train mode" for name, flag in self.modes if now.get(name) != flag]
-        for name, buffer in model.named_buffers():
-            before = self.buffers.get(name)
-            if before is None or before.shape != buffer.shape or not torch.equal(before, buffer.detach()):
-                out.append(f"buffer {name!r} changed")
-        return out
-
-
 def check_battery(battery: BatterySpec, num_classes: int | None = None) -> None:
     """Resolve every attack of `battery` without running anything: a known name, known settings of the right type
     within their bounds, support for the threat model and (when known) the class count. Commands call it before
@@ -182,6 +159,8 @@ def run_battery(
     continue_from: BatteryOutcome | None = None,
     only: np.ndarray | None = None,
     role: str = "battery",
+    bridged: bool = False,
+    view: Callable[[nn.Module], AbstractContextManager[Any]] | None = None,
 ) -> BatteryOutcome:
     """Run `battery` against `model` on (x, y); see the module docstring for the semantics.
 
@@ -190,9 +169,12 @@ def run_battery(
     model a pruned one came from (transfer attacks craft on it). `continue_from` runs more attacks (health probes,
     escalations) on what an earlier outcome left unbroken: its columns come first, and these attacks replace an
     example's worst-case probabilities only where they break it (calibration stays the battery's). `only` limits
-    the attacks to these example indices (still only the unbroken ones); `role` is recorded with each attack.
+    the attacks to these example indices (still only the unbroken ones); `role` is recorded with each attack;
+    `bridged` says a straight-through view of the forward pass gives a gradient where the model gives none (BPDA);
+    `view` is how the attacks see the model (BPDA's straight-through view): what they return is judged on the model
+    as given.
     """
-    context = AttackContext(verdict_passes=n_passes, gradients=gradients, parent=parent)
+    context = AttackContext(verdict_passes=n_passes, gradients=gradients, parent=parent, bridged=bridged)
     attacks = build_attacks(battery, num_classes, context)
     n = len(x)
     with eval_mode(model, freeze_parameters=True), eval_mode(parent or nn.Identity(), freeze_parameters=True):
@@ -230,7 +212,18 @@ def run_battery(
             torch.manual_seed(seed)
             bar = progress_bar(len(index), record.label, "ex", progress)
             started = time.perf_counter()
-            x_adv = attack.perturb(counter, x_sub, y_sub, seed=seed, batch_size=batch_size, on_batch=bar.update)
+            with stage(f"attack {record.label}"):
+                with view(model) if view is not None else nullcontext():
+                    x_adv = _perturb(
+                        attack, counter, x_sub, y_sub, seed=seed, batch_size=batch_size, on_batch=bar.update
+                    )
+                state.require_unchanged(
+                    model,
+                    lambda what, label=record.label: ModelChanged(
+                        f"attack {label!r} changed the model it was given ({what}){in_stage()}: its verdicts and every "
+                        "later attack's would be taken on another model, so nothing is counted (the model was restored)"
+                    ),
+                )
             record.seconds = time.perf_counter() - started
             bar.close()
             record.n_forward = counter.n_forward + attack.other_passes[0]
@@ -240,13 +233,7 @@ def run_battery(
             record.description = attack.describe()  # settings an attack adapted to the model (notes) included
             norms = verify_adversarial(record.label, x_adv, x_sub, battery.threat, index)
             adv = predict(model, x_adv, y_sub, batch_size=batch_size, n_passes=n_passes)
-            state.require_unchanged(
-                model,
-                lambda what, label=record.label: VerificationError(
-                    f"attack {label!r} left the model changed ({what}): its verdicts and every later attack's would "
-                    "be taken on another model; nothing is counted"
-                ),
-            )
+            state.require_unchanged(model)
             idx = index.numpy()
             newly_broken = ~adv.correct
             cols.attempted[idx] = True
@@ -262,3 +249,26 @@ def run_battery(
     return BatteryOutcome(
         clean=clean, columns=columns, records=records, worst_probs=worst_probs, broken=broken, worst_x=worst_x
     )
+
+
+def _perturb(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs: object) -> torch.Tensor:
+    """`attack.perturb` on copies of the examples, through the user-code boundary: an attack that raises, or returns
+    anything but a floating tensor, is one line naming it (exit 1). float64 / float16 examples are brought to the
+    inputs' dtype here; whether they are inside the threat model is verification's business."""
+    implementation = attack.implementation or attack.name
+    who = "the attack" if implementation == attack.spec.label else f"the attack ({implementation})"
+    out = call_user(attack.perturb, model, x.clone(), y.clone(), who=who, unusable=False, **kwargs)
+    if not isinstance(out, torch.Tensor) or out.is_complex() or not out.is_floating_point():
+        raise UserCodeError(
+            f"{who} returned {describe_output(out)}{in_stage()}, not a floating tensor of adversarial examples"
+        )
+    if out.layout != torch.strided or out.is_meta:
+        raise UserCodeError(f"{who} returned a {out.layout} tensor{in_stage()}; return a dense tensor like its input")
+    widened = out.detach().to(device=x.device, dtype=x.dtype)
+    if out.dtype in (torch.float16, torch.bfloat16) and out.shape == x.shape:
+        # half precision cannot hold every point of the ball: the rounding, not the attack, may step outside it
+        note = f"returned {str(out.dtype).removeprefix('torch.')} examples: widened and projected into the threat model"
+        if note not in attack.notes:
+            attack.notes.append(note)
+        return project(widened, x, attack.threat)
+    return widened

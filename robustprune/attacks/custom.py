@@ -12,7 +12,6 @@ code, as `--model package.module:factory` does; the result records the class (im
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import re
 from typing import Any
@@ -21,6 +20,7 @@ from torch import nn
 
 from robustprune.attacks.base import ATTACKS, Attack
 from robustprune.attacks.torchattacks_adapter import TorchattacksAttack
+from robustprune.boundary import import_user_module
 from robustprune.errors import UsageError
 
 _PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
@@ -33,11 +33,7 @@ def resolve_custom_attack(name: str) -> type[Attack]:
     module_name, attr = name.split(":")
     if module_name == "torchattacks":
         return _torchattacks_class(name, attr)
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as err:  # noqa: BLE001  the user's module: any import failure is theirs to fix
-        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UsageError(f"cannot import {module_name!r} for attack {name}: {detail}") from None
+    module = import_user_module(module_name, f"attack {name}")
     found = getattr(module, attr, None)
     if not (inspect.isclass(found) and issubclass(found, Attack)) or inspect.isabstract(found):
         raise UsageError(
@@ -60,15 +56,19 @@ def _torchattacks_class(name: str, class_name: str) -> type[Attack]:
             f"attack {name} takes no eps: robustprune scores a fixed-eps threat model (use a minimum-norm attack "
             "through its own adapter)"
         )
+    # The class count is the data's, never a setting: APGDT's and FAB's default of 10 is wrong on other data.
+    from_data = ("self", "model", "eps", "n_classes")
     defaults: dict[str, Any] = {
         key: p.default
         for key, p in params.items()
-        if key not in ("self", "model", "eps") and isinstance(p.default, bool | int | float | str)
+        if key not in from_data and isinstance(p.default, bool | int | float | str)
     }
     norms = ("L2",) if class_name.upper().endswith("L2") else ("Linf",)
+    takes_classes = "n_classes" in params
 
     def build(self: TorchattacksAttack, model: nn.Module, seed: int) -> Any:
-        return found(model, eps=self.threat.eps, **self.settings)
+        extra = {"n_classes": self.num_classes} if takes_classes and self.num_classes else {}
+        return found(model, eps=self.threat.eps, **self.settings, **extra)
 
     return type(
         f"Torchattacks{class_name}",

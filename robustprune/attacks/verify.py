@@ -43,3 +43,15 @@ def _raise_first(label: str, bad: torch.Tensor, index: torch.Tensor, what: str) 
     if bad.any():
         first = int(bad.nonzero()[0, 0])
         raise VerificationError(f"attack {label!r} returned example {int(index[first])} with {what}; it is not counted")
+
+
+def project(x_adv: torch.Tensor, x: torch.Tensor, threat: ThreatModel) -> torch.Tensor:
+    """`x_adv` moved to the nearest point of the threat model's ball around `x` and of the box [0, 1] (for an
+    attack's output that rounding, not the attack, carried just outside)."""
+    delta = (x_adv - x).flatten(1)
+    if threat.norm == "Linf":
+        delta = delta.clamp(-threat.eps, threat.eps)
+    else:
+        norms = delta.norm(dim=1, keepdim=True)
+        delta = delta * torch.clamp(threat.eps / norms.clamp_min(1e-30), max=1.0)
+    return (x + delta.view_as(x)).clamp(0, 1)

@@ -38,16 +38,14 @@ def _version_text() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        return run(lambda: _dispatch(argv))
-    except SystemExit as exc:  # --version and --help end argparse with exit 0
-        if exc.code in (0, None):
-            return 0
-        raise
+    return run(lambda: _dispatch(argv))
 
 
 def _dispatch(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --version and --help end argparse (its errors are UsageErrors, see Parser)
+        return 0 if exc.code in (0, None) else 2
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         stream=sys.stderr,

@@ -1,6 +1,7 @@
 """What every subcommand shares: the one-line-error parser, the thread setting and the exit-code mapping.
 
-Exit codes: 0 ok, 2 bad input (one line on stderr, nothing written), 1 internal error or failed verification.
+Exit codes: 0 ok, 2 bad input or user code unusable from the start (one line on stderr, nothing written), 1 user code
+that failed during a run, a failed verification or an internal error.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from contextlib import AbstractContextManager
 
 import torch
 
-from robustprune.errors import UsageError, VerificationError
+from robustprune.errors import UsageError, UserCodeError, VerificationError
 from robustprune.validation import check_int, escape
 
 Subparsers = argparse._SubParsersAction
@@ -89,9 +90,15 @@ def run(job: Callable[[], int]) -> int:
     except VerificationError as exc:
         print(f"robustprune: verification failed: {escape(exc)}", file=sys.stderr)
         return 1
+    except UserCodeError as exc:
+        print(f"robustprune: error: {escape(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("robustprune: interrupted", file=sys.stderr)
         return 130
+    except SystemExit as exc:  # user code is caught at the boundary; anything else that exits is reported, not obeyed
+        print(f"robustprune: internal error: sys.exit({exc.code!r}) was called during the run", file=sys.stderr)
+        return 1
     except Exception as exc:  # noqa: BLE001 - the last line of defence turns any crash into exit 1
         if os.environ.get("ROBUSTPRUNE_DEBUG"):
             traceback.print_exc()

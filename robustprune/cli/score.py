@@ -4,6 +4,7 @@ directory, then build the model and score it; results.json is written last."""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,7 @@ def score_job(
             raise UsageError(f"--parent: {err}") from None
     full = load_dataset(dataset, split="test")  # scored as its first n; S19 compares a manifest on the whole
     data = full.subset(n)
+    model_args = data_model_args(model_args or {}, data)
     if eps is None and spec.source.startswith("builtin:"):  # the dataset's usual eps (config.eps.DATASET_EPS)
         eps = default_eps(full.input_shape, spec.threat.norm)
         spec = load_battery(battery, norm=norm, eps=eps)
@@ -196,7 +198,7 @@ def score_job(
             "batch_size": batch_size,
             "head_battery": heads and heads.to_dict(),
             "parent": parent and sha256_file(parent),
-            **({"model_args": model_args} if model_args else {}),
+            **({"model_args": key_safe(model_args)} if model_args else {}),
             **({"eps_grid": eps_grid} if eps_grid is not None else {}),
         }
     )
@@ -255,6 +257,34 @@ def parse_model_args(items: list[str]) -> dict[str, Any]:
         except tomllib.TOMLDecodeError:
             out[key] = raw
     return out
+
+
+def data_model_args(model_args: dict[str, Any], data: Dataset) -> dict[str, Any]:
+    """--model-arg values the data decides: num_classes and input_shape may be repeated, not contradicted (the data
+    passes them to the factory anyway); every other argument goes to the factory as given."""
+    out = dict(model_args)
+    for key, value in (("num_classes", data.num_classes), ("input_shape", tuple(data.input_shape))):
+        if key not in out:
+            continue
+        given = out.pop(key)
+        same = tuple(given) == value if isinstance(given, list | tuple) else given == value
+        if not same:
+            raise UsageError(
+                f"--model-arg {key}={given!r} contradicts the data ({key} {value!r}); leave it out, robustprune passes "
+                f"the data's {key} to the factory"
+            )
+    return out
+
+
+def key_safe(value: Any) -> Any:
+    """A value for the run's key: non-finite floats (--model-arg clip=inf) as text, which JSON can hold."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {k: key_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [key_safe(v) for v in value]
+    return value
 
 
 def save_adversarial_npz(examples: AdversarialExamples, out_dir: Path) -> str:

@@ -11,8 +11,9 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from robustprune.boundary import call_user
 from robustprune.data.dataset import MAX_DATA_BYTES, SPLITS, Dataset
 from robustprune.errors import UsageError
 from robustprune.registry import Registry
@@ -62,7 +63,7 @@ def load_dataset(spec: str | os.PathLike[str], split: str = "test") -> Dataset:
     formats = [DATA_FORMATS.get(name) for name in DATA_FORMATS.names()]
     named = next((f for f in formats if spec_str in f.names), None)
     if named is not None:
-        return named.load(Path(spec_str), split)
+        return _ask(named, "load", Path(spec_str), split)
     if not spec_str:
         raise UsageError(NOT_FOUND.format(spec=spec_str))
     try:
@@ -75,14 +76,29 @@ def load_dataset(spec: str | os.PathLike[str], split: str = "test") -> Dataset:
     ordered = sorted(formats, key=lambda f: f.fallback)  # claims are disjoint; the fallback is asked last
     if path.is_dir():
         names = {p.name for p in path.iterdir()}
-        found = next((f for f in ordered if f.claims_dir(path, names)), None)
+        found = next((f for f in ordered if _ask(f, "claims_dir", path, names)), None)
         if found is None:
             known = "; ".join(f"{f.name}: {f.description}" for f in ordered if not f.names)
             raise UsageError(f"directory {escape(path)} holds no known dataset (formats: {known})")
-        return found.load(path, split)
+        return _ask(found, "load", path, split)
     if path.suffix.lower() == ".npy":
         raise UsageError(f"{path.name}: a .npy file holds one array; save x and y together with numpy.savez")
-    found = next((f for f in ordered if f.claims_file(path)), None) or next((f for f in ordered if f.fallback), None)
+    found = next((f for f in ordered if _ask(f, "claims_file", path)), None) or next(
+        (f for f in ordered if f.fallback), None
+    )
     if found is None:
         raise UsageError(NOT_FOUND.format(spec=escape(spec_str)))
-    return found.load(path, split)
+    return _ask(found, "load", path, split)
+
+
+def _ask(fmt: DataFormat, method: str, *args: object) -> Any:
+    """Call a format's method; a format registered from outside robustprune is user code, called through the
+    boundary (whatever it raises is one line naming it, exit 2), and its `load` must return a Dataset."""
+    call = getattr(fmt, method)
+    if type(fmt).__module__.startswith("robustprune."):
+        return call(*args)
+    who = f"the dataset format {fmt.name!r} ({type(fmt).__module__}.{type(fmt).__qualname__}.{method})"
+    out = call_user(call, *args, who=who, unusable=True)
+    if method == "load" and not isinstance(out, Dataset):
+        raise UsageError(f"{who} returned a {type(out).__name__}, not a robustprune Dataset")
+    return out

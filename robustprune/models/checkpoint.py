@@ -35,7 +35,7 @@ from robustprune.errors import UsageError
 from robustprune.jsonio import dumps_json
 from robustprune.models.modes import remember_train_mode, set_eval
 from robustprune.models.pickled import corrupt, extract_state_dict, load_pickle, warn_trusted
-from robustprune.models.state import fold_pruning_pairs
+from robustprune.models.state import check_mask, fold_pruning_pairs
 from robustprune.paths import manifest_path
 from robustprune.validation import check_input_file, escape
 from robustprune.version import __version__
@@ -171,7 +171,7 @@ def load_checkpoint(
         sd = {k: v for k, v in tensors.items() if not k.startswith(MASK_PREFIX)}
         stored = {k[len(MASK_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MASK_PREFIX)}
         trusted = False
-        sd, masks = fold_pruning_pairs(sd)  # tolerate *_orig/*_mask written by other tools
+        sd, masks = fold_pruning_pairs(sd, f"checkpoint {shown}")  # tolerate *_orig/*_mask written by other tools
         folded = bool(masks)
         masks.update(_resolve_mask_names(stored, sd))
     else:
@@ -180,7 +180,7 @@ def load_checkpoint(
         if isinstance(found, nn.Module):  # a whole module, or {"model": <module>} from a training script
             _check_finite(found.state_dict(), shown)
             return info(_eval(found), "pickled_module", trusted)
-        sd, masks = fold_pruning_pairs(found)
+        sd, masks = fold_pruning_pairs(found, f"checkpoint {shown}")
         folded = bool(masks)
 
     if model is None:
@@ -188,6 +188,8 @@ def load_checkpoint(
     _check_finite({**sd, **{MASK_PREFIX + k: v for k, v in masks.items()}}, shown)
     _strip_pruning(model)
     sd, masks = _fit(model, sd, masks, shown)
+    for name, mask in masks.items():
+        check_mask(name, mask, sd[name].shape if name in sd else mask.shape, f"checkpoint {shown}")
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as err:  # _fit checks keys and shapes, so this is a dtype or similar oddity

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import re
 from collections.abc import Callable
@@ -10,6 +9,7 @@ from typing import Any
 
 from torch import nn
 
+from robustprune.boundary import call_user, import_user_module
 from robustprune.errors import UsageError
 from robustprune.models.modes import remember_train_mode, set_eval
 from robustprune.registry import Registry
@@ -30,11 +30,7 @@ def resolve_factory(name: str) -> Factory:
     if not _IMPORT_PATH.match(name):
         raise UsageError(f"--model needs the form package.module:factory, got {name!r}")
     module_name, attr = name.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as err:  # noqa: BLE001  the user's module: any import failure is theirs to fix
-        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UsageError(f"cannot import {module_name!r} for --model {name}: {detail}") from None
+    module = import_user_module(module_name, f"--model {name}")
     if not hasattr(module, attr):
         raise UsageError(f"{module_name} has no attribute {attr!r} (from --model {name}); check the factory name")
     factory = getattr(module, attr)
@@ -92,7 +88,7 @@ def factory_arguments(
     return args, call
 
 
-def build_model(name: str, num_classes: int, input_shape: tuple[int, int, int], **kwargs: Any) -> nn.Module:
+def build_model(name: str, num_classes: int, input_shape: tuple[int, int, int], /, **kwargs: Any) -> nn.Module:
     """Build a model from a registry name or import path; returned in eval mode, logits out, Normalize first.
 
     kwargs (mean, std, and architecture options such as vgg11's width) are passed to the factory as given.
@@ -102,15 +98,9 @@ def build_model(name: str, num_classes: int, input_shape: tuple[int, int, int], 
     factory = resolve_factory(name)
     input_shape = tuple(input_shape)  # type: ignore[assignment]
     args, call_kwargs = factory_arguments(factory, name, num_classes, input_shape, kwargs)
-    try:
-        model = factory(*args, **call_kwargs)
-    except UsageError:
-        raise
-    except Exception as err:  # noqa: BLE001  the user's factory failed: theirs to fix, named in one line
-        detail = str(err).splitlines()[0] if str(err) else ""
-        raise UsageError(
-            f"--model {name} failed when called: {type(err).__name__}: {detail}; fix the factory"
-        ) from None
+    model = call_user(
+        factory, *args, who=f"the model factory --model {name}", unusable=True, fix="fix the factory", **call_kwargs
+    )
     if not isinstance(model, nn.Module):
         raise UsageError(f"--model {name} returned a {type(model).__name__}, not a torch.nn.Module; fix the factory")
     try:  # recorded so checkpoint errors can name the architecture the user asked for

@@ -3,7 +3,8 @@
 A battery is what the user asked for; some models make it insufficient, and then the honest thing is to attack
 them the way their design calls for rather than report a flattering number:
 - a multi-head randomized defense (DIO) meets PGD on the mean loss over all heads, first;
-- any other randomized model (S2) meets PGD with expectation over its randomness, first;
+- any other randomized model (S2), or one whose rows depend on the batch composition (model contract), meets PGD
+  with expectation over its randomness, first;
 - a model whose graph is cut (S6) cannot meet gradient attacks, so a gradient-free one is added when the
   battery has none.
 Every addition is recorded in the result's provenance (`battery_additions`) with its settings and reason.
@@ -11,6 +12,7 @@ Every addition is recorded in the result's provenance (`battery_additions`) with
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +77,15 @@ RANDOMIZED = Addition(
         "expectation over 20 forward passes (100 steps) was added first"
     ),
     present=_named("all_heads_pgd", "adaptive_eot_pgd", "eot_pgd"),
+)
+
+BATCH_DEPENDENT = dataclasses.replace(
+    RANDOMIZED,
+    reason=(
+        "an example's logits depend on the other examples in its batch (model contract): an attack crafted on one "
+        "batch and judged on another would flatter or wrong it, so it is scored as randomized (verdicts over "
+        "repeated passes) and PGD with expectation over 20 forward passes (100 steps) was added first"
+    ),
 )
 
 GRADIENT_FREE = Addition(

@@ -148,3 +148,12 @@ def _report(
         skipped=skipped,
         sample_index=sorted(int(i) for i in order[:audited]) if order is not None else [],
     )
+
+
+def failed_audit(battery: BatterySpec, outcome: BatteryOutcome, error: str, started: float) -> AuditReport:
+    """The report of an audit that raised: nothing audited, the gap bound as wide as the survivors allow."""
+    audit: AuditSpec = battery.audit  # type: ignore[assignment]
+    survivors = np.flatnonzero(~outcome.broken)
+    report = _report(audit, survivors, [], 0, 0, len(outcome.broken), started, None)
+    report.error = error
+    return report

@@ -4,30 +4,37 @@ Each escalation is one registered class: the checks that trigger it, the attack 
 unbroken (through the engine, so whatever it breaks is verified and counts in the worst case), and, where it
 changes how the model is attacked (BPDA, rescaled logits), a view of the model under which the checks that
 failed (S13 unbounded attack, S20 binarization) are run again: a fail that passes under the escalation is
-resolved. Two escalations act before the battery, as attacks `score` adds to it (scoring/additions.py): EOT for a
+resolved. A failed S6 or S23 (the forward pass cuts the gradient) is resolved by a view only when the active
+tests (S13, S20) also pass under it: a gradient that exists is not yet a gradient that finds adversarial examples.
+Two escalations act before the battery, as attacks `score` adds to it (scoring/additions.py): EOT for a
 randomized model (S2) and a gradient-free attack for a model without a gradient (S6); they are recorded here too.
+Every escalation and re-check runs isolated: one that raises is recorded with its error and resolves nothing.
 """
 
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from torch import nn
 
-from robustprune.attacks.bpda import straight_through
+from robustprune.attacks.base import ATTACKS
+from robustprune.attacks.bpda import bpda_view
 from robustprune.attacks.rescaled import Rescaled, choose_rescaling
+from robustprune.boundary import isolated
 from robustprune.config import AttackSpec
 from robustprune.registry import Registry
 from robustprune.scoring.health import HEALTH_CHECKS, CheckResult, EscalationRecord, HealthContext
 
 ModelView = Callable[[nn.Module], Any]  # model -> context manager yielding the model to attack
-MASKING = ("S7", "S8", "S9", "S10", "S13", "S16", "S20", "S21")  # checks that point at hidden gradients
-RECHECKED = ("S13", "S20")  # checks re-run under an escalation's view of the model
+MASKING = ("S7", "S8", "S9", "S10", "S13", "S16", "S20", "S21", "S23")  # checks that point at hidden gradients
+RECHECKED = ("S6", "S13", "S20", "S23")  # checks re-run under an escalation's view of the model
+CUT = ("S6", "S23")  # the forward pass cuts the gradient: resolved only with the active tests passing too
+ACTIVE_TESTS = ("S13", "S20")  # an attack must find what provably exists (evidence that a view repairs the attacks)
 SQUARE_QUERIES = 10_000  # twice AutoAttack's Square budget
 
 
@@ -51,9 +58,21 @@ class Escalation(ABC):
     def spec(self, ctx: HealthContext, budget: EscalationBudget) -> AttackSpec:
         """The attack to run on the survivors."""
 
+    def specs(self, ctx: HealthContext, budget: EscalationBudget) -> list[AttackSpec]:
+        """Every attack to run on the survivors, in order (the first is `spec`)."""
+        return [self.spec(ctx, budget)]
+
     def view(self, ctx: HealthContext) -> ModelView | None:
-        """How this escalation sees the model, for re-running S13 / S20 (None: it does not change the model)."""
+        """How this escalation sees the model, for re-running the re-checked checks (None: it does not change it)."""
         return None
+
+    def attack_view(self, ctx: HealthContext) -> ModelView | None:
+        """How its attacks see the model, when they attack through a view of their own (BPDA)."""
+        return None
+
+    def describe(self, ctx: HealthContext) -> dict[str, Any]:
+        """What its view of the model is made of, recorded beside its attack's settings."""
+        return {}
 
 
 @dataclass(frozen=True)
@@ -102,38 +121,47 @@ class LogitRescaling(Escalation):
         return lambda model: nullcontext(Rescaled(model, mode, temperature))
 
 
-@contextmanager
-def _straight_through_view(model: nn.Module, names: list[str]) -> Iterator[nn.Module]:
-    with straight_through(model, names):
-        yield model
-
-
 @register_escalation("bpda")
 class BPDA(Escalation):
     order = 20
-    triggers = ("S7", "S13", "S16", "S20")
-    why = "layers with a zero derivative stop the gradient: APGD-CE with them straight-through (BPDA)"
+    triggers = ("S6", "S7", "S13", "S16", "S20", "S23")
+    why = (
+        "layers and operations with a zero derivative, or that cut the graph, stop the gradient: APGD-CE with every "
+        "one located straight-through (BPDA)"
+    )
 
     def unavailable(self, ctx: HealthContext) -> str | None:
-        if not ctx.gradients:
-            return "no gradient reaches the input (S6)"
-        if not ctx.gradient_killers:
-            return "no layer was found that stops the gradient (its input gets none while its output does)"
+        if not ctx.gradients and not ctx.bridged:
+            return "no gradient reaches the input (S6) and no straight-through version of the forward pass gives one"
+        if not ctx.gradient_killers and not ctx.gradient_stops:
+            return "no layer or operation was found that stops the gradient"
         return None
 
     def spec(self, ctx: HealthContext, budget: EscalationBudget) -> AttackSpec:
-        return AttackSpec(
-            name="bpda_apgd",
-            params={
-                "steps": budget.steps,
-                "restarts": budget.restarts,
-                "modules": ",".join(ctx.gradient_killers),
-            },
-        )
+        return AttackSpec(name="apgd", params={"steps": budget.steps, "n_restarts": budget.restarts, "loss": "ce"})
+
+    def specs(self, ctx: HealthContext, budget: EscalationBudget) -> list[AttackSpec]:
+        """APGD-CE, then the battery's own gradient attacks again: the same battery, through the bridged graph."""
+        again = [
+            AttackSpec(name=a.name, label=a.label, params=dict(a.params))
+            for a in ctx.battery.active_attacks()
+            if a.label in ctx.battery_labels and ATTACKS.get(a.name).uses_gradients
+        ]
+        return [self.spec(ctx, budget), *again]
 
     def view(self, ctx: HealthContext) -> ModelView:
         names = list(ctx.gradient_killers)
-        return lambda model: _straight_through_view(model, names)
+        return lambda model: bpda_view(model, names, ops=True)
+
+    def attack_view(self, ctx: HealthContext) -> ModelView:
+        return self.view(ctx)
+
+    def describe(self, ctx: HealthContext) -> dict[str, Any]:
+        return {
+            "modules": ",".join(ctx.gradient_killers),
+            "ops": [stop.text() for stop in ctx.gradient_stops],
+            "battery_again": [a.label for a in self.specs(ctx, EscalationBudget())[1:]],
+        }
 
 
 @register_escalation("transfer")
@@ -228,33 +256,46 @@ def escalate(
             rechecked = True
         if escalation.fallback and not _still_needed(ctx, results, views):
             continue
-        why_not = escalation.unavailable(ctx)
-        spec = None if why_not else escalation.spec(ctx, budget)
         label = f"escalation:{escalation.name}"
         record = EscalationRecord(
-            name=escalation.name,
-            label=label,
-            attack=spec.name if spec else "",
-            settings=dict(spec.params) if spec else {},
-            triggered_by=triggered,
-            reason=escalation.why,
-            skipped=why_not,
+            name=escalation.name, label=label, attack="", settings={}, triggered_by=triggered, reason=escalation.why
         )
         records.append(record)
         for check_id in triggered:
             results[check_id].escalations.append(escalation.name)
-        if spec is None:
-            continue
         started = time.perf_counter()
-        ran = ctx.run_attack(AttackSpec(name=spec.name, label=label, params=dict(spec.params)), role="escalation")
+        view = None
+        with isolated("escalation", escalation.name) as failed:
+            record.skipped = escalation.unavailable(ctx)
+            if record.skipped is None:
+                _run_escalation(ctx, escalation, budget, record)
+                view = None if record.skipped else escalation.view(ctx)
         record.seconds = time.perf_counter() - started
-        record.n_attempted, record.n_broken, record.skipped = ran.n_attempted, ran.n_broken, ran.skipped
-        view = escalation.view(ctx)
-        if view is not None:
+        if failed:
+            record.error = failed.error
+        elif view is not None:
             views.append((escalation.name, view))
     if not rechecked:
         _recheck(ctx, results, views)
     return records
+
+
+def _run_escalation(
+    ctx: HealthContext, escalation: Escalation, budget: EscalationBudget, record: EscalationRecord
+) -> None:
+    """Its attacks on the survivors, in order (through its own view of the model, if it has one); the record
+    takes what they attempted and broke."""
+    specs = [
+        AttackSpec(
+            name=spec.name, label=record.label if i == 0 else f"{record.label}:{spec.label}", params=dict(spec.params)
+        )
+        for i, spec in enumerate(escalation.specs(ctx, budget))
+    ]
+    record.attack = ", ".join(spec.name for spec in specs)
+    record.settings = dict(specs[0].params) | escalation.describe(ctx)
+    ran = ctx.run_attacks(specs, role="escalation", view=escalation.attack_view(ctx))
+    record.n_attempted, record.skipped = ran[0].n_attempted, ran[0].skipped
+    record.n_broken = sum(r.n_broken for r in ran)
 
 
 def _still_needed(ctx: HealthContext, results: dict[str, CheckResult], views: list[tuple[str, ModelView]]) -> bool:
@@ -267,18 +308,41 @@ def _still_needed(ctx: HealthContext, results: dict[str, CheckResult], views: li
 
 
 def _recheck(ctx: HealthContext, results: dict[str, CheckResult], views: list[tuple[str, ModelView]]) -> None:
-    """A failed S13 / S20 that passes under some escalation's view of the model is resolved by it."""
-    for check_id in RECHECKED:
-        result = results.get(check_id)
-        if result is None or result.status not in ("warn", "fail") or result.resolved_by is not None:
-            continue
-        for name, view in views:
-            again = HEALTH_CHECKS.get(check_id).evaluate(ctx, view)
-            if again.status == "pass":
+    """A failed re-checkable check that passes under some escalation's view of the model is resolved by it (a cut,
+    S6 / S23, only when the active tests pass under the same view; see the module docstring)."""
+    for name, view in views:
+        under: dict[str, CheckResult] = {}  # each check evaluated at most once under this view
+        for check_id in RECHECKED:
+            result = results.get(check_id)
+            if result is None or result.status not in ("warn", "fail") or result.resolved_by is not None:
+                continue
+            now = _under(ctx, check_id, name, view, under)
+            passes = now.status == "pass"
+            if passes and check_id in CUT:
+                evidence = [_under(ctx, t, name, view, under) for t in ACTIVE_TESTS if t in results]
+                passes = any(e.status == "pass" for e in evidence) and all(
+                    e.status in ("pass", "skip") for e in evidence
+                )
+                if not passes:
+                    shown = "; ".join(f"{e.id} {e.status}: {e.message}" for e in evidence) or "no active test could run"
+                    result.message += f"; under {name} a gradient flows, but the active tests do not pass ({shown})"
+                    continue
+            if passes:
                 result.resolved_by = name
-                result.message += f"; under {name}: {again.message} (resolved)"
-                break
-            result.message += f"; under {name} still: {again.message}"
+                result.message += f"; under {name}: {now.message} (resolved)"
+            else:
+                result.message += f"; under {name} still: {now.message}"
+
+
+def _under(ctx: HealthContext, check_id: str, name: str, view: ModelView, seen: dict[str, CheckResult]) -> CheckResult:
+    """Check `check_id` evaluated under escalation `name`'s view (isolated: an error resolves nothing)."""
+    if check_id not in seen:
+        check = HEALTH_CHECKS.get(check_id)
+        with isolated("re-check", check_id, f"under {name}") as failed:
+            seen[check_id] = check.evaluate(ctx, view)
+        if failed:
+            seen[check_id] = check.result("error", None, failed.error or "failed")
+    return seen[check_id]
 
 
 def finish_records(ctx: HealthContext, records: list[EscalationRecord]) -> None:

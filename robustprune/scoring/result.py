@@ -14,6 +14,7 @@ import numpy as np
 
 from robustprune.config import BatterySpec
 from robustprune.records import Record, extra_field, optional_field, runtime_field
+from robustprune.scoring.contract import ModelContract
 from robustprune.scoring.eps_curve import EpsCurve
 from robustprune.scoring.health.records import HealthReport
 from robustprune.scoring.per_sample import PerSampleTable
@@ -356,9 +357,12 @@ class AuditReport(Record):
     seconds: float
     skipped: str | None = None
     sample_index: list[int] = field(default_factory=list)  # every audited example, sorted
+    error: str | None = optional_field()  # the audit raised: nothing it found counts, the verdict is at least caution
 
     def line(self) -> str:
         """One line for people: what was audited, what the reference found, the bound."""
+        if self.error:
+            return f"AUDIT FAILED ({self.attack}): {self.error}"
         if self.skipped:
             return f"audit ({self.attack}) skipped: {self.skipped}"
         if self.n_survivors == 0:
@@ -416,6 +420,8 @@ class ScoreResult(Record):
     efficiency: EfficiencyReport | None = optional_field()
     eps_curve: EpsCurve | None = optional_field()  # robust accuracy vs eps, upper bounds (--eps-grid)
     eps_curve_skipped: str | None = optional_field()  # why a curve that was asked for was not drawn
+    model_contract: ModelContract | None = optional_field()  # what the model contract found (scoring/contract.py)
+    stage_errors: list[Finding] | None = optional_field()  # stages after the battery that raised, and why
     extra: dict[str, Any] = extra_field()
     clean_probs: np.ndarray | None = runtime_field()
     adversarial_probs: np.ndarray | None = runtime_field()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -13,32 +15,45 @@ from torch import nn
 
 from robustprune.attacks.base import NO_GRADIENT
 from robustprune.attacks.battery import BatteryOutcome, check_battery, load_battery, run_battery
+from robustprune.boundary import isolated, stage
 from robustprune.config import BatterySpec, ThreatModel
 from robustprune.config.battery import EpsCurveSpec
 from robustprune.config.eps import default_eps
 from robustprune.data import Dataset, as_dataset, load_dataset
 from robustprune.devices import model_device, resolve_device
-from robustprune.errors import UsageError
+from robustprune.errors import UsageError, VerificationError
 from robustprune.metrics import accuracy_with_ci, calibration_summary
+from robustprune.models.guard import ModelGuard, ModelState
 from robustprune.models.modes import eval_mode, handed_in_train_mode
 from robustprune.provenance import collect
 from robustprune.scoring import multihead
-from robustprune.scoring.additions import GRADIENT_FREE, RANDOMIZED
-from robustprune.scoring.audit import run_audit
+from robustprune.scoring.additions import BATCH_DEPENDENT, GRADIENT_FREE, RANDOMIZED
+from robustprune.scoring.audit import failed_audit, run_audit
+from robustprune.scoring.contract import ModelContract, check_contract
 from robustprune.scoring.efficiency import measure_efficiency
 from robustprune.scoring.eps_curve import KnownPoints, check_eps_grid, min_norm_curve
 from robustprune.scoring.escalation import EscalationBudget, before_battery, escalate, finish_records
-from robustprune.scoring.health import HealthContext, HealthReport, check_model, check_outcome, ordered_checks
+from robustprune.scoring.health import (
+    CheckResult,
+    EscalationRecord,
+    HealthContext,
+    HealthReport,
+    check_model,
+    check_outcome,
+    ordered_checks,
+)
 from robustprune.scoring.per_sample import PerSampleTable
 from robustprune.scoring.result import (
     SCHEMA_VERSION,
     AdversarialExamples,
     AttackEntry,
+    AuditReport,
     Calibration,
     CalibrationSummary,
     CheckpointRecord,
     Cost,
     DataInfo,
+    EfficiencyReport,
     Finding,
     MultiHeadReport,
     Provenance,
@@ -75,16 +90,6 @@ def _as_battery(battery: BatterySpec | str, norm: str | None, eps: float | None)
             ),
         )
     return load_battery(battery, norm=norm, eps=eps)
-
-
-def _check_output_shape(model: nn.Module, data: Dataset, batch_size: int) -> None:
-    with torch.no_grad():
-        logits = model(data.x[:batch_size])
-    if logits.ndim != 2 or logits.shape[1] != data.num_classes:
-        raise UsageError(
-            f"the model outputs shape {tuple(logits.shape)} for {min(batch_size, len(data))} examples but the data "
-            f"has {data.num_classes} classes; it must return (N, {data.num_classes}) logits"
-        )
 
 
 def recorded_accuracy(checkpoint: dict[str, Any] | None, data: Dataset) -> float | None:
@@ -147,8 +152,106 @@ def score(
             those attacks and the battery's own points, each adversarial point verified). Replaces the grid of the
             battery's [eps_curve] table; None (default): that table's curve, or none. The fixed-eps battery number
             stays the headline. A model without usable gradients gets no curve (`result.eps_curve_skipped` says why).
+
+    Raises:
+        UsageError: bad input, or a model unusable from the start (it breaks the model contract: exit 2).
+        UserCodeError: the model or an attack failed during the run (exit 1); ModelChanged: something changed the
+            model while it was evaluated (exit 1; the model is restored). Stages after the battery never raise:
+            what fails there is recorded (`stage_errors`, a check's `error`) and read by the verdict.
     """
-    # Every input is checked before anything runs: the batteries (names, settings, bounds) before the data.
+    run = prepare(
+        model,
+        data,
+        battery,
+        norm=norm,
+        eps=eps,
+        n=n,
+        batch_size=batch_size,
+        seed=seed,
+        head_battery=head_battery,
+        parent=parent,
+        reference_acc=reference_acc,
+        checkpoint=checkpoint,
+        device=device,
+        eps_grid=eps_grid,
+        escalation_budget=escalation_budget,
+        progress=progress,
+        efficiency=efficiency,
+    )
+    run.architecture = architecture or getattr(model, "robustprune_model", type(model).__name__)
+    run.command = command
+    # The stages, in order; each named in every message written inside it. Those under the guard see the model
+    # through the boundary (copies in, logits checked out); after each, the model must be as it was handed over.
+    with run.guard.installed(), eval_mode(model, freeze_parameters=True), multihead.mode(model, "random"):
+        run.state = ModelState(model)
+        for name, stage_fn in GUARDED_STAGES:
+            with stage(name):
+                stage_fn(run)
+                run.state.require_unchanged(model)
+    for name, stage_fn in UNGUARDED_STAGES:
+        with stage(name):
+            stage_fn(run)
+    return run.result
+
+
+@dataclass
+class ScoreRun:
+    """What the stages of one score share: the inputs as checked, the model's boundary, what each stage found."""
+
+    model: nn.Module
+    parent: nn.Module | None
+    full: Dataset  # S19 compares a manifest's accuracy on the whole set
+    data: Dataset  # the engine's own copy of the scored examples: user code only ever sees copies of it
+    fingerprint: str  # of `data` before anything ran, compared after everything
+    battery: BatterySpec
+    per_head: BatterySpec
+    addition: dict[str, Any] | None  # the multi-head addition
+    additions: list[dict[str, Any]]
+    ctx: HealthContext
+    guard: ModelGuard
+    device: torch.device
+    seed: int
+    batch_size: int
+    curve_spec: EpsCurveSpec | None
+    escalation_budget: EscalationBudget | None
+    checkpoint: dict[str, Any] | None
+    efficiency: bool
+    progress: bool
+    architecture: str = ""
+    command: list[str] | None = None
+    state: ModelState | None = None
+    contract: ModelContract | None = None
+    checks: dict[str, CheckResult] = field(default_factory=dict)
+    escalations: list[EscalationRecord] = field(default_factory=list)
+    audit: AuditReport | None = None
+    battery_robust: float = 0.0
+    health_seconds: float = 0.0
+    stage_errors: list[Finding] = field(default_factory=list)
+    result: ScoreResult | None = None
+
+
+def prepare(
+    model: nn.Module,
+    data: Dataset | str | tuple,
+    battery: BatterySpec | str,
+    *,
+    norm: str | None,
+    eps: float | None,
+    n: int | None,
+    batch_size: int,
+    seed: int,
+    head_battery: BatterySpec | str | None,
+    parent: nn.Module | None,
+    reference_acc: float | None,
+    checkpoint: dict[str, Any] | None,
+    device: str | torch.device | None,
+    eps_grid: list[float] | None,
+    escalation_budget: EscalationBudget | None,
+    progress: bool,
+    efficiency: bool,
+) -> ScoreRun:
+    """Every input checked and resolved before anything runs: the batteries (names, settings, bounds) before the
+    data, the model and data moved to the device once, the engine's own copy of the examples taken."""
     for what, module in (("score", model), ("parent", parent)):
         if module is not None and not isinstance(module, nn.Module):
             raise UsageError(
@@ -172,7 +275,7 @@ def score(
         battery = _as_battery(battery, None, eps)
         per_head = battery if head_battery is None else _as_battery(per_head, None, eps)
     data = full.subset(n)
-    data = dataclasses.replace(data, x=data.x.to(device), y=data.y.to(device))
+    data = dataclasses.replace(data, x=data.x.to(device).clone(), y=data.y.to(device).clone())
     model.to(device)
     if parent is not None:
         parent.to(device)
@@ -180,7 +283,6 @@ def score(
     for spec in (battery, per_head):
         check_battery(spec, data.num_classes)
     battery, addition = multihead.prepare(model, battery)  # multi-head: adaptive attack first
-    additions = [addition] if addition is not None else []
     ctx = HealthContext(
         model=model,
         x=data.x,
@@ -195,160 +297,294 @@ def score(
     )
     # as the factory or file returned it, not only as it is now
     ctx.cache["train_mode_modules"] = handed_in_train_mode(model)
-    torch.manual_seed(seed)
-    with eval_mode(model, freeze_parameters=True), multihead.mode(model, "random"):
-        started = time.perf_counter()
-        _check_output_shape(model, data, batch_size)
-        model_checks = check_model(ctx)
-        randomized = ctx.randomized
-        if randomized and addition is None:
-            battery, record = RANDOMIZED.apply(battery)
-            additions.append(record)
-        if not ctx.gradients:
-            battery, record = GRADIENT_FREE.apply(battery)
-            additions += [record] if record["added"] else []
-        ctx.battery, ctx.n_passes = battery, RANDOMIZED_PASSES if randomized else 1
-        health_seconds = time.perf_counter() - started
-        log.info("model checks: %.1f s (randomized: %s, gradients: %s)", health_seconds, randomized, ctx.gradients)
-        started_battery = time.perf_counter()
-        ctx.outcome = run_battery(
-            model,
+    return ScoreRun(
+        model=model,
+        parent=parent,
+        full=full,
+        data=data,
+        fingerprint=data.fingerprint(),
+        battery=battery,
+        per_head=per_head,
+        addition=addition,
+        additions=[addition] if addition is not None else [],
+        ctx=ctx,
+        guard=ModelGuard(model, data.num_classes),
+        device=device,
+        seed=seed,
+        batch_size=batch_size,
+        curve_spec=_curve_spec(battery, eps_grid),
+        escalation_budget=escalation_budget,
+        checkpoint=checkpoint,
+        efficiency=efficiency,
+        progress=progress,
+    )
+
+
+def _curve_spec(battery: BatterySpec, eps_grid: list[float] | None) -> EpsCurveSpec | None:
+    """The battery's [eps_curve] table, its grid replaced by --eps-grid, or a default curve for --eps-grid alone."""
+    spec = battery.eps_curve
+    if eps_grid is None:
+        return spec
+    grid = tuple(eps_grid)
+    return EpsCurveSpec(grid=grid) if spec is None else dataclasses.replace(spec, grid=grid)
+
+
+# ---------------------------------------------------------------- the stages, in the order they run
+
+
+def contract_stage(run: ScoreRun) -> None:
+    """The model contract on two clean batches (exit 2 on a breach); a batch-dependent model is randomized."""
+    torch.manual_seed(run.seed)
+    run.contract = check_contract(run.model, run.guard, run.data.x, run.state)
+    run.guard.contract_passed = True
+    if not run.contract.batch_independent:
+        run.ctx.randomized = True
+        run.ctx.cache["batch_difference"] = run.contract.batch_difference
+    log.info(run.contract.line())
+
+
+def model_checks_stage(run: ScoreRun) -> None:
+    """The model checks, each isolated; what they find decides how the battery attacks (randomized: EOT first and
+    verdicts over repeated passes; no gradient: a gradient-free attack added)."""
+    started = time.perf_counter()
+    ctx = run.ctx
+    run.checks = check_model(ctx)
+    if ctx.randomized and run.addition is None:
+        addition = RANDOMIZED if run.contract is None or run.contract.batch_independent else BATCH_DEPENDENT
+        ctx.battery, record = addition.apply(ctx.battery)
+        run.additions.append(record)
+    if not ctx.gradients:
+        ctx.battery, record = GRADIENT_FREE.apply(ctx.battery)
+        run.additions += [record] if record["added"] else []
+    ctx.n_passes = RANDOMIZED_PASSES if ctx.randomized else 1
+    run.battery = ctx.battery
+    run.health_seconds += time.perf_counter() - started
+    log.info("model checks: %.1f s (randomized: %s, gradients: %s)", run.health_seconds, ctx.randomized, ctx.gradients)
+
+
+def battery_stage(run: ScoreRun) -> None:
+    """The battery: every attack on the still-unbroken examples, every adversarial example verified. A model or
+    attack that fails here ends the run (exit 1): a battery with a hole in it has no number."""
+    ctx, data = run.ctx, run.data
+    started = time.perf_counter()
+    ctx.outcome = run_battery(
+        run.model,
+        data.x,
+        data.y,
+        run.battery,
+        num_classes=data.num_classes,
+        seed=run.seed,
+        batch_size=run.batch_size,
+        n_passes=ctx.n_passes,
+        progress=run.progress,
+        gradients=ctx.gradients,
+        parent=run.parent,
+        bridged=ctx.bridged,
+    )
+    run.battery_robust = accuracy_with_ci(~ctx.outcome.broken)["value"]
+    log.info(
+        "battery %s: %d attacks on %d examples, robust %.2f %%, %.1f s",
+        run.battery.name,
+        len(run.battery.active_attacks()),
+        len(data),
+        run.battery_robust,
+        time.perf_counter() - started,
+    )
+
+
+def audit_stage(run: ScoreRun) -> None:
+    """The reference attack on a sample of the survivors (isolated: an audit that raises is a recorded error)."""
+    if run.battery.audit is None:
+        return
+    ctx, data = run.ctx, run.data
+    started = time.perf_counter()
+    with isolated() as failed:
+        ctx.outcome, run.audit = run_audit(
+            run.model,
             data.x,
             data.y,
-            battery,
+            run.battery,
+            ctx.outcome,
             num_classes=data.num_classes,
-            seed=seed,
-            batch_size=batch_size,
+            seed=run.seed,
+            batch_size=run.batch_size,
             n_passes=ctx.n_passes,
-            progress=progress,
             gradients=ctx.gradients,
-            parent=parent,
         )
-        battery_robust = 100.0 * float((~ctx.outcome.broken).mean())
-        log.info(
-            "battery %s: %d attacks on %d examples, robust %.2f %%, %.1f s",
-            battery.name,
-            len(battery.active_attacks()),
-            len(data),
-            battery_robust,
-            time.perf_counter() - started_battery,
-        )
-        audit = None
-        if battery.audit is not None:
-            ctx.outcome, audit = run_audit(
-                model,
-                data.x,
-                data.y,
-                battery,
-                ctx.outcome,
-                num_classes=data.num_classes,
-                seed=seed,
-                batch_size=batch_size,
-                n_passes=ctx.n_passes,
-                gradients=ctx.gradients,
-            )
-        started = time.perf_counter()
-        checks = model_checks | check_outcome(ctx)
-        escalations = before_battery(ctx, additions)
-        finish_records(ctx, escalations)
-        escalations += escalate(ctx, checks, escalation_budget)
-        health_seconds += time.perf_counter() - started
-        if audit is not None:
-            log.info("audit: %s", audit.line())
-        log.info(
-            "outcome checks and escalations: %.1f s, %d escalations", time.perf_counter() - started, len(escalations)
-        )
-    ordered = [checks[c.id] for c in ordered_checks("model") + ordered_checks("outcome") if c.id in checks]
-    verdict, reasons = derive_verdict(ordered, escalations, audit)
+    if failed:
+        run.audit = failed_audit(run.battery, ctx.outcome, failed.error or "failed", started)
+        run.stage_errors.append(Finding("audit", failed.error or "failed"))
+    log.info("audit: %s", run.audit.line())
+
+
+def outcome_checks_stage(run: ScoreRun) -> None:
+    """The outcome checks with their probes (each isolated), then the escalations they call for."""
+    started = time.perf_counter()
+    ctx = run.ctx
+    run.checks = run.checks | check_outcome(ctx)
+    run.escalations = before_battery(ctx, run.additions)
+    finish_records(ctx, run.escalations)
+    with stage("escalations"):
+        run.escalations += escalate(ctx, run.checks, run.escalation_budget)
+    run.health_seconds += time.perf_counter() - started
+    log.info(
+        "outcome checks and escalations: %.1f s, %d escalations", time.perf_counter() - started, len(run.escalations)
+    )
+
+
+def result_stage(run: ScoreRun) -> None:
+    """The verdict by its rule, then the typed result: every aggregate from the per-sample table, read from the
+    engine's own examples."""
+    ctx, data, battery = run.ctx, run.data, run.battery
+    ordered = [run.checks[c.id] for c in ordered_checks("model") + ordered_checks("outcome") if c.id in run.checks]
+    verdict, reasons = derive_verdict(ordered, run.escalations, run.audit)
     health = HealthReport(
         verdict=verdict,
         reasons=reasons,
         checks=ordered,
-        escalations=escalations,
-        battery_robust_acc=battery_robust,
-        seconds=health_seconds,
+        escalations=run.escalations,
+        battery_robust_acc=run.battery_robust,
+        seconds=run.health_seconds,
         rule=RULE,
     )
-    warnings = [Finding(c.id, c.message) for c in ordered if c.status in ("warn", "fail")]
-    try:
-        sparsity = SparsitySummary.from_json(sparsity_report(model, data.input_shape))
-    except UsageError as exc:  # e.g. a TorchScript module exposes no nn.Linear / nn.Conv layers
-        sparsity = None
-        warnings.append(Finding("sparsity", f"sparsity not measured: {exc}"))
-    provenance = Provenance.from_json(collect(seed=seed, command=command, device=device))
-    provenance.checkpoint = CheckpointRecord.from_json(checkpoint) if checkpoint else None
-    provenance.batch_size = batch_size
+    warnings = [Finding(c.id, c.message) for c in ordered if c.status in ("warn", "fail", "error")]
+    sparsity = None
+    with isolated("sparsity") as failed:
+        sparsity = SparsitySummary.from_json(sparsity_report(run.model, data.input_shape))
+    if failed:  # e.g. a TorchScript module exposes no nn.Linear / nn.Conv layers
+        warnings.append(Finding("sparsity", f"sparsity not measured: {failed.error}"))
+    provenance = Provenance.from_json(collect(seed=run.seed, command=run.command, device=run.device))
+    provenance.checkpoint = CheckpointRecord.from_json(run.checkpoint) if run.checkpoint else None
+    provenance.batch_size = run.batch_size
     provenance.battery = battery
-    provenance.battery_additions = additions or None
+    provenance.battery_additions = run.additions or None
     result = build_result(
         ctx.outcome,
         data,
         battery,
         sparsity=sparsity,
         warnings=warnings,
-        randomized=randomized,
+        randomized=ctx.randomized,
         n_passes=ctx.n_passes,
-        architecture=architecture or getattr(model, "robustprune_model", type(model).__name__),
+        architecture=run.architecture,
         provenance=provenance,
         health=health,
+        fingerprint=run.fingerprint,
     )
-    result.audit = audit
+    result.audit = run.audit
+    result.model_contract = run.contract
     result.adversarial = adversarial_examples(ctx.outcome, data, battery)
-    if efficiency:
-        started = time.perf_counter()
-        result.efficiency = measure_efficiency(model, tuple(data.input_shape), seed=seed)
-        log.info("%s (%.1f s)", result.efficiency.line(), time.perf_counter() - started)
-    curve_spec = battery.eps_curve  # --eps-grid replaces its grid, or asks for a curve with the default attacks
-    if eps_grid is not None:
-        grid = tuple(eps_grid)
-        curve_spec = EpsCurveSpec(grid=grid) if curve_spec is None else dataclasses.replace(curve_spec, grid=grid)
-    if curve_spec is not None and not ctx.gradients:
+    run.result = result
+
+
+def eps_curve_stage(run: ScoreRun) -> None:
+    """Robust accuracy vs eps from the minimum-norm attacks and the battery's points (isolated)."""
+    result, spec = run.result, run.curve_spec
+    if spec is None:
+        return
+    if not run.ctx.gradients:
         result.eps_curve_skipped = (
             "the model gives no usable gradient and the minimum-norm attacks (FMN, FAB) need one; "
             "a curve from them would show robustness that is not there"
         )
         log.warning(result.eps_curve_skipped)
-    elif curve_spec is not None:
-        adversarial = result.adversarial
-        known = (
-            KnownPoints("battery", adversarial.index, torch.as_tensor(adversarial.x))
-            if adversarial is not None
-            else None
+        return
+    adversarial = result.adversarial
+    known = (
+        KnownPoints("battery", adversarial.index, torch.as_tensor(adversarial.x)) if adversarial is not None else None
+    )
+    with isolated() as failed:
+        curve = min_norm_curve(
+            run.model,
+            run.data,
+            run.battery.threat.norm,
+            list(spec.grid),
+            attacks=spec.attacks,
+            steps=spec.steps,
+            seed=run.seed,
+            batch_size=run.batch_size,
+            n_passes=run.ctx.n_passes,
+            known=known,
+            clean_correct=np.asarray(run.ctx.outcome.clean.correct, dtype=bool),
         )
-        with eval_mode(model, freeze_parameters=True), multihead.mode(model, "random"):
-            result.eps_curve = min_norm_curve(
-                model,
-                data,
-                battery.threat.norm,
-                list(curve_spec.grid),
-                attacks=curve_spec.attacks,
-                steps=curve_spec.steps,
-                seed=seed,
-                batch_size=batch_size,
-                n_passes=ctx.n_passes,
-                known=known,
-                clean_correct=np.asarray(ctx.outcome.clean.correct, dtype=bool),
-            )
-        if result.verdict not in (None, "trusted"):
-            result.eps_curve.caveat = (
-                f"the evaluation is {result.verdict} (see its alerts); these gradient-based distances inherit the same "
-                "doubt and may be far too large"
-            )
-        result.cost.seconds += result.eps_curve.seconds
-        result.cost.n_forward += result.eps_curve.n_forward
-        result.cost.n_backward += result.eps_curve.n_backward
-        log.info("%s (%.1f s)", result.eps_curve.line(), result.eps_curve.seconds)
-    if addition is not None:
-        started = time.perf_counter()
+    if failed:
+        result.eps_curve_skipped = f"the eps curve could not be computed: {failed.error}"
+        run.stage_errors.append(Finding("eps curve", failed.error or "failed"))
+        log.warning(result.eps_curve_skipped)
+        return
+    if result.verdict not in (None, "trusted"):
+        curve.caveat = (
+            f"the evaluation is {result.verdict} (see its alerts); these gradient-based distances inherit the same "
+            "doubt and may be far too large"
+        )
+    result.eps_curve = curve
+    result.cost.seconds += curve.seconds
+    result.cost.n_forward += curve.n_forward
+    result.cost.n_backward += curve.n_backward
+    log.info("%s (%.1f s)", curve.line(), curve.seconds)
+
+
+def multi_head_stage(run: ScoreRun) -> None:
+    """Per-head accuracy of a multi-head randomized defense (isolated)."""
+    if run.addition is None:
+        return
+    result = run.result
+    started = time.perf_counter()
+    with isolated() as failed:
         report = multihead.multihead_report(
-            model, data, per_head, seed=seed, batch_size=batch_size, random_mode_battery=battery
+            run.model, run.data, run.per_head, seed=run.seed, batch_size=run.batch_size, random_mode_battery=run.battery
         )
-        result.multi_head = MultiHeadReport.from_json(report | {"seconds": time.perf_counter() - started})
-        # the per-head runs are part of the cost
-        result.cost.seconds += result.multi_head.seconds
-        result.cost.n_forward += result.multi_head.n_forward
-        result.cost.n_backward += result.multi_head.n_backward
-    return result
+    if failed:
+        run.stage_errors.append(Finding("multi-head report", failed.error or "failed"))
+        return
+    result.multi_head = MultiHeadReport.from_json(report | {"seconds": time.perf_counter() - started})
+    # the per-head runs are part of the cost
+    result.cost.seconds += result.multi_head.seconds
+    result.cost.n_forward += result.multi_head.n_forward
+    result.cost.n_backward += result.multi_head.n_backward
+
+
+def efficiency_stage(run: ScoreRun) -> None:
+    """Params, MACs and latency as given vs compacted (isolated; outside the guard: it copies the model)."""
+    if not run.efficiency:
+        return
+    started = time.perf_counter()
+    with isolated() as failed:
+        run.result.efficiency = measure_efficiency(run.model, tuple(run.data.input_shape), seed=run.seed)
+    if failed:
+        run.result.efficiency = EfficiencyReport(
+            params=0, params_nonzero=0, macs=None, macs_effective=None, skipped=f"error: {failed.error}"
+        )
+        run.stage_errors.append(Finding("efficiency", failed.error or "failed"))
+    log.info("%s (%.1f s)", run.result.efficiency.line(), time.perf_counter() - started)
+
+
+def integrity_stage(run: ScoreRun) -> None:
+    """The engine's own examples are what they were before anything ran (user code only ever saw copies), and
+    every stage error is on the result."""
+    if run.data.fingerprint() != run.fingerprint:
+        raise VerificationError(
+            "the scored examples changed during the run although user code only received copies of them; nothing is "
+            "written (please report this)"
+        )
+    run.result.stage_errors = run.stage_errors or None
+    run.result.warnings += [Finding(f.check, f"{f.check} could not run: {f.message}") for f in run.stage_errors]
+
+
+GUARDED_STAGES: tuple[tuple[str, Callable[[ScoreRun], None]], ...] = (
+    ("model contract", contract_stage),
+    ("model checks", model_checks_stage),
+    ("battery", battery_stage),
+    ("audit", audit_stage),
+    ("outcome checks", outcome_checks_stage),
+    ("result", result_stage),
+    ("eps curve", eps_curve_stage),
+    ("multi-head report", multi_head_stage),
+)
+UNGUARDED_STAGES: tuple[tuple[str, Callable[[ScoreRun], None]], ...] = (
+    ("efficiency", efficiency_stage),
+    ("integrity", integrity_stage),
+)
 
 
 def adversarial_examples(outcome: BatteryOutcome, data: Dataset, battery: BatterySpec) -> AdversarialExamples:
@@ -393,6 +629,7 @@ def build_result(
     architecture: str,
     provenance: Provenance,
     health: HealthReport | None = None,
+    fingerprint: str | None = None,
 ) -> ScoreResult:
     """The typed result of a battery run (with its probes and escalations): every aggregate derived from the
     per-sample table."""
@@ -467,7 +704,10 @@ def build_result(
             n_backward=sum(a.n_backward for a in attacks),
         ),
         data=DataInfo(
-            source=data.source, split=data.split, fingerprint=data.fingerprint(), input_shape=list(data.input_shape)
+            source=data.source,
+            split=data.split,
+            fingerprint=fingerprint or data.fingerprint(),
+            input_shape=list(data.input_shape),
         ),
         per_sample=PerSampleTable(
             index=np.arange(len(labels)),

@@ -246,14 +246,15 @@ def test_a_parent_checkpoint_is_attacked_by_transfer_and_a_missing_one_is_refuse
 
 def test_strict_exits_1_on_an_untrusted_verdict_and_still_writes_the_results(tmp_path, capsys, monkeypatch):
     (tmp_path / "cut_mlp.py").write_text(
+        "import torch\n"
         "from torch import nn\n"
         "from robustprune.models import build_model\n\n"
         "class Detached(nn.Module):\n"
         "    def __init__(self, inner):\n"
         "        super().__init__()\n"
         "        self.inner = inner\n\n"
-        "    def forward(self, x):\n"
-        "        return self.inner(x.detach())\n\n"
+        "    def forward(self, x):  # through numpy, flattened: no straight-through version bridges it\n"
+        "        return self.inner(torch.tensor(x.detach().numpy().reshape(len(x), -1)).view_as(x))\n\n"
         "def factory(num_classes, input_shape, mean=None, std=None):\n"
         "    return Detached(build_model('mlp', num_classes, input_shape))\n"
     )

@@ -425,3 +425,36 @@ def test_checkpoint_info_is_frozen():
     with pytest.raises(AttributeError):
         info.sha256 = "x"  # type: ignore[misc]
     assert info.to_dict()["masked"] == []
+
+
+@pytest.mark.parametrize("value", [2.0, 0.5, -1.0, float("nan")])
+@pytest.mark.parametrize("form", ["prune pairs", "safetensors mask"])
+def test_masks_that_are_not_zero_or_one_are_refused_when_read(tmp_path, value, form):
+    """A mask of 2, 0.5, -1 or NaN would rescale or negate the weights it multiplies: refused with the file named."""
+    from safetensors.torch import save_file
+
+    src = pruned_source()
+    if form == "prune pairs":
+        sd = {k: v.clone() for k, v in src.state_dict().items()}
+        sd["features.0.weight_mask"][0, 0, 0, 0] = value
+        path = tmp_path / "pairs.pt"
+        torch.save(sd, path)
+    else:
+        tensors = {k: v.clone() for k, v in fresh(seed=1).state_dict().items()}
+        mask = torch.ones_like(tensors["features.0.weight"])
+        mask[0, 0, 0, 0] = value
+        tensors["__mask__.features.0.weight"] = mask
+        path = tmp_path / "mask.safetensors"
+        save_file(tensors, str(path))
+    with pytest.raises(UsageError, match=r"checkpoint .*(the prune mask of features.0.weight holds|NaN)") as caught:
+        load_checkpoint(fresh(), path)
+    assert "only 0 and 1" in str(caught.value) or "NaN or infinite values in __mask__" in str(caught.value)
+
+
+def test_integer_masks_of_zeros_and_ones_still_load(tmp_path):
+    sd = {k: v.clone() for k, v in pruned_source().state_dict().items()}
+    sd["features.0.weight_mask"] = sd["features.0.weight_mask"].to(torch.int64)
+    path = tmp_path / "int_mask.pt"
+    torch.save(sd, path)
+    _, info = load_checkpoint(fresh(), path)
+    assert "features.0.weight" in info.masked

@@ -1,6 +1,7 @@
 """The panel of broken models: each must come out `caution` or `untrusted` with the right check failing, and,
 where a generic escalation can reach the truth, no higher after escalation than the test's own correct adaptive
-attack on the same examples (plus one example). The healthy controls must come out `trusted`."""
+attack on the same examples (plus one example). The healthy controls must come out `trusted`. (Softmax outputs,
+noise in forward and the rest are in the generated panel, tests/scoring/test_pathology_panel.py.)"""
 
 from __future__ import annotations
 
@@ -9,21 +10,18 @@ import copy
 import pytest
 import torch
 from broken_models import (
-    Detached,
-    Noisy,
+    NumpyFlattened,
     Quantize,
     Scaled,
-    Softmax,
     pruned,
     reference_robust,
     trained_bn_dropout_cnn,
 )
 from torch import nn
 
-from robustprune.attacks import run_battery
 from robustprune.config import AttackSpec, BatterySpec, ThreatModel
 from robustprune.defenses.pipeline import train_model
-from robustprune.scoring import RANDOMIZED_PASSES, EscalationBudget, score
+from robustprune.scoring import EscalationBudget, score
 
 N = 60
 EPS = 0.1
@@ -84,13 +82,6 @@ def test_healthy_controls_are_trusted_with_no_false_alarm(control, request, data
     assert result.robust_acc == result.health.battery_robust_acc
 
 
-def test_softmax_output_is_caution_and_escalation_matches_pgd_on_the_logits(cnn, data):
-    model, _ = cnn
-    result = score(Softmax(model), data, BATTERY, seed=0, escalation_budget=BUDGET)
-    assert result.verdict == "caution" and failing(result)["S1"] == "warn"
-    assert robust_count(result) <= reference_robust(model, Softmax(model), data.x, data.y, EPS) + 1
-
-
 def test_batchnorm_and_dropout_in_train_mode_are_caution_and_scored_in_eval_mode(bn_cnn, data):
     handed_over = copy.deepcopy(bn_cnn).train()
     before = {k: v.clone() for k, v in handed_over.state_dict().items()}
@@ -98,18 +89,6 @@ def test_batchnorm_and_dropout_in_train_mode_are_caution_and_scored_in_eval_mode
     assert result.verdict == "caution" and failing(result)["S3"] == "warn"
     assert handed_over.training and all(torch.equal(before[k], v) for k, v in handed_over.state_dict().items())
     reference = reference_robust(copy.deepcopy(bn_cnn), copy.deepcopy(bn_cnn), data.x, data.y, EPS)
-    assert robust_count(result) <= reference + 1
-
-
-def test_noise_in_forward_is_caution_and_no_higher_than_eot(cnn, few):
-    model, data = cnn[0], few
-    noisy = Noisy(model, 0.1)
-    result = score(noisy, data, BATTERY, seed=0, escalation_budget=BUDGET)
-    assert result.verdict == "caution" and failing(result)["S2"] == "warn"
-    assert result.randomized and any(e.name == "eot" for e in result.health.escalations)
-    reference = reference_robust(
-        noisy, noisy, data.x, data.y, EPS, steps=20, restarts=1, eot_iter=10, n_passes=RANDOMIZED_PASSES
-    )
     assert robust_count(result) <= reference + 1
 
 
@@ -122,6 +101,7 @@ def test_input_quantization_is_caution_bpda_resolves_it_and_matches_a_bpda_attac
     assert checks["S13"].status == "fail" and checks["S13"].resolved_by == "bpda"
     bpda = next(e for e in result.health.escalations if e.name == "bpda")
     assert bpda.skipped is None and "S7" in bpda.triggered_by and bpda.settings["modules"] == "0"
+    assert any(op.startswith("round") for op in bpda.settings["ops"])  # broken_models.Quantize calls torch.round
     straight_through = nn.Sequential(Quantize(2, straight_through=True), model)
     assert robust_count(result) <= reference_robust(straight_through, quantized, data.x, data.y, EPS) + 1
 
@@ -140,30 +120,18 @@ def test_saturated_logits_are_caution_and_match_pgd_on_the_unscaled_logits(spars
     assert robust_count(result) <= reference_robust(inner, saturated, data.x, data.y, EPS) + 1
 
 
-def test_a_forward_on_detached_input_is_untrusted_and_says_the_number_is_an_upper_bound(cnn, few):
+def test_a_forward_through_numpy_is_untrusted_and_says_the_number_is_an_upper_bound(cnn, few):
     model, data = cnn[0], few
     # A short Square in the battery keeps the test fast (otherwise `score` adds AutoAttack's 5000-query Square).
     square = AttackSpec(name="square", params={"n_queries": 300, "p_init": 0.8})
     with_square = BatterySpec(name="panel+square", threat=BATTERY.threat, attacks=(*BATTERY.attacks, square))
-    result = score(Detached(model), data, with_square, seed=0, escalation_budget=BUDGET)
+    result = score(NumpyFlattened(model), data, with_square, seed=0, escalation_budget=BUDGET)
     assert result.verdict == "untrusted" and failing(result)["S6"] == "fail"
     assert "upper bound" in result.health.reasons[0] and "gradient attacks could not run" in result.health.reasons[0]
     assert result.autoattack_acc is None
     skipped = [a for a in result.attacks if a.role == "battery" and a.name != "square"]
     assert skipped and all(a.skipped and "S6" in a.skipped for a in skipped)
     more = {e.name: e for e in result.health.escalations}["more_queries"]
-    assert more.triggered_by == ["S6"] and more.n_attempted > 0  # the gradient-free escalation still ran
+    assert more.triggered_by[0] == "S6" and more.n_attempted > 0  # the gradient-free escalation still ran
     assert more.settings["n_queries"] == BUDGET.square_queries
     assert robust_count(result) < round(result.clean_acc * len(data) / 100)
-
-
-@pytest.mark.parametrize("kind", ["quantized", "saturated"])
-def test_a_masked_models_robust_accuracy_falls_after_escalation(kind, cnn, data):
-    model, _ = cnn
-    masked = nn.Sequential(Quantize(2), model) if kind == "quantized" else Scaled(model, 1e4)
-    plain = run_battery(masked, data.x, data.y, PGD_ONLY, num_classes=10, seed=0)
-    without = 100.0 * float((~plain.broken).mean())
-    result = score(masked, data, PGD_ONLY, seed=0, escalation_budget=BUDGET)
-    assert result.health.battery_robust_acc == pytest.approx(without)
-    assert result.robust_acc < without
-    assert sum(e.n_broken for e in result.health.escalations) > 0

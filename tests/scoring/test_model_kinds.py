@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 import torch
-from broken_models import Detached, Noisy
+from broken_models import Noisy, NumpyFlattened
 
 from robustprune.attacks import run_battery
 from robustprune.cli import main
@@ -21,7 +21,7 @@ from robustprune.scoring import RANDOMIZED_PASSES, EscalationBudget, score
 def test_a_model_with_a_cut_graph_is_scored_by_gradient_free_attacks_and_says_so(battery, trained_mlp, digits_test):
     budget = EscalationBudget(square_queries=300)
     result = score(
-        Detached(trained_mlp).eval(), digits_test.subset(24), battery, eps=0.1, seed=0, escalation_budget=budget
+        NumpyFlattened(trained_mlp).eval(), digits_test.subset(24), battery, eps=0.1, seed=0, escalation_budget=budget
     )
     doc = result.document
     attacks = {a["label"]: a for a in doc["attacks"] if a["role"] == "battery"}
@@ -37,9 +37,14 @@ def test_a_model_with_a_cut_graph_is_scored_by_gradient_free_attacks_and_says_so
     assert "GRADIENT ATTACKS COULD NOT RUN" in doc["alerts"][1]["message"]
     # the gradient-free escalation still ran, on what the battery left, and says why
     escalation = {e["name"]: e for e in doc["health"]["escalations"]}["more_queries"]
-    assert escalation["triggered_by"] == ["S6"] and escalation["n_attempted"] > 0
+    assert escalation["triggered_by"][0] == "S6" and escalation["n_attempted"] > 0
     assert doc["provenance"]["battery_additions"][-1]["attack"] == "square"
     assert any(w["check"] == "S6" for w in doc["warnings"])
+    # the cut was located, but no straight-through version of it restores a gradient: BPDA cannot run either
+    s23 = {c["id"]: c for c in doc["health"]["checks"]}["S23"]
+    assert s23["status"] == "fail" and "detach" in s23["message"] and "no straight-through" in s23["message"]
+    bpda = {e["name"]: e for e in doc["health"]["escalations"]}["bpda"]
+    assert bpda["skipped"] and bpda["n_attempted"] == 0
 
 
 def test_the_cli_puts_the_cut_graph_alert_first(trained_mlp, tmp_path, monkeypatch, capsys):
@@ -56,8 +61,9 @@ def test_the_cli_puts_the_cut_graph_alert_first(trained_mlp, tmp_path, monkeypat
                     super().__init__()
                     self.inner = inner
 
-                def forward(self, x):
-                    return self.inner(x.detach())
+                def forward(self, x):  # through numpy, flattened: a cut no straight-through version can bridge
+                    flat = torch.tensor(x.detach().numpy().reshape(len(x), -1))
+                    return self.inner(flat.view_as(x))
 
             def factory(num_classes, input_shape, mean=None, std=None):
                 return Detached(build_model("mlp", num_classes, input_shape))

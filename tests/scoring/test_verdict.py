@@ -49,8 +49,21 @@ def test_a_failure_an_escalation_resolved_is_caution():
 
 
 def test_a_cut_graph_is_untrusted_even_though_gradient_free_attacks_ran():
-    verdict, reasons = derive_verdict([check("S6", "fail", resolved_by="more_queries")], [escalation("x", 3)])
+    verdict, reasons = derive_verdict([check("S6", "fail")], [escalation("more_queries", 3)])
     assert verdict == "untrusted" and "upper bound" in reasons[0]
+
+
+def test_a_cut_graph_bridged_by_bpda_is_caution():
+    """S6 is resolved only under a view whose active tests pass (scoring/escalation.py): then the gradient attacks
+    did run, through the straight-through cut, and the number is the battery's plus what BPDA found."""
+    verdict, reasons = derive_verdict([check("S6", "fail", resolved_by="bpda")], [escalation("bpda", 3)])
+    assert verdict == "caution" and "bpda" in reasons[0]
+
+
+@pytest.mark.parametrize(("check_id", "verdict"), [("S20", "untrusted"), ("S6", "untrusted"), ("S19", "caution")])
+def test_a_check_that_could_not_run_is_caution_or_untrusted_when_it_guards_against_masking(check_id, verdict):
+    found, reasons = derive_verdict([check(check_id, "error")], [])
+    assert found == verdict and "could not run" in reasons[0].lower()
 
 
 def test_an_escalation_that_broke_examples_makes_an_otherwise_clean_run_caution():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -20,12 +21,18 @@ from torch import nn
 
 from robustprune.attacks.base import ATTACKS
 from robustprune.attacks.battery import AttackRecord, BatteryOutcome, run_battery
+from robustprune.attacks.gradient_stops import GradientStop
 from robustprune.config import AttackSpec, BatterySpec
 from robustprune.registry import Registry
 from robustprune.scoring.health.records import CheckResult
 
-Status = Literal["pass", "warn", "fail", "skip"]
+Status = Literal["pass", "warn", "fail", "skip", "error"]
+# Checks that guard against gradient masking: one that could not run (status `error`) leaves masking undetected,
+# so the verdict is untrusted (scoring/verdict.py); any other check in error makes it at least caution.
+MASKING_GUARDS = ("S6", "S7", "S8", "S9", "S10", "S13", "S16", "S20", "S21", "S23")
 MODEL_SAMPLE = 64  # examples the model checks look at
+# model -> a context in which to check it again (an escalation's view of the model: BPDA, rescaled logits)
+ModelTransform = Callable[[nn.Module], AbstractContextManager[nn.Module]]
 PROBE_SAMPLE = 32  # survivors the costlier probes attack
 
 
@@ -49,6 +56,8 @@ class HealthContext:
     battery_labels: list[str] = field(default_factory=list)  # the battery's own attacks (no probes)
     probe_labels: dict[str, str] = field(default_factory=dict)  # check id -> label of its probe column
     gradient_killers: list[str] = field(default_factory=list)  # modules found to zero the gradient (for BPDA)
+    gradient_stops: list[GradientStop] = field(default_factory=list)  # operations that stop it (S23, for BPDA)
+    bridged: bool = False  # a straight-through version of the located stops gives a usable gradient (S23)
     model_results: dict[str, CheckResult] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)
 
@@ -66,7 +75,19 @@ class HealthContext:
     def run_attack(self, spec: AttackSpec, *, role: str, only: np.ndarray | None = None) -> AttackRecord:
         """Run one more attack through the engine on what the outcome so far left unbroken (`only`: among these
         indices); it is verified and counts in the worst case like the battery's. Returns its record."""
-        battery = BatterySpec(name=f"{role}:{spec.label}", threat=self.battery.threat, attacks=(spec,))
+        return self.run_attacks([spec], role=role, only=only)[0]
+
+    def run_attacks(
+        self,
+        specs: list[AttackSpec],
+        *,
+        role: str,
+        only: np.ndarray | None = None,
+        view: ModelTransform | None = None,
+    ) -> list[AttackRecord]:
+        """`run_attack` for several attacks in order, each on what the previous left; with `view`, the attacks see the
+        model through it (BPDA's straight-through view) and gradient attacks run wherever it bridges the graph."""
+        battery = BatterySpec(name=f"{role}:{specs[0].label}", threat=self.battery.threat, attacks=tuple(specs))
         self.outcome = run_battery(
             self.model,
             self.x,
@@ -76,13 +97,15 @@ class HealthContext:
             seed=self.seed,
             batch_size=self.batch_size,
             n_passes=self.n_passes,
-            gradients=self.gradients,
+            gradients=self.gradients or (view is not None and self.bridged),
             parent=self.parent,
+            bridged=self.bridged,
             continue_from=self.outcome,
             only=only,
             role=role,
+            view=view,
         )
-        return self.outcome.records[-1]
+        return self.outcome.records[-len(specs) :]
 
     def record(self, label: str) -> AttackRecord:
         return next(r for r in self.outcome.records if r.label == label)

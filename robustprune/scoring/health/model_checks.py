@@ -1,6 +1,7 @@
-"""Checks of the model itself, run before any attack (evaluation.md S1-S7, S16, and S22 for saturated logits).
-Their results decide how the model is attacked: S2 makes it randomized (EOT, verdicts over repeated passes), S6
-withholds gradient attacks, S1 / S22 call for rescaled logits, S7 locates layers for BPDA."""
+"""Checks of the model itself, run before any attack (evaluation.md S1-S7, S16, S22 for saturated logits and S23
+for gradient stops inside the forward pass). Their results decide how the model is attacked: S2 makes it
+randomized (EOT, verdicts over repeated passes), S6 withholds gradient attacks, S1 / S22 call for rescaled logits,
+S7 locates layers and S23 operations for BPDA."""
 
 from __future__ import annotations
 
@@ -12,12 +13,25 @@ import torch
 from torch import nn
 
 from robustprune.attacks.base import ATTACKS
+from robustprune.attacks.gradient_stops import locate_gradient_stops, straight_through_ops
 from robustprune.attacks.pgd_core import random_delta
 from robustprune.models.modes import mode_matters
-from robustprune.scoring.health.base import Check, CheckResult, HealthContext, input_gradient, register_check
+from robustprune.scoring.health.base import (
+    Check,
+    CheckResult,
+    HealthContext,
+    ModelTransform,
+    input_gradient,
+    register_check,
+)
 
 SATURATED_LOGIT = 1000.0  # |logit| beyond this saturates a float32 softmax for almost every example
 UNSTABLE_LOSS = 0.1
+STOP_SAMPLE = 16  # examples S23 compares gradients on
+KEPT_NORM = 0.1  # S23: an input gradient keeping less than this share of the straight-through one's norm is cut ...
+KEPT_COSINE = 0.5  # ... and so is one pointing elsewhere
+AGREE_NORM, AGREE_COSINE = 0.9, 0.99  # one that keeps less than this, or turns further, is bent (a partial cut)
+CUT_SHARE = 0.1  # S23 fails (warns) when more than this share of examples has a cut (bent) gradient
 
 
 def _logits(ctx: HealthContext) -> torch.Tensor:
@@ -58,11 +72,22 @@ class ProbabilityOutput(Check):
 class Determinism(Check):
     name = "deterministic forward pass"
     stage = "model"
-    threshold = "normalized logits differ by > 1e-4 over 5 passes: warn (scored as randomized)"
+    threshold = (
+        "normalized logits differ by > 1e-4 over 5 passes, or with the batch's composition (model contract): warn "
+        "(scored as randomized)"
+    )
     how_to_fix = "remove randomness at inference, or keep it and rely on the EOT attacks and repeated-pass verdicts"
 
     def evaluate(self, ctx: HealthContext) -> CheckResult:
         x = ctx.sample[0]
+        batch = ctx.cache.get("batch_difference")  # the model contract's: rows that move with their batch-mates
+        if batch is not None:
+            return self.result(
+                "warn",
+                batch,
+                f"an example's logits change with the other examples in its batch (by up to {batch:.3g}, model "
+                "contract); scored as a randomized model, each verdict over repeated passes, with an EOT attack",
+            )
         with torch.no_grad():
             outs = [nn.functional.normalize(ctx.model(x).double().flatten(1), dim=1) for _ in range(5)]
         spread = max(float((o - outs[0]).norm(dim=1).max()) for o in outs)
@@ -169,11 +194,34 @@ class GraphIntact(Check):
         "approximation (BPDA) so gradient attacks can run"
     )
 
-    def evaluate(self, ctx: HealthContext) -> CheckResult:
+    def evaluate(self, ctx: HealthContext, transform: ModelTransform | None = None) -> CheckResult:
         x, y = ctx.sample
-        if input_gradient(ctx.model, x, y) is None:
-            return self.result("fail", 0, "no gradient reaches the input: gradient attacks cannot run")
-        return self.result("pass", 1, "the loss has a gradient with respect to the input")
+        if transform is None:
+            why = _no_gradient_reason(ctx.model, x, y)
+            if why is not None:
+                return self.result("fail", 0, f"{why}: gradient attacks cannot run")
+            return self.result("pass", 1, "the loss has a gradient with respect to the input")
+        with transform(ctx.model) as attacked:  # re-checked under an escalation's view (BPDA through the cut)
+            grad = input_gradient(attacked, x, y)
+        if grad is None or not bool((grad != 0).any()):
+            return self.result("fail", 0, "no gradient reaches the input through this view either")
+        return self.result("pass", 1, "a gradient reaches the input through this view")
+
+
+def _no_gradient_reason(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> str | None:
+    """None when the loss has a gradient with respect to the input, else why not (the graph is cut, or backward
+    itself fails: an in-place edit of a tensor autograd saved, say)."""
+    xg = x.clone().requires_grad_(True)
+    with torch.enable_grad():
+        loss = nn.functional.cross_entropy(model(xg), y, reduction="sum")
+        if not loss.requires_grad:
+            return "no gradient reaches the input"
+        try:
+            torch.autograd.grad(loss, xg)
+        except RuntimeError as exc:
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return f"no gradient reaches the input (backward raised: {text[:160]})"
+    return None
 
 
 def gradient_killers(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[str]:
@@ -308,3 +356,78 @@ class SaturatedLogits(Check):
         if not math.isfinite(peak) or peak > SATURATED_LOGIT:
             return self.result("warn", peak, f"the largest |logit| is {peak:.4g}: the softmax saturates")
         return self.result("pass", peak, f"the largest |logit| is {peak:.4g}")
+
+
+def _seeded_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
+    """The input gradient with the RNG seeded first (a randomized model draws the same noise each time); zeros
+    where no gradient reaches the input."""
+    torch.manual_seed(seed)
+    grad = input_gradient(model, x, y)
+    return torch.zeros_like(x) if grad is None else grad
+
+
+@register_check("S23")
+class GradientStops(Check):
+    name = "no operation in the forward pass cuts the gradient"
+    stage = "model"
+    threshold = (
+        f"a located gradient stop (rounding, detach, no_grad, a discrete value cast to float, numpy, a masking "
+        f"Function) after which, on > {CUT_SHARE:.0%} of examples, the input gradient keeps < {KEPT_NORM:.0%} of the "
+        f"straight-through gradient's norm or points elsewhere (cosine < {KEPT_COSINE}): fail; keeps < "
+        f"{AGREE_NORM:.0%} or turns (cosine < {AGREE_COSINE}): warn"
+    )
+    how_to_fix = (
+        "gradient attacks follow a gradient the forward pass cut: robustprune escalates (BPDA through every located "
+        "stop, transfer from the parent, more gradient-free queries); remove the stop or make it straight-through "
+        "to evaluate the model properly"
+    )
+
+    def evaluate(self, ctx: HealthContext, transform: ModelTransform | None = None) -> CheckResult:
+        # At the examples and at a random start in the eps-ball: a forward pass may branch on its input (an early
+        # exit that rounds only what does not look clean), so both sides of such a branch are walked.
+        clean, y = ctx.sample[0][:STOP_SAMPLE], ctx.sample[1][:STOP_SAMPLE]
+        threat = ctx.battery.threat
+        start = clean + random_delta(clean, threat.norm, threat.eps, torch.Generator().manual_seed(ctx.seed + 23))
+        if transform is None:
+            found = locate_gradient_stops(ctx.model, clean) + locate_gradient_stops(ctx.model, start.clamp(0, 1))
+            ctx.gradient_stops = list(dict.fromkeys(found))
+        stops = ctx.gradient_stops
+        x, y = torch.cat([clean, start.clamp(0, 1)]), torch.cat([y, y])
+        if not stops:
+            return self.result("pass", 0, "no operation of the forward pass stops the gradient")
+        shown = "; ".join(s.text() for s in stops[:3]) + (f" and {len(stops) - 3} more" if len(stops) > 3 else "")
+        with straight_through_ops(ctx.model):
+            bridged = _seeded_gradient(ctx.model, x, y, ctx.seed)
+        if transform is None:
+            followed = _seeded_gradient(ctx.model, x, y, ctx.seed)
+        else:
+            with transform(ctx.model) as attacked:
+                followed = _seeded_gradient(attacked, x, y, ctx.seed)
+        reach = bridged.flatten(1).norm(dim=1)
+        ctx.bridged = ctx.bridged or (transform is None and bool((reach > 0).any()))
+        if not bool((reach > 0).any()):
+            return self.result(
+                "fail",
+                len(stops),
+                f"gradient stops located ({shown}) and no straight-through version restores a gradient",
+            )
+        kept = followed.flatten(1).norm(dim=1) / reach.clamp_min(1e-30)
+        cosine = torch.nn.functional.cosine_similarity(followed.flatten(1), bridged.flatten(1), dim=1)
+        cut = ((kept < KEPT_NORM) | (cosine < KEPT_COSINE)) & (reach > 0)
+        bent = ((kept < AGREE_NORM) | (cosine < AGREE_COSINE)) & (reach > 0)
+        median = float(cosine.median())
+        for status, hit, how in (("fail", cut, f"keeps < {KEPT_NORM:.0%} of"), ("warn", bent, "departs from")):
+            share = float(hit.double().mean())
+            if share > CUT_SHARE:
+                return self.result(
+                    status,
+                    share,
+                    f"{shown}: on {int(hit.sum())} of {len(hit)} examples the gradient the attacks follow {how} the "
+                    f"straight-through gradient (median cosine {median:.2f})",
+                )
+        return self.result(
+            "pass",
+            float(bent.double().mean()),
+            f"gradient stops located ({shown}), but the gradient the attacks follow agrees with the straight-through "
+            f"one (median cosine {median:.2f})",
+        )

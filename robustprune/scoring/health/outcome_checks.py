@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from robustprune.scoring.health.base import (
     Check,
     CheckResult,
     HealthContext,
+    ModelTransform,
     column_breaks,
     input_gradient,
     register_check,
@@ -30,8 +31,6 @@ from robustprune.sparsity import current_masks
 NOISE_DRAWS = 20
 TARGETED_SHARE = 0.5  # a healthy model's targeted attacks add a quarter or so after a weak untargeted PGD
 SENTINEL_QUERIES = 250  # a masked model falls to Square within a few hundred queries
-# model -> a context in which to attack it (BPDA, rescaled logits): escalations re-run S13 / S20 under one
-ModelTransform = Callable[[nn.Module], AbstractContextManager[nn.Module]]
 
 
 def _gradient_labels(ctx: HealthContext) -> list[str]:
@@ -196,7 +195,7 @@ class UnboundedReachesChance(Check):
     )
 
     def evaluate(self, ctx: HealthContext, transform: ModelTransform | None = None) -> CheckResult:
-        if not ctx.gradients:
+        if not ctx.gradients and transform is None:
             return self.skip("no gradient reaches the input (S6)")
         measured = unbounded_accuracy(ctx, transform)
         if measured is None:
@@ -354,6 +353,21 @@ def _final_linear(model: nn.Module) -> nn.Linear | None:
     return linears[-1] if linears else None
 
 
+def features_carry_gradient(ctx: HealthContext, transform: ModelTransform | None = None) -> bool:
+    """Whether the input of the model's final Linear layer (the features S20's head reads) depends differentiably
+    on the input, as the model is attacked (under `transform`)."""
+    head = _final_linear(ctx.model)
+    feats: list[torch.Tensor] = []
+    handle = head.register_forward_pre_hook(lambda module, args: feats.append(args[0]))
+    try:
+        x = ctx.x[:1].clone().requires_grad_(True)
+        with transform(ctx.model) if transform else nullcontext(ctx.model), torch.enable_grad():
+            ctx.model(x)
+    finally:
+        handle.remove()
+    return bool(feats) and isinstance(feats[-1], torch.Tensor) and feats[-1].requires_grad
+
+
 def binarization_success(
     ctx: HealthContext, transform: ModelTransform | None = None, k: int = 8
 ) -> tuple[float, int] | None:
@@ -429,10 +443,14 @@ class BinarizationTest(Check):
     how_to_fix = "the attack cannot find adversarial examples that exist: the evaluation is broken (masking, bugs)"
 
     def evaluate(self, ctx: HealthContext, transform: ModelTransform | None = None) -> CheckResult:
-        if not ctx.gradients:
+        if not ctx.gradients and transform is None:
             return self.skip("no gradient reaches the input (S6)")
         if ctx.randomized:
             return self.skip("the model is randomized: its features change between passes")
+        if _final_linear(ctx.model) is not None and not features_carry_gradient(ctx, transform):
+            return self.result(
+                "fail", 0.0, "no gradient reaches the features the planted head reads: the attack cannot find it"
+            )
         measured = binarization_success(ctx, transform)
         if measured is None:
             return self.skip("no final Linear layer to plant a binary head on")

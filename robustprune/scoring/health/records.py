@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from robustprune.records import Record, extra_field
+from robustprune.records import Record, extra_field, optional_field
 
-STATUSES = ("pass", "warn", "fail", "skip")
+STATUSES = ("pass", "warn", "fail", "skip", "error")
 VERDICTS = ("trusted", "caution", "untrusted")
 
 
@@ -17,7 +17,7 @@ class CheckResult(Record):
 
     id: str
     name: str
-    status: str  # pass | warn | fail | skip
+    status: str  # pass | warn | fail | skip | error (the check could not run: message says why)
     value: float | int | str | None
     threshold: str
     message: str
@@ -41,6 +41,7 @@ class EscalationRecord(Record):
     n_broken: int = 0
     seconds: float = 0.0
     skipped: str | None = None
+    error: str | None = optional_field()  # it raised: one line, and it resolved nothing
     extra: dict[str, Any] = extra_field()
 
 
