@@ -11,7 +11,7 @@ VERDICT_MEANING = {
     "check warned",
     "untrusted": "the robust accuracy is an upper bound that may be loose: do not publish or gate on it",
 }
-STATUS_ORDER = {"fail": 0, "warn": 1, "pass": 2, "skip": 3}
+STATUS_ORDER = {"error": 0, "fail": 1, "warn": 2, "pass": 3, "skip": 4}
 
 
 def verdict_line(result: ScoreResult) -> str | None:
@@ -38,6 +38,9 @@ def verdict_rows(result: ScoreResult) -> list[tuple[str, str]]:
         ("robust accuracy, with audit, probes and escalations", fmt_pct(result.robust_acc) + " %"),
         ("checks and escalations took", fmt_seconds(health.seconds) + " s"),
         *([("audit", audit_line(result))] if result.audit is not None else []),
+        *([("model contract", result.model_contract.line())] if result.model_contract is not None else []),
+        *(("model contract note", note) for note in (result.model_contract.notes if result.model_contract else [])),
+        *((f"{f.check} (could not run)", f.message) for f in (result.stage_errors or [])),
     ]
 
 
@@ -49,7 +52,7 @@ def audit_line(result: ScoreResult) -> str | None:
 def _status(check) -> str:
     if check.status == "fail" and check.resolved_by:
         return f"FAIL (resolved by {check.resolved_by})"
-    return check.status.upper() if check.status in ("fail", "warn") else check.status
+    return check.status.upper() if check.status in ("fail", "warn", "error") else check.status
 
 
 def checks_table(result: ScoreResult) -> Table:
@@ -84,7 +87,7 @@ def escalations_table(result: ScoreResult) -> Table:
             fmt_int(e.n_attempted),
             fmt_int(e.n_broken),
             fmt_seconds(e.seconds),
-            f"NOT RUN: {e.skipped}" if e.skipped else e.reason,
+            f"ERROR: {e.error}" if e.error else f"NOT RUN: {e.skipped}" if e.skipped else e.reason,
         )
         for e in escalations
     ]
@@ -97,6 +100,12 @@ def escalation_lines(result: ScoreResult) -> list[str]:
     escalations = result.health.escalations if result.health is not None else []
     return [
         f"{e.name} ({', '.join(e.triggered_by)}): "
-        + (f"not run, {e.skipped}" if e.skipped else f"{e.attack} broke {e.n_broken} of {e.n_attempted}")
+        + (
+            f"ERROR, {e.error}"
+            if e.error
+            else f"not run, {e.skipped}"
+            if e.skipped
+            else f"{e.attack} broke {e.n_broken} of {e.n_attempted}"
+        )
         for e in escalations
     ]

@@ -44,7 +44,7 @@ def summary_table(result: ScoreResult | dict[str, Any]) -> str:
     n_warnings = len(result.warnings)
     alerts = [f"!! {line}" for line in alert_lines(result)]
     verdict = verdict_line(result)
-    failing = [c for c in result.health.checks if c.status in ("warn", "fail")] if result.health else []
+    failing = [c for c in result.health.checks if c.status in ("warn", "fail", "error")] if result.health else []
     lines = [
         *([verdict] if verdict else []),
         *(f"   {c.id} {c.status.upper()}{' (resolved)' if c.resolved_by else ''}: {c.message}" for c in failing),

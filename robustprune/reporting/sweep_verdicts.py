@@ -12,7 +12,7 @@ from robustprune.scoring.audit import CONFIDENCE, clopper_pearson
 from robustprune.scoring.health import VERDICTS, ordered_checks
 from robustprune.scoring.verdict import RANK, RULE
 
-STATUS_MARK = {"pass": "ok", "warn": "WARN", "fail": "FAIL", "skip": "-"}
+STATUS_MARK = {"pass": "ok", "warn": "WARN", "fail": "FAIL", "skip": "-", "error": "ERROR"}
 VERDICT_NOTE = (
     f"Each cell's evaluation verdict, by the rule: {RULE}. One column per health check (ok: passed, WARN, FAIL, "
     "-: did not apply); a FAIL an escalation resolved still shows FAIL here (the cell's own report says which "

@@ -19,7 +19,7 @@ from robustprune.errors import UsageError
 from robustprune.models import build_model
 from robustprune.render.text import summary_table
 from robustprune.results.schema import validate_document
-from robustprune.scoring import score
+from robustprune.scoring import EscalationBudget, score
 from robustprune.scoring.eps_curve import EpsCurve, min_norm_curve, parse_eps_grid
 from robustprune.scoring.result import ScoreResult
 
@@ -163,7 +163,17 @@ def test_gradient_free_models_get_no_curve_and_say_so(digits_test, _trained_mlp_
 
     base = build_model("mlp", 10, (1, 8, 8))
     base.load_state_dict(_trained_mlp_state)
-    result = score(Detached(base), digits_test, "quick", eps=0.1, n=30, efficiency=False, eps_grid=[0.0, 0.1])
+    budget = EscalationBudget(square_queries=100, steps=10, restarts=1)  # the curve is the point, not the escalations
+    result = score(
+        Detached(base),
+        digits_test,
+        "quick",
+        eps=0.1,
+        n=30,
+        efficiency=False,
+        eps_grid=[0.0, 0.1],
+        escalation_budget=budget,
+    )
     assert result.eps_curve is None and "no usable gradient" in result.eps_curve_skipped
     assert "NO EPS CURVE" in summary_table(result)
     validate_document(result.document)

@@ -62,5 +62,5 @@ class HealthReport(Record):
         return next((c for c in self.checks if c.id == check_id), None)
 
     def failing(self) -> list[CheckResult]:
-        """Checks that warned or failed, in id order."""
-        return [c for c in self.checks if c.status in ("warn", "fail")]
+        """Checks that warned, failed or could not run, in id order."""
+        return [c for c in self.checks if c.status in ("warn", "fail", "error")]
