@@ -337,7 +337,7 @@ def contract_stage(run: ScoreRun) -> None:
     torch.manual_seed(run.seed)
     run.contract = check_contract(run.model, run.guard, run.data.x, run.state)
     run.guard.contract_passed = True
-    if not run.contract.batch_independent:
+    if run.contract.batch_independent is False:
         run.ctx.randomized = True
         run.ctx.cache["batch_difference"] = run.contract.batch_difference
     log.info(run.contract.line())
@@ -350,7 +350,9 @@ def model_checks_stage(run: ScoreRun) -> None:
     ctx = run.ctx
     run.checks = check_model(ctx)
     if ctx.randomized and run.addition is None:
-        addition = RANDOMIZED if run.contract is None or run.contract.batch_independent else BATCH_DEPENDENT
+        addition = (
+            BATCH_DEPENDENT if run.contract is not None and run.contract.batch_independent is False else RANDOMIZED
+        )
         ctx.battery, record = addition.apply(ctx.battery)
         run.additions.append(record)
     if not ctx.gradients:

@@ -37,8 +37,8 @@ class Fails(nn.Module):
 def exits_in_forward(num_classes, input_shape):
     return Fails(build_model("mlp", num_classes, input_shape), 1, SystemExit(0))
 
-def fails_later(num_classes, input_shape):  # after the model contract's two calls
-    return Fails(build_model("mlp", num_classes, input_shape), 3, RuntimeError("late boom"))
+def fails_later(num_classes, input_shape):  # after the model contract's three calls
+    return Fails(build_model("mlp", num_classes, input_shape), 4, RuntimeError("late boom"))
 
 def takes(num_classes, input_shape, name="x", clip=1.0):
     return build_model("mlp", num_classes, input_shape)

@@ -235,10 +235,10 @@ def test_a_model_failing_on_its_second_call_is_unusable_from_the_start(trained_m
 
 
 def test_a_model_failing_during_the_run_is_a_run_error_naming_the_stage_and_attack(trained_mlp, data):
-    """It passes the contract (two calls), then fails on every call: the checks record their errors, the battery
+    """It passes the contract (three calls), then fails on every call: the checks record their errors, the battery
     cannot go on (exit 1)."""
     with pytest.raises(UserCodeError) as caught:
-        run(CountsCalls(trained_mlp, 3, RuntimeError("late")), data)
+        run(CountsCalls(trained_mlp, 4, RuntimeError("late")), data)
     assert re.search(
         r"^the model raised RuntimeError\('late'\) on its \d+(st|nd|rd|th) call \(battery", str(caught.value)
     )
@@ -270,9 +270,18 @@ def test_a_forward_that_changes_its_own_weights_is_refused_before_any_attack_and
 
 def test_a_batch_dependent_model_is_scored_as_randomized_and_says_so(trained_mlp, data):
     result = run(BatchStatistics(trained_mlp), data)
-    assert result.randomized and not result.model_contract.batch_independent
+    assert result.randomized and result.model_contract.batch_independent is False
     assert result.health.check("S2").status == "warn" and "batch" in result.health.check("S2").message
     assert result.verdict != "trusted"
+
+
+def test_noise_in_forward_is_not_mistaken_for_batch_dependence(trained_mlp, data):
+    from pathologies import NoisyForward
+
+    result = run(NoisyForward(trained_mlp), data)
+    assert result.randomized and result.model_contract.batch_independent is None
+    s2 = result.health.check("S2")
+    assert s2.status == "warn" and "not deterministic" in s2.message and "batch" not in s2.message
 
 
 @pytest.mark.parametrize("value", [2.0, 0.5, -1.0, 3])
