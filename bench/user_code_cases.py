@@ -157,6 +157,9 @@ class Raises(_Base):
         raise ValueError("boom")
 
 class ReturnsList(_Base):
+    def perturb_batch(self, model, x, y, *, seed, batch_size):
+        return [x]
+
     def perturb(self, model, x, y, **kwargs):
         return [x]
 
@@ -202,6 +205,14 @@ def run(source: Path, work: Path, args: list[str], out: Path) -> tuple[int, str,
     return done.returncode, done.stderr.strip(), doc
 
 
+def accepts_allow_imports(source: Path) -> bool:
+    env = dict(os.environ, PYTHONPATH=str(source))
+    shown = subprocess.run(
+        [sys.executable, "-m", "robustprune", "score", "--help"], env=env, capture_output=True, text=True, check=False
+    )
+    return "--allow-imports" in shown.stdout
+
+
 def clean(code: int, err: str, doc: dict | None) -> bool:
     if "internal error" in err or "Traceback" in err:
         return False
@@ -240,7 +251,8 @@ def main() -> None:
             battery.write_text(
                 f'name = "b"\nnorm = "Linf"\neps = 0.1\n\n[[attack]]\nname = "{attack}"\nlabel = "user"\n'
             )
-            cases[name] = (["--model", "user_models:plain"], str(battery))
+            allow = ["--allow-imports"] if accepts_allow_imports(source) else []  # older checkouts import freely
+            cases[name] = (["--model", "user_models:plain", *allow], str(battery))
         for i, (name, (model_args, battery)) in enumerate(cases.items()):
             if wanted and name not in wanted:
                 continue

@@ -17,3 +17,8 @@ class ModelChanged(VerificationError):
 class UserCodeError(RuntimeError):
     """User code (a model's forward pass, an attack, a dataset reader) failed during a run: the message is one line
     naming the code, what it did and the stage (exit 1). Code unusable from the start is a UsageError (exit 2)."""
+
+
+class WriteError(RuntimeError):
+    """The output could not be written (a full disk, a read-only filesystem): one line naming the path; nothing of
+    the run was put in place (exit 1)."""

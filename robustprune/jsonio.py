@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,31 @@ from robustprune.errors import UsageError
 from robustprune.validation import escape, read_input_text
 
 MAX_JSON_BYTES = 4 * 2**30  # a results.json of 4 GiB would hold some 10 million examples
+MAX_JSON_DEPTH = 64  # no robustprune document nests deeper than a dozen levels; deeper is not ours
+
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def nesting_depth(text: str | bytes) -> int:
+    """The deepest nesting of [ and { in JSON text, strings skipped: measured before parsing, so a hostile
+    document cannot exhaust the parser's recursion."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    depth = deepest = 0
+    for match in _BRACKET.finditer(_STRING.sub("", text)):
+        depth += 1 if match.group() in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def loads_bounded(text: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """json.loads, refusing (ValueError) documents nested deeper than `max_depth`."""
+    deepest = nesting_depth(text)
+    if deepest > max_depth:
+        raise ValueError(f"nested {deepest} levels deep (at most {max_depth})")
+    return json.loads(text)
 
 
 def to_jsonable(value: Any) -> Any:
@@ -37,8 +63,10 @@ def read_json(path: str | Path, what: str, *, fix: str = "rerun the job that wro
     """The JSON value in `path`; any reason it cannot be read is a one-line UsageError saying what to do."""
     text = read_input_text(path, what, max_bytes=MAX_JSON_BYTES)
     try:
-        return json.loads(text)
+        return loads_bounded(text)
     except json.JSONDecodeError as exc:
         raise UsageError(
             f"{what} {escape(path)} is truncated or not JSON ({exc.msg} at line {exc.lineno}); {fix}"
         ) from None
+    except ValueError as exc:
+        raise UsageError(f"{what} {escape(path)} is not a robustprune document: {exc}; {fix}") from None

@@ -97,17 +97,17 @@ def check_seed(seed: Any, where: str = "--seed") -> int:
 # ---------------------------------------------------------------- files
 
 
-def _stat(path: Path, what: str) -> os.stat_result | None:
+def stat_path(path: Path, what: str) -> os.stat_result | None:
     """os.stat with every OS failure turned into a one-line UsageError; None when the path does not exist."""
     try:
         return path.stat()
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise UsageError(f"{what} {escape(path)} cannot be used: {_os_reason(exc)}") from None
+        raise UsageError(f"{what} {escape(path)} cannot be used: {os_reason(exc)}") from None
 
 
-def _os_reason(exc: OSError) -> str:
+def os_reason(exc: OSError) -> str:
     if exc.errno == errno.ENAMETOOLONG:
         return "a path component is longer than the filesystem allows; use a shorter name"
     if exc.errno == errno.ENOTDIR:
@@ -124,7 +124,7 @@ def _os_reason(exc: OSError) -> str:
 def path_kind(path: str | os.PathLike, what: str) -> str:
     """ "missing", "dir", "file" (regular) or "other" for a user-given path; OS failures (a name too long, a
     component that is a file) are one-line errors instead of exceptions from Path.exists / is_dir."""
-    st = _stat(Path(path), what)
+    st = stat_path(Path(path), what)
     if st is None:
         return "missing"
     return "dir" if stat.S_ISDIR(st.st_mode) else "file" if stat.S_ISREG(st.st_mode) else "other"
@@ -138,7 +138,7 @@ def check_input_file(path: str | os.PathLike, what: str, *, max_bytes: int, allo
     """
     shown = escape(path)
     path = Path(path).expanduser()
-    st = _stat(path, what)
+    st = stat_path(path, what)
     if st is None:
         raise UsageError(f"{what} {shown} does not exist; check the path")
     if stat.S_ISDIR(st.st_mode):
@@ -162,7 +162,7 @@ def read_input_bytes(path: str | os.PathLike, what: str, *, max_bytes: int) -> b
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise UsageError(f"{what} {escape(path)} cannot be read: {_os_reason(exc)}") from None
+        raise UsageError(f"{what} {escape(path)} cannot be read: {os_reason(exc)}") from None
 
 
 def read_input_text(path: str | os.PathLike, what: str, *, max_bytes: int) -> str:
@@ -183,12 +183,12 @@ def output_dir(path: str | os.PathLike, what: str = "--out") -> Iterator[Path]:
     this call created if it is still empty, so a refused run leaves nothing behind."""
     shown = escape(path)
     path = Path(path)
-    st = _stat(path, what)
+    st = stat_path(path, what)
     if st is not None and not stat.S_ISDIR(st.st_mode):
         raise UsageError(f"{what} {shown} exists and is not a directory; choose another path")
     created: list[Path] = []
     probe = path
-    while _stat(probe, what) is None and probe != probe.parent:
+    while stat_path(probe, what) is None and probe != probe.parent:
         created.append(probe)
         probe = probe.parent
     try:
@@ -198,7 +198,7 @@ def output_dir(path: str | os.PathLike, what: str = "--out") -> Iterator[Path]:
         os.unlink(name)
     except OSError as exc:
         _remove_empty(created)
-        raise UsageError(f"{what} {shown} cannot be written: {_os_reason(exc)}") from None
+        raise UsageError(f"{what} {shown} cannot be written: {os_reason(exc)}") from None
     try:
         yield path
     except BaseException:

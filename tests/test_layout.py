@@ -32,6 +32,7 @@ RANKS = {
     "progress": 0,
     "devices": 0,
     "boundary": 0,
+    "outputs": 0,
     "config": 1,
     "data": 2,
     "models": 2,

@@ -44,6 +44,15 @@ class AutoAttack(Attack):
         # APGD-T and FAB-T attack n_target_classes other classes (9 in the standard version)
         return max(self.min_classes, int(self.settings["n_target_classes"]) + 1)
 
+    def passes_per_example(self) -> float:
+        """Upstream's budgets: standard = APGD-CE 100 + APGD-T and FAB-T 100 per target + Square 5000; plus adds
+        restarts (about five times the gradient work); rand = APGD-CE and APGD-DLR, 100 steps with EOT 20."""
+        targets = int(self.settings["n_target_classes"])
+        gradient = 2 * (100 + 2 * 100 * targets)
+        return {"standard": gradient + 5000, "plus": 5 * gradient + 5000, "rand": 2 * 2 * 100 * 20}[
+            str(self.settings["version"])
+        ]
+
     def validate(self) -> None:
         check_choice(self, "version", ("standard", "plus", "rand"))
         check_positive(self, "n_target_classes")

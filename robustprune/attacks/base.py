@@ -14,10 +14,11 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from robustprune.attacks.cost import check_unknown_setting, passes_per_example
 from robustprune.config import AttackSpec, ParamValue, ThreatModel, coerce_setting
 from robustprune.errors import UsageError
 from robustprune.registry import Registry
-from robustprune.validation import escape
+from robustprune.validation import BOUNDS, escape
 from robustprune.version import package_version
 
 # `package.module:Class` and `torchattacks:Class` names resolve on demand: robustprune.attacks.custom installs the
@@ -64,6 +65,9 @@ class Attack(ABC):
     batches_itself: ClassVar[bool] = False
     # Attacks that follow the input gradient; they are skipped (and say so) when no gradient reaches the input.
     uses_gradients: ClassVar[bool] = True
+    # robustprune's own attacks document and bound every setting; a class it does not know (torchattacks:Name, a
+    # user's package.module:Class) gets bounds from its settings' names and defaults (attacks/cost.py).
+    known_settings: ClassVar[bool] = True
 
     def __init__(
         self, spec: AttackSpec, threat: ThreatModel, num_classes: int | None, context: AttackContext | None = None
@@ -97,7 +101,13 @@ class Attack(ABC):
                 allowed = ", ".join(sorted(cls.defaults)) or "none"
                 raise UsageError(f"{where}: unknown setting {escape(repr(key))}; allowed settings are {allowed}")
             settings[key] = coerce_setting(value, cls.defaults[key], f"{where} setting {key!r}", key)
+            if not cls.known_settings and key not in BOUNDS:
+                check_unknown_setting(key, settings[key], cls.defaults[key], where)
         return settings
+
+    def passes_per_example(self) -> float:
+        """Model passes (forward + backward) one attacked example costs, estimated from the settings."""
+        return passes_per_example(self.settings)
 
     @classmethod
     def is_targeted(cls, settings: dict[str, ParamValue]) -> bool:

@@ -22,12 +22,13 @@ import torch
 from torch import nn
 
 from robustprune.attacks.base import ATTACKS, Attack, AttackContext
+from robustprune.attacks.cost import check_battery_cost
 from robustprune.attacks.counting import CountingModel
 from robustprune.attacks.min_norm import MIN_NORM_ATTACKS
 from robustprune.attacks.pgd_core import PGDTrace, combine_traces
 from robustprune.attacks.verify import project, verify_adversarial
 from robustprune.boundary import call_user, in_stage, stage
-from robustprune.config import BatterySpec, read_battery
+from robustprune.config import BatterySpec, long_allowed, read_battery
 from robustprune.errors import ModelChanged, UsageError, UserCodeError
 from robustprune.models.guard import ModelState, describe_output
 from robustprune.models.modes import eval_mode
@@ -109,12 +110,14 @@ def check_battery(battery: BatterySpec, num_classes: int | None = None) -> None:
     """Resolve every attack of `battery` without running anything: a known name, known settings of the right type
     within their bounds, support for the threat model and (when known) the class count. Commands call it before
     any data or model is loaded, so a refused battery never costs a trained model."""
+    estimates = []
     for spec in battery.attacks:
         cls = ATTACKS.get(spec.name)
         if spec.applies_to(battery.threat.norm):
-            cls(spec, battery.threat, num_classes)
+            estimates.append((spec.label, cls(spec, battery.threat, num_classes).passes_per_example()))
         else:  # not run for this norm, but a typo in it is still a typo
             cls.resolve_settings(spec)
+    check_battery_cost(estimates, long_allowed(), battery.name)
     if battery.audit is not None:
         ATTACKS.get(battery.audit.attack).resolve_settings(battery.audit.attack_spec())
     if battery.eps_curve is not None:

@@ -40,7 +40,7 @@ def resolve_custom_attack(name: str) -> type[Attack]:
             f"attack {name} is not a robustprune Attack subclass (subclass robustprune.attacks.base.Attack and "
             "implement perturb_batch), or is abstract"
         )
-    return type(found.__name__, (found,), {"name": name, "__module__": found.__module__})
+    return type(found.__name__, (found,), {"name": name, "__module__": found.__module__, "known_settings": False})
 
 
 def _torchattacks_class(name: str, class_name: str) -> type[Attack]:
@@ -79,6 +79,7 @@ def _torchattacks_class(name: str, class_name: str) -> type[Attack]:
             "defaults": defaults,
             "implementation": f"torchattacks.{class_name}",
             "build": build,
+            "known_settings": False,
             "__module__": __name__,
         },
     )

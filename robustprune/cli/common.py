@@ -7,6 +7,7 @@ that failed during a run, a failed verification or an internal error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import traceback
@@ -15,7 +16,7 @@ from contextlib import AbstractContextManager
 
 import torch
 
-from robustprune.errors import UsageError, UserCodeError, VerificationError
+from robustprune.errors import UsageError, UserCodeError, VerificationError, WriteError
 from robustprune.validation import check_int, escape
 
 Subparsers = argparse._SubParsersAction
@@ -32,6 +33,18 @@ def add_spec_dir_options(p: argparse.ArgumentParser, *, batteries: bool = True, 
     """--battery-dir / --recipe-dir: the user's own directories, looked up before the built-ins (applied by
     `spec_dirs_of` around the subcommand); files elsewhere are used only when named by path."""
     if batteries:
+        p.add_argument(
+            "--allow-imports",
+            action="store_true",
+            help="let a battery file name attack classes by import path (package.module:Class): their modules are "
+            "imported and run; without it a battery file, being data, imports no code (torchattacks:Name is allowed)",
+        )
+        p.add_argument(
+            "--allow-long",
+            action="store_true",
+            help="run a battery estimated above 1,000,000 model passes per example, or a sweep of more than 500 cells "
+            "(refused without it: usually a typo in a setting)",
+        )
         p.add_argument(
             "--battery-dir",
             dest="battery_dirs",
@@ -51,6 +64,17 @@ def add_spec_dir_options(p: argparse.ArgumentParser, *, batteries: bool = True, 
         )
 
 
+def add_overwrite_option(p: argparse.ArgumentParser) -> None:
+    """--overwrite: replace an --out that holds another run's files, whole (robustprune.outputs)."""
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an --out that already holds another run's files (the new set replaces the old one whole, and "
+        "only once it is complete); without it such an --out is refused. A rerun of the same configuration replaces "
+        "its own folder without it",
+    )
+
+
 def add_device_option(p: argparse.ArgumentParser) -> None:
     """--device: where models and data run (robustprune.devices.resolve_device checks it)."""
     p.add_argument(
@@ -63,11 +87,17 @@ def add_device_option(p: argparse.ArgumentParser) -> None:
 
 
 def spec_dirs_of(args: argparse.Namespace) -> AbstractContextManager[None]:
-    """The lookup directories a subcommand was given, in force while it runs (none given: the built-ins and the
-    environment variables only)."""
-    from robustprune.config import given_spec_dirs
+    """The lookup directories a subcommand was given, and whether its battery files may import code
+    (--allow-imports), in force while it runs (none given: the built-ins and the environment variables only)."""
+    from robustprune.config import allowing_imports, allowing_long, given_spec_dirs
 
-    return given_spec_dirs(attacks=getattr(args, "battery_dirs", []), defenses=getattr(args, "recipe_dirs", []))
+    stack = contextlib.ExitStack()
+    stack.enter_context(
+        given_spec_dirs(attacks=getattr(args, "battery_dirs", []), defenses=getattr(args, "recipe_dirs", []))
+    )
+    stack.enter_context(allowing_imports(bool(getattr(args, "allow_imports", False))))
+    stack.enter_context(allowing_long(bool(getattr(args, "allow_long", False))))
+    return stack
 
 
 def set_threads(threads: int | None) -> None:
@@ -80,6 +110,12 @@ def command_line() -> list[str]:
     return ["robustprune", *sys.argv[1:]]
 
 
+def debug_enabled() -> bool:
+    """ROBUSTPRUNE_DEBUG read as a boolean: 1, true, yes, on (any case) turn tracebacks on; unset, 0, false, no,
+    off and anything else leave them off."""
+    return os.environ.get("ROBUSTPRUNE_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def run(job: Callable[[], int]) -> int:
     """Map exceptions to exit codes and one-line messages; tracebacks only with ROBUSTPRUNE_DEBUG=1."""
     try:
@@ -90,7 +126,7 @@ def run(job: Callable[[], int]) -> int:
     except VerificationError as exc:
         print(f"robustprune: verification failed: {escape(exc)}", file=sys.stderr)
         return 1
-    except UserCodeError as exc:
+    except (UserCodeError, WriteError) as exc:
         print(f"robustprune: error: {escape(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -100,7 +136,7 @@ def run(job: Callable[[], int]) -> int:
         print(f"robustprune: internal error: sys.exit({exc.code!r}) was called during the run", file=sys.stderr)
         return 1
     except Exception as exc:  # noqa: BLE001 - the last line of defence turns any crash into exit 1
-        if os.environ.get("ROBUSTPRUNE_DEBUG"):
+        if debug_enabled():
             traceback.print_exc()
         print(
             f"robustprune: internal error: {type(exc).__name__}: {escape(exc)} "

@@ -12,21 +12,29 @@ from typing import Any
 from torch import nn
 
 from robustprune.attacks import check_battery, load_battery
-from robustprune.cli.common import Subparsers, add_device_option, add_spec_dir_options, command_line, set_threads
+from robustprune.cli.common import (
+    Subparsers,
+    add_device_option,
+    add_overwrite_option,
+    add_spec_dir_options,
+    command_line,
+    set_threads,
+)
 from robustprune.cli.output import add_output_options, emit, score_summary
 from robustprune.config import canonical_key
-from robustprune.config.eps import DEFAULTS_HELP, default_eps, eps_argument, eps_grid_argument
+from robustprune.config.eps import DEFAULTS_HELP, check_grid_fits, default_eps, eps_argument, eps_grid_argument
 from robustprune.data import Dataset, load_dataset
 from robustprune.devices import resolve_device
 from robustprune.errors import UsageError
 from robustprune.models import build_model, load_checkpoint, resolve_factory, sha256_file
 from robustprune.models.checkpoint import inspect_checkpoint
+from robustprune.outputs import output_set
 from robustprune.paths import default_score_dir
 from robustprune.render import summary_table
-from robustprune.results import save_result
+from robustprune.results.io import write_result_files
 from robustprune.scoring import score
 from robustprune.scoring.result import AdversarialExamples
-from robustprune.validation import check_int, check_seed, output_dir
+from robustprune.validation import check_int, check_seed, escape
 
 
 def add_parser(sub: Subparsers) -> None:
@@ -49,7 +57,13 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument(
         "--trust-checkpoint",
         action="store_true",
-        help="allow pickled modules, TorchScript and .pt2 (they can run code when loaded)",
+        help="allow --checkpoint to be a pickled module, TorchScript or .pt2 (they can run code when loaded); it "
+        "applies to that file only, never to a file another file names",
+    )
+    p.add_argument(
+        "--trust-parent",
+        action="store_true",
+        help="the same for the file --parent names (a parent a train manifest names is never trusted)",
     )
     p.add_argument("--dataset", default="digits", help="digits (default) or a path: .npz, MNIST IDX, CIFAR batches")
     p.add_argument(
@@ -71,6 +85,7 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     add_device_option(p)
     p.add_argument("--out", help="output directory (default: reports/score-<config hash>)")
+    add_overwrite_option(p)
     p.add_argument(
         "--parent",
         help="the dense checkpoint this model was pruned from (same architecture): adversarial examples crafted on "
@@ -105,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         random_init=args.random_init,
         trust=args.trust_checkpoint,
+        trust_parent=args.trust_parent,
+        overwrite=args.overwrite,
         dataset=args.dataset,
         battery=args.battery,
         norm=args.norm,
@@ -155,6 +172,8 @@ def score_job(
     save_adversarial: bool = False,
     device: str | None = "auto",
     eps_grid: list[float] | None = None,
+    trust_parent: bool = False,
+    overwrite: bool = False,
 ) -> tuple[dict[str, str], str, str | None]:
     """Score one model from the command line's inputs; returns (paths written, summary, verdict)."""
     # Everything is resolved and checked before a model is built: numbers, battery, model name, files, data.
@@ -173,6 +192,8 @@ def score_job(
         )
     if checkpoint:
         inspect_checkpoint(checkpoint)  # format from the header: a corrupt file fails before a model is built
+    if trust_parent and not parent:
+        raise UsageError("--trust-parent needs --parent FILE: it applies only to a parent you name")
     if parent:
         try:
             inspect_checkpoint(parent)
@@ -188,6 +209,10 @@ def score_job(
     for battery_spec in (spec, heads):
         if battery_spec is not None:
             check_battery(battery_spec, data.num_classes)
+            battery_spec.threat.check_input_dim(int(math.prod(data.input_shape)))
+    grid = eps_grid if eps_grid is not None else (spec.eps_curve.grid if spec.eps_curve is not None else None)
+    if grid is not None:  # before any model is built: a bad grid is bad input
+        check_grid_fits(list(grid), spec.threat.norm, int(math.prod(data.input_shape)))
     key = canonical_key(
         {
             "model": model,
@@ -202,13 +227,20 @@ def score_job(
             **({"eps_grid": eps_grid} if eps_grid is not None else {}),
         }
     )
-    with output_dir(out or default_score_dir(key)) as out_dir:
+    reads = [Path(p) for p in (checkpoint, parent) if p]
+    with output_set(out or default_score_dir(key), kind="score", key=key, overwrite=overwrite, reads=reads) as folder:
+        out_dir = folder.path
         net = build_model(model, data.num_classes, data.input_shape, **(model_args or {}))
         info = None
         if checkpoint:
             net, loaded = load_checkpoint(net, checkpoint, trust=trust)
             info = loaded.to_dict()
-        parent_net = _load_parent(parent or _manifest_parent(info), model, data, trust, model_args)
+        if parent:
+            parent_net = _load_parent(parent, model, data, trust_parent, model_args)
+        else:
+            parent_net = _manifest_parent_model(info, model, data, model_args)
+        for note in (info or {}).get("notes") or []:
+            print(f"robustprune: note: {note}", file=sys.stderr)
         result = score(
             net,
             full,
@@ -225,10 +257,29 @@ def score_job(
             device=device,
             eps_grid=eps_grid,
         )
-        paths = save_result(result, out_dir)
+        paths = write_result_files(result, out_dir)
         if save_adversarial and result.adversarial is not None:
             paths["adversarial"] = save_adversarial_npz(result.adversarial, out_dir)
-        return paths, summary_table(result), result.verdict
+    return folder.relocated(paths), summary_table(result), result.verdict
+
+
+def _manifest_parent_model(
+    info: dict | None, model: str, data: Dataset, model_args: dict[str, Any] | None
+) -> nn.Module | None:
+    """The parent a proven train manifest names, loaded without trust: a file the user did not name never runs
+    code. One that cannot be loaded that way is left out, with a note (pass it as --parent to use it)."""
+    path = _manifest_parent(info)
+    if path is None:
+        return None
+    try:
+        return _load_parent(path, model, data, False, model_args, flag="the parent the manifest names")
+    except UsageError as err:
+        note = (
+            f"the parent the checkpoint's manifest names ({escape(path)}) was not loaded ({err}); to use it, pass "
+            "it as --parent (with --trust-parent if it is a pickle you trust)"
+        )
+        info.setdefault("notes", []).append(note)  # type: ignore[union-attr]
+        return None
 
 
 def _manifest_parent(info: dict | None) -> str | None:
@@ -301,13 +352,18 @@ def save_adversarial_npz(examples: AdversarialExamples, out_dir: Path) -> str:
 
 
 def _load_parent(
-    path: str | None, model: str, data: Dataset, trust: bool, model_args: dict[str, Any] | None = None
+    path: str | None,
+    model: str,
+    data: Dataset,
+    trust: bool,
+    model_args: dict[str, Any] | None = None,
+    flag: str = "--parent",
 ) -> nn.Module | None:
     if path is None:
         return None
     try:
         shell = build_model(model, data.num_classes, data.input_shape, **(model_args or {}))
-        parent, _ = load_checkpoint(shell, path, trust=trust)
+        parent, _ = load_checkpoint(shell, path, trust=trust, trust_flag="--trust-parent")
     except UsageError as err:
-        raise UsageError(f"--parent: {err}") from None
+        raise UsageError(f"{flag}: {err}") from None
     return parent

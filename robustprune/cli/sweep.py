@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from robustprune.cli.common import Subparsers, add_device_option, add_spec_dir_options
+from robustprune.cli.common import Subparsers, add_device_option, add_overwrite_option, add_spec_dir_options
 from robustprune.config import SweepSpec, read_sweep_toml
 from robustprune.config.eps import eps_argument, eps_grid_argument
 from robustprune.errors import UsageError
@@ -64,6 +64,7 @@ def add_parser(sub: Subparsers) -> None:
         help="exit (code 2, naming the holder) instead of waiting when another sweep holds the directory",
     )
     p.add_argument("--out", required=True)
+    add_overwrite_option(p)
     add_device_option(p)
     p.set_defaults(device=None)  # not given: the sweep file's device, else SweepSpec's ("auto")
     add_spec_dir_options(p)
@@ -96,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         address=args.address,
         wait=args.wait,
+        overwrite=args.overwrite,
     )
     view = make_view(load_sweep(args.out))  # the cell records alone: the report above is already written
     print(f"evaluation verdicts: {verdict_counts(view)}")
@@ -115,6 +117,7 @@ def sweep_job(
     workers: int,
     address: str | None,
     wait: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, str]:
     """Resolve the grid (TOML file, then command-line options), run the missing cells, build the report."""
     values = read_sweep_toml(config) if config else {}
@@ -123,5 +126,7 @@ def sweep_job(
         raise UsageError("the sweep needs recipes: pass --recipes dense,magnitude,... or a --config file")
     check_int(workers, "--workers", bound="workers")
     spec = SweepSpec(**values)
-    run_sweep(spec, out, executor=executor, workers=workers, address=address, progress=True, wait=wait)
+    run_sweep(
+        spec, out, executor=executor, workers=workers, address=address, progress=True, wait=wait, overwrite=overwrite
+    )
     return build_sweep_report(out)

@@ -4,14 +4,21 @@ Every input is checked before the output directory is created and before anythin
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from robustprune.cli.common import Subparsers, add_device_option, add_spec_dir_options, command_line, set_threads
+from robustprune.cli.common import (
+    Subparsers,
+    add_device_option,
+    add_overwrite_option,
+    add_spec_dir_options,
+    command_line,
+    set_threads,
+)
 from robustprune.cli.output import add_output_options, emit
 from robustprune.defenses.pipeline import execute, prepare, resolve, save_trained, summary
 from robustprune.devices import resolve_device
-from robustprune.errors import UsageError
-from robustprune.paths import CHECKPOINT_FILE, default_train_dir, manifest_path
-from robustprune.validation import output_dir
+from robustprune.outputs import output_set
+from robustprune.paths import default_train_dir, manifest_path
 
 
 def add_parser(sub: Subparsers) -> None:
@@ -33,6 +40,7 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     add_device_option(p)
     p.add_argument("--out", help="output directory (default: reports/train-<recipe>-<config hash>)")
+    add_overwrite_option(p)
     add_spec_dir_options(p, batteries=False)
     add_output_options(p)
     p.set_defaults(func=run)
@@ -52,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         command=command_line(),
         progress=not args.quiet,
         device=args.device,
+        overwrite=args.overwrite,
     )
     emit(args, summary, train_summary(paths))
     return 0
@@ -100,6 +109,7 @@ def train_job(
     command: list[str] | None = None,
     progress: bool = True,
     device: str | None = "auto",
+    overwrite: bool = False,
 ) -> tuple[dict[str, str], str]:
     """The CLI's `train`: validate everything, create the output directory, train, then write
     DIR/model.safetensors + its manifest."""
@@ -108,11 +118,13 @@ def train_job(
     inputs = resolve(
         recipe, dataset=dataset, sparsity=sparsity, parent=parent, seed=seed, epochs=epochs, overrides=overrides
     )
-    with output_dir(out or default_train_dir(inputs.recipe.name, inputs.key())) as out_dir:
-        target = out_dir / CHECKPOINT_FILE
-        if target.exists() and not target.is_file():
-            raise UsageError(f"{target} exists and is not a file; choose another --out")
+    key = inputs.key()
+    reads = [Path(parent)] if parent else []
+    with output_set(
+        out or default_train_dir(inputs.recipe.name, key), kind="train", key=key, overwrite=overwrite, reads=reads
+    ) as folder:
         artifact, manifest = execute(prepare(inputs), progress=progress, command=command, device=device)
-        info = save_trained(artifact, manifest, out_dir)
-    text = summary(manifest) + f"\ncheckpoint: {info.path}\nmanifest:   {manifest_path(info.path)}"
-    return {"checkpoint": info.path, "manifest": str(manifest_path(info.path))}, text
+        info = save_trained(artifact, manifest, folder.path)
+    paths = folder.relocated({"checkpoint": info.path, "manifest": str(manifest_path(info.path))})
+    text = summary(manifest) + f"\ncheckpoint: {paths['checkpoint']}\nmanifest:   {paths['manifest']}"
+    return paths, text

@@ -7,8 +7,15 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from robustprune.config.eps import check_eps_grid, parse_eps, parse_eps_grid
-from robustprune.config.files import find_spec_file, read_toml, reject_unknown, spec_dirs, spec_source
+from robustprune.config.eps import MAX_EPS, check_eps_grid, parse_eps, parse_eps_grid
+from robustprune.config.files import (
+    check_import_allowed,
+    find_spec_file,
+    read_toml,
+    reject_unknown,
+    spec_dirs,
+    spec_source,
+)
 from robustprune.config.settings import ParamValue
 from robustprune.errors import UsageError
 from robustprune.validation import escape
@@ -17,7 +24,6 @@ Norm = Literal["Linf", "L2"]
 NORMS: tuple[str, ...] = ("Linf", "L2")
 
 # Above these an eps is not a threat model but a typo: Linf 1.0 already reaches every image in [0,1].
-MAX_EPS = {"Linf": 1.0, "L2": 1000.0}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -252,6 +258,7 @@ def read_battery(spec: str, *, norm: str | None = None, eps: float | None = None
         if not isinstance(table.get("name"), str) or not table["name"]:
             raise UsageError(f'{where}: attack #{i + 1} needs name = "<attack>" (a string; see robustprune ls)')
         name = table["name"]
+        check_import_allowed(name, where)
         if not isinstance(table.get("label", ""), str):
             raise UsageError(f"{where}: attack {name!r} label must be a string, got {escape(repr(table['label']))}")
         norms = table.get("norms", [])
@@ -308,6 +315,8 @@ def _read_audit(table: Any, where: str) -> AuditSpec | None:
     for key, value in params.items():
         if not isinstance(value, (bool, int, float, str)):
             raise UsageError(f"{where}: [audit] key {key!r} must be a number, string or bool")
+    if isinstance(known.get("attack"), str):
+        check_import_allowed(known["attack"], where, "[audit] attack")
     try:
         return AuditSpec(**known, params=params)
     except UsageError as exc:

@@ -59,6 +59,8 @@ DATASET_EPS: dict[str, dict[str, float]] = {
     "mnist": {"Linf": 0.3, "L2": 2.0},
     "digits": {"Linf": 0.1, "L2": 0.5},
 }
+MAX_EPS = {"Linf": 1.0, "L2": 1000.0}  # beyond these eps is in the wrong units (the box itself is [0, 1])
+MAX_GRID_POINTS = 1000  # eps values in one curve (each is a point of a table and a figure)
 DEFAULTS_HELP = "default per dataset: CIFAR Linf 8/255, L2 0.5; MNIST Linf 0.3, L2 2.0; digits Linf 0.1, L2 0.5"
 
 
@@ -89,6 +91,8 @@ def parse_eps_grid(text: str) -> list[float]:
             start, stop, points = float(parts[0]), float(parts[1]), int(parts[2])
             if not (math.isfinite(start) and math.isfinite(stop)):
                 raise UsageError(f"--eps-grid {text!r}: every eps must be finite and >= 0")
+            if points > MAX_GRID_POINTS:
+                raise UsageError(f"--eps-grid {text!r}: at most {MAX_GRID_POINTS} points (a curve needs a few dozen)")
             if points < 1 or (points == 1 and start != stop) or stop < start:
                 raise ValueError
             grid = [float(v) for v in np.linspace(start, stop, points)]
@@ -101,17 +105,29 @@ def parse_eps_grid(text: str) -> list[float]:
         ) from None
     if not grid or any(not math.isfinite(e) or e < 0 for e in grid):
         raise UsageError(f"--eps-grid {text!r}: every eps must be finite and >= 0")
-    return sorted(set(grid))
+    return check_eps_grid(grid)
 
 
-def check_eps_grid(grid: list[float]) -> list[float]:
-    """The grid as sorted distinct floats; raises UsageError unless it is a non-empty list of finite eps >= 0."""
+def check_eps_grid(grid: list[float], norm: str | None = None) -> list[float]:
+    """The grid as sorted distinct floats; raises UsageError unless it is a non-empty list of at most
+    MAX_GRID_POINTS finite eps >= 0, each within the threat model's bound when `norm` is known."""
+    if not isinstance(grid, list | tuple):
+        raise UsageError(f"eps_grid needs a list of numbers, got {type(grid).__name__}")
+    if len(grid) > MAX_GRID_POINTS:
+        raise UsageError(f"eps_grid has {len(grid):,} points; at most {MAX_GRID_POINTS} (a curve needs a few dozen)")
     try:
         values = [float(e) for e in grid]
     except (TypeError, ValueError):
         raise UsageError(f"eps_grid needs a list of numbers, got {grid!r}") from None
     if not values or any(not math.isfinite(e) or e < 0 for e in values):
         raise UsageError(f"eps_grid needs a non-empty list of finite eps >= 0, got {values}")
+    if norm is not None:
+        over = [e for e in values if e > MAX_EPS.get(norm, math.inf)]
+        if over:
+            raise UsageError(
+                f"eps_grid point {over[0]:g} is beyond the {norm} bound {MAX_EPS[norm]:g} on inputs in [0, 1]; eps is "
+                "in pixel units (e.g. 8/255 = 0.0314 for Linf)"
+            )
     return sorted(set(values))
 
 
@@ -121,3 +137,14 @@ def eps_grid_argument(text: str) -> list[float]:
         return parse_eps_grid(text)
     except UsageError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def check_grid_fits(grid: list[float] | tuple[float, ...], norm: str, n_features: int) -> None:
+    """Every eps of a curve inside the threat model's bound and, for L2, the input box's diameter."""
+    check_eps_grid(list(grid), norm)
+    top = max(grid)
+    if norm == "L2" and top > math.sqrt(n_features):
+        raise UsageError(
+            f"eps_grid point {top:g} exceeds the L2 diameter of the input box ({math.sqrt(n_features):.3g} for "
+            f"{n_features} features); eps is in pixel units of [0, 1] inputs"
+        )

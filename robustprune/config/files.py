@@ -6,7 +6,7 @@ import logging
 import os
 import tomllib
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,49 @@ def given_spec_dirs(**dirs: Sequence[str | Path]) -> Iterator[None]:
     finally:
         _GIVEN.clear()
         _GIVEN.update(saved)
+
+
+# Whether battery files may name attack classes by import path (`package.module:Class`): a file is data and, unless
+# the command line (--allow-imports) or the Python API (allowing_imports()) says so, never makes robustprune import
+# code. torchattacks classes (`torchattacks:Name`) are a library robustprune already imports, not user code.
+# Whether a run may be long (a battery above the per-example pass cap, a sweep above the cell cap): --allow-long.
+_PERMISSIONS: dict[str, bool] = {"imports": False, "long": False}
+LIBRARY_PREFIXES = ("torchattacks:",)
+
+
+@contextmanager
+def _permitting(what: str, allowed: bool) -> Iterator[None]:
+    saved = _PERMISSIONS[what]
+    _PERMISSIONS[what] = allowed
+    try:
+        yield
+    finally:
+        _PERMISSIONS[what] = saved
+
+
+def allowing_imports(allowed: bool = True) -> AbstractContextManager[None]:
+    """Within the block, battery files may name attacks by import path (their modules are imported when resolved)."""
+    return _permitting("imports", allowed)
+
+
+def allowing_long(allowed: bool = True) -> AbstractContextManager[None]:
+    """Within the block, batteries and sweeps above the documented size caps run (attacks/cost.py, sweep/plan.py)."""
+    return _permitting("long", allowed)
+
+
+def long_allowed() -> bool:
+    return _PERMISSIONS["long"]
+
+
+def check_import_allowed(name: str, where: str, what: str = "attack") -> None:
+    """Refuse an import path named in a data file unless imports were allowed (see allowing_imports)."""
+    if ":" not in name or name.startswith(LIBRARY_PREFIXES) or _PERMISSIONS["imports"]:
+        return
+    module = name.split(":", 1)[0]
+    raise UsageError(
+        f"{where}: {what} {escape(repr(name))} is an import path, and a battery file imports no code unless asked: "
+        f"pass --allow-imports to import {escape(module)} (or build the BatterySpec in Python)"
+    )
 
 
 def user_spec_dirs(env_var: str, folder: str) -> list[Path]:

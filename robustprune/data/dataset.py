@@ -17,6 +17,20 @@ from robustprune.errors import UsageError
 
 SPLITS = ("train", "test")
 MAX_DATA_BYTES = 64 * 2**30  # a data file beyond this is not a dataset this tool can hold in memory
+# What a file may declare before anything is allocated: the decoded bytes of one array (a header claiming 10^12
+# images, a gzip that inflates 37 MB to 8 GB, IDX dimensions whose product overflows are refused first), and the
+# classes its labels may name (a label of 10^9 would ask for gigabytes of per-class arrays).
+MAX_DECODED_BYTES = 16 * 2**30
+MAX_CLASSES = 100_000
+
+
+def check_declared(nbytes: int, where: str, what: str) -> None:
+    """Refuse an array whose declared size is beyond MAX_DECODED_BYTES, before it is read."""
+    if nbytes > MAX_DECODED_BYTES:
+        raise UsageError(
+            f"{where}: {what} declares {nbytes:,} bytes, beyond the {MAX_DECODED_BYTES // 2**30} GiB robustprune "
+            "decodes; the header is damaged, or score a subset of the data"
+        )
 
 
 def one_line(text: object) -> str:
@@ -89,6 +103,8 @@ def validate_examples(x: torch.Tensor, y: torch.Tensor, num_classes: int, where:
         raise UsageError(f"{where}: x has shape {tuple(x.shape)} (rank {x.dim()}); inputs must be rank 4 (N, C, H, W)")
     if x.shape[0] == 0:
         raise UsageError(f"{where}: there are no examples (x has shape {tuple(x.shape)}); provide at least one")
+    if x[0].numel() == 0:
+        raise UsageError(f"{where}: the images are empty (x has shape {tuple(x.shape)}); every image needs pixels")
     finite = torch.isfinite(x)
     if not bool(finite.all()):
         bad = int((~finite).sum())
@@ -109,6 +125,11 @@ def validate_examples(x: torch.Tensor, y: torch.Tensor, num_classes: int, where:
         )
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
         raise UsageError(f"{where}: num_classes must be a positive integer, got {num_classes!r}")
+    if num_classes > MAX_CLASSES:
+        raise UsageError(
+            f"{where}: {num_classes:,} classes (the labels or num_classes say so) is beyond the {MAX_CLASSES:,} "
+            "robustprune handles; check the labels"
+        )
     ymin, ymax = int(y.min()), int(y.max())
     if ymin < 0 or ymax >= num_classes:
         raise UsageError(
@@ -161,10 +182,22 @@ def finish(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, source: st
     return Dataset(name=name, x=x_t, y=y_t, num_classes=int(num_classes), source=source, split=split)
 
 
-def pixels_to_unit(x: np.ndarray, where: str) -> np.ndarray:
-    """uint8 -> /255; floats pass through (range checked later); anything else is ambiguous and refused."""
-    if x.dtype == np.uint8:
-        return x.astype(np.float32) / np.float32(255.0)
+def pixels_to_unit(x: np.ndarray, where: str, pixel_max: float | None = None) -> np.ndarray:
+    """Pixels as float32 in [0, 1]. Floats pass through, widened exactly (float16 too; the range is checked later).
+    Integer pixels are ambiguous (0..255? 0..1? 0..65535?) and would make every eps mean something else, so they
+    are read only when the file says how: `pixel_max` (e.g. 255) divides them; else they are refused with the fix."""
     if np.issubdtype(x.dtype, np.floating):
+        if pixel_max is not None:
+            raise UsageError(f"{where}: pixel_max is for integer pixels, but x holds {x.dtype}; drop pixel_max")
         return x.astype(np.float32, copy=False)
-    raise UsageError(f"{where}: x has dtype {x.dtype}; store pixels as uint8 (0..255) or float in [0,1]")
+    if np.issubdtype(x.dtype, np.integer) and not np.issubdtype(x.dtype, np.bool_):
+        if pixel_max is None:
+            raise UsageError(
+                f"{where}: x holds {x.dtype} pixels (0..{int(x.max()) if x.size else 0}), so eps would not be in "
+                "[0, 1] pixel units; save x as float32 divided by 255 (or by your maximum), or store pixel_max=255 "
+                "in the file to have robustprune divide"
+            )
+        if not pixel_max > 0:
+            raise UsageError(f"{where}: pixel_max must be positive, got {pixel_max!r}")
+        return x.astype(np.float32) / np.float32(pixel_max)
+    raise UsageError(f"{where}: x has dtype {x.dtype}; store pixels as float32 in [0, 1]")

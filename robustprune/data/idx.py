@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import gzip
+import math
 import re
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from robustprune.data.dataset import MAX_DATA_BYTES, Dataset, finish, one_line
+from robustprune.data.dataset import MAX_DATA_BYTES, Dataset, check_declared, finish, one_line
 from robustprune.data.formats import DataFormat, register_format
 from robustprune.errors import UsageError
 from robustprune.validation import read_input_bytes
@@ -20,21 +20,47 @@ _IDX_IMAGE_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 _IDX_LABEL_MAGIC = 0x00000801  # unsigned byte, 1 dimension
 
 
-def _read_maybe_gz(path: Path) -> bytes:
-    raw = read_input_bytes(path, "dataset file", max_bytes=MAX_DATA_BYTES)
-    try:
-        if path.suffix.lower() == ".gz":
-            return gzip.decompress(raw)
-        return raw
-    except (OSError, EOFError, zlib.error) as exc:
-        raise UsageError(f"{path.name} cannot be read ({one_line(exc)}); re-download or re-extract it") from exc
+class _Bytes:
+    """A file's bytes, decompressed (gzip) only as far as they are asked for: the header first, then exactly what
+    it declares, so a gzip that inflates to gigabytes is refused before it is inflated."""
+
+    def __init__(self, path: Path) -> None:
+        self.name = path.name
+        self.raw = read_input_bytes(path, "dataset file", max_bytes=MAX_DATA_BYTES)
+        self.gz = path.suffix.lower() == ".gz"
+        self.inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if self.gz else None
+        self.data = b"" if self.gz else self.raw
+
+    def take(self, n: int) -> bytes:
+        """The first n bytes (fewer when the file ends before)."""
+        try:
+            while self.inflater is not None and len(self.data) < n and not self.inflater.eof:
+                source = (
+                    self.raw if not self.data and not self.inflater.unconsumed_tail else self.inflater.unconsumed_tail
+                )
+                chunk = self.inflater.decompress(source, n - len(self.data))
+                self.data += chunk
+                if not chunk and not self.inflater.unconsumed_tail:
+                    break
+        except zlib.error as exc:
+            raise UsageError(f"{self.name} cannot be read ({one_line(exc)}); re-download or re-extract it") from exc
+        if self.inflater is not None and len(self.data) < n and not self.inflater.eof:
+            raise UsageError(
+                f"{self.name} cannot be read (the compressed data ends early); re-download or re-extract it"
+            )
+        return self.data[:n]
+
+    def more_than(self, n: int) -> bool:
+        """Whether the file holds more than n bytes."""
+        return len(self.take(n + 1)) > n
 
 
 def _parse_idx(path: Path, magic_expected: int, kind: str) -> np.ndarray:
-    data = _read_maybe_gz(path)
-    if len(data) < 4:
-        raise UsageError(f"{path.name} is truncated ({len(data)} bytes, no IDX header); re-download or re-extract it")
-    magic = int.from_bytes(data[:4], "big")
+    stream = _Bytes(path)
+    head = stream.take(4)
+    if len(head) < 4:
+        raise UsageError(f"{path.name} is truncated ({len(head)} bytes, no IDX header); re-download or re-extract it")
+    magic = int.from_bytes(head, "big")
     if magic != magic_expected:
         raise UsageError(
             f"{path.name} is not an MNIST IDX {kind} file (magic 0x{magic:08x}, expected 0x{magic_expected:08x}); "
@@ -42,10 +68,13 @@ def _parse_idx(path: Path, magic_expected: int, kind: str) -> np.ndarray:
         )
     ndim = magic & 0xFF
     header = 4 + 4 * ndim
-    if len(data) < header:
+    head = stream.take(header)
+    if len(head) < header:
         raise UsageError(f"{path.name} is truncated inside its IDX header; re-download or re-extract it")
-    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(dims, dtype=np.int64))
+    dims = tuple(int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = math.prod(dims)  # Python integers: dimensions whose product overflows int64 are simply too large
+    check_declared(expected, path.name, f"its IDX header ({'x'.join(map(str, dims))})")
+    data = stream.take(header + expected)
     found = len(data) - header
     if found < expected:
         shape = "x".join(map(str, dims))
@@ -53,8 +82,8 @@ def _parse_idx(path: Path, magic_expected: int, kind: str) -> np.ndarray:
             f"{path.name} is truncated (header says {shape} = {expected} bytes, found {found}); "
             "re-download or re-extract it"
         )
-    if found > expected:
-        raise UsageError(f"{path.name} has {found - expected} bytes beyond what its IDX header declares; it is corrupt")
+    if stream.more_than(header + expected):
+        raise UsageError(f"{path.name} has bytes beyond what its IDX header declares; it is corrupt")
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 

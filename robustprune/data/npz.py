@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import zipfile
 import zlib
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from robustprune.data.dataset import MAX_DATA_BYTES, Dataset, finish, one_line, pixels_to_unit
+from robustprune.data.dataset import MAX_DATA_BYTES, Dataset, check_declared, finish, one_line, pixels_to_unit
 from robustprune.data.formats import DataFormat, register_format
 from robustprune.errors import UsageError
 from robustprune.validation import check_input_file
@@ -17,7 +18,10 @@ from robustprune.validation import check_input_file
 
 @register_format("npz")
 class Npz(DataFormat):
-    description = ".npz with arrays x, y (or x_train/y_train, x_test/y_test), optional num_classes"
+    description = (
+        ".npz with arrays x (float in [0, 1]), y (or x_train/y_train, x_test/y_test), optional num_classes, and "
+        "pixel_max for integer pixels"
+    )
 
     def claims_file(self, path: Path) -> bool:
         return path.suffix.lower() == ".npz"
@@ -49,11 +53,15 @@ def _load_npz(path: Path, split: str) -> Dataset:
                 f"{where} has no {split} split (keys: {found}); store arrays 'x' and 'y' "
                 f"(or 'x_{split}' and 'y_{split}')"
             )
+        for key in (x_key, y_key, "num_classes", "pixel_max"):
+            if key in keys:
+                _check_header(path, key, where)
         x = _npz_array(npz, x_key, where)
         y = _npz_array(npz, y_key, where)
         num_classes_arr = _npz_array(npz, "num_classes", where) if "num_classes" in keys else None
+        pixel_max = _scalar(_npz_array(npz, "pixel_max", where), "pixel_max", where) if "pixel_max" in keys else None
 
-    x = pixels_to_unit(_to_nchw(x, where), where)
+    x = pixels_to_unit(_to_nchw(x, where), where, pixel_max)
     if not np.issubdtype(y.dtype, np.integer):
         raise UsageError(f"{where}: {y_key} has dtype {y.dtype}; labels must be integers (class indices)")
     if num_classes_arr is not None:
@@ -63,6 +71,42 @@ def _load_npz(path: Path, split: str) -> Dataset:
     else:
         num_classes = int(y.max()) + 1 if y.ndim == 1 and y.size else 1
     return finish(path.name, x, y, num_classes, str(path), split)
+
+
+def _check_header(path: Path, key: str, where: str) -> None:
+    """An array's .npy header inside the archive, read before the array: its declared size must be one robustprune
+    decodes and exactly what the archive member holds (a header claiming 10^12 images is refused unread)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            member = archive.getinfo(f"{key}.npy")
+            check_declared(member.file_size, where, f"array {key!r}")
+            with archive.open(member) as stream:
+                version = np.lib.format.read_magic(stream)
+                read_header = {
+                    (1, 0): np.lib.format.read_array_header_1_0,
+                    (2, 0): np.lib.format.read_array_header_2_0,
+                }.get(version)
+                if read_header is None:
+                    raise UsageError(f"{where}: array {key!r} has .npy format {version}; re-save it with numpy.savez")
+                shape, _, dtype = read_header(stream)
+                header = stream.tell()
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        raise UsageError(f"{where}: array {key!r} cannot be read ({one_line(exc)}); the file may be corrupt") from exc
+    if dtype.hasobject:
+        return  # refused with its own message when read (pickled objects are never loaded)
+    declared = math.prod(shape) * dtype.itemsize
+    check_declared(declared, where, f"array {key!r} of shape {tuple(shape)}")
+    if declared != member.file_size - header:
+        raise UsageError(
+            f"{where}: array {key!r} declares shape {tuple(shape)} ({declared:,} bytes) but holds "
+            f"{member.file_size - header:,}; the file is damaged, re-save it with numpy.savez"
+        )
+
+
+def _scalar(value: np.ndarray, key: str, where: str) -> float:
+    if value.size != 1 or not np.issubdtype(value.dtype, np.number):
+        raise UsageError(f"{where}: {key} must be a single number, got an array of shape {value.shape}")
+    return float(value.reshape(()))
 
 
 def _npz_array(npz: Any, key: str, where: str) -> np.ndarray:

@@ -248,6 +248,13 @@ def load_recipe(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> Recip
     """Read a recipe by name or path, apply `section.key=value` overrides, and validate every key."""
     path = find_recipe(spec)
     data = read_toml(path)
+    written = data.get("architecture")
+    if isinstance(written, str) and ":" in written:
+        # A recipe is data: a file (found in a --recipe-dir or $ROBUSTPRUNE_RECIPES, say) must never import code.
+        raise UsageError(
+            f"recipe {path}: architecture {written!r} is an import path, and a recipe file never imports code; use a "
+            f"registry name (robustprune ls), or give the import path on the command line: --set architecture={written}"
+        )
     for text in overrides:
         keys, value = parse_override(text)
         table = data

@@ -18,7 +18,6 @@ Files written by `save_checkpoint`:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import zipfile
 from collections.abc import Mapping
@@ -32,7 +31,7 @@ from torch.nn.utils import prune
 
 from robustprune.atomic import write_text, write_with
 from robustprune.errors import UsageError
-from robustprune.jsonio import dumps_json
+from robustprune.jsonio import dumps_json, loads_bounded
 from robustprune.models.modes import remember_train_mode, set_eval
 from robustprune.models.pickled import corrupt, extract_state_dict, load_pickle, warn_trusted
 from robustprune.models.state import check_mask, fold_pruning_pairs
@@ -42,6 +41,7 @@ from robustprune.version import __version__
 
 FORMATS = ("safetensors", "state_dict", "pickled_module", "torchscript", "pt2")
 MASK_PREFIX = "__mask__."
+MAX_MANIFEST_BYTES = 16 * 2**20  # a train manifest is a few kilobytes
 MAX_CHECKPOINT_BYTES = 16 * 2**30  # refuse absurd files before reading them into memory
 _SHOW = 3  # how many offending keys an error names
 
@@ -56,10 +56,12 @@ class CheckpointInfo:
     manifest: dict | None  # <stem>.manifest.json beside a safetensors file, if any
     size_bytes: int = 0
     masked: tuple[str, ...] = ()  # parameters ("module.weight") that carry a prune mask after load / in the file
+    notes: tuple[str, ...] = ()  # what was ignored and why (an unproven manifest)
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out["masked"] = list(self.masked)
+        out["notes"] = list(self.notes)
         return out
 
 
@@ -132,31 +134,34 @@ def inspect_checkpoint(path: str | Path) -> tuple[Path, int, str]:
 
 
 def load_checkpoint(
-    model: nn.Module | None, path: str | Path, *, trust: bool = False
+    model: nn.Module | None, path: str | Path, *, trust: bool = False, trust_flag: str = "--trust-checkpoint"
 ) -> tuple[nn.Module, CheckpointInfo]:
     """Load `path` into `model` (strict fit) and return it in eval mode with what was loaded.
 
     `model` may be None only for files that carry their own module (trusted pickled modules, TorchScript, .pt2);
-    such files replace `model`. Prune masks already on `model` are removed and those in the file applied.
+    such files replace `model`. Prune masks already on `model` are removed and those in the file applied. `trust`
+    applies to this file alone (`trust_flag` names the flag that grants it, for the messages).
     """
     path, size, kind = inspect_checkpoint(path)
     shown = escape(path)
     digest = sha256_file(path)
 
+    notes: list[str] = []
+
     def info(
         out: nn.Module, fmt: str, trusted: bool, folded: bool = False, manifest: dict | None = None
     ) -> tuple[nn.Module, CheckpointInfo]:
         masked = tuple(sorted(_masked_params(out)))
-        return out, CheckpointInfo(shown, digest, fmt, trusted, folded, manifest, size, masked)
+        return out, CheckpointInfo(shown, digest, fmt, trusted, folded, manifest, size, masked, tuple(notes))
 
     if kind in ("torchscript", "pt2"):
         label = "a TorchScript archive" if kind == "torchscript" else "a torch.export .pt2 archive"
         if not trust:
             raise UsageError(
                 f"checkpoint {shown} is {label}, which runs code from the file when loaded; load its weights from a "
-                "state_dict or safetensors instead, or pass --trust-checkpoint if you trust its source"
+                f"state_dict or safetensors instead, or pass {trust_flag} if you trust its source"
             )
-        warn_trusted(shown, label)
+        warn_trusted(shown, label, trust_flag)
         try:
             loaded = torch.jit.load(str(path), map_location="cpu") if kind == "torchscript" else _load_pt2(path)
         except Exception as err:  # noqa: BLE001  whatever the file makes the loader raise, the file is at fault
@@ -167,7 +172,8 @@ def load_checkpoint(
     manifest = None
     if kind == "safetensors":
         tensors, meta = _read_safetensors(path, shown)
-        manifest = _read_manifest(path, meta, shown)
+        _check_kinds(tensors, shown)
+        manifest = _read_manifest(path, meta, shown, notes)
         sd = {k: v for k, v in tensors.items() if not k.startswith(MASK_PREFIX)}
         stored = {k[len(MASK_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MASK_PREFIX)}
         trusted = False
@@ -175,11 +181,13 @@ def load_checkpoint(
         folded = bool(masks)
         masks.update(_resolve_mask_names(stored, sd))
     else:
-        obj, trusted = load_pickle(path, shown, trust)
+        obj, trusted = load_pickle(path, shown, trust, trust_flag)
         found = obj if isinstance(obj, nn.Module) else extract_state_dict(obj, shown)
         if isinstance(found, nn.Module):  # a whole module, or {"model": <module>} from a training script
+            _check_kinds(found.state_dict(), shown)
             _check_finite(found.state_dict(), shown)
             return info(_eval(found), "pickled_module", trusted)
+        _check_kinds(found, shown)
         sd, masks = fold_pruning_pairs(found, f"checkpoint {shown}")
         folded = bool(masks)
 
@@ -255,20 +263,31 @@ def _read_safetensors(path: Path, shown: str) -> tuple[dict[str, torch.Tensor], 
     return tensors, meta
 
 
-def _read_manifest(path: Path, meta: Mapping[str, str], shown: str) -> dict | None:
+def _read_manifest(path: Path, meta: Mapping[str, str], shown: str, notes: list[str]) -> dict | None:
+    """The sidecar manifest, only when the checkpoint's metadata carries its SHA-256 and the file matches it: a
+    manifest nobody can prove belongs to these weights is ignored (one note), never read for a parent or an
+    accuracy. A manifest whose hash does not match is an error (it belongs to another save)."""
     side = manifest_path(path)
     expected = meta.get("manifest_sha256", "")
     if not side.is_file():
         return None
+    if not expected:
+        notes.append(
+            f"manifest {escape(side)} ignored: checkpoint {shown} does not carry its SHA-256 (not written by "
+            "robustprune's save), so nothing in it (parent, recorded accuracy) is used"
+        )
+        return None
+    if side.stat().st_size > MAX_MANIFEST_BYTES:
+        raise UsageError(f"manifest {escape(side)} is larger than {MAX_MANIFEST_BYTES} bytes; it is not a manifest")
     raw = side.read_bytes()
-    if expected and hashlib.sha256(raw).hexdigest() != expected:
+    if hashlib.sha256(raw).hexdigest() != expected:
         raise UsageError(
             f"manifest {side} does not belong to checkpoint {shown} (written by a different save); "
             "delete or restore the manifest"
         )
     try:
-        manifest = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as err:
+        manifest = loads_bounded(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
         raise UsageError(f"manifest {side} beside checkpoint {shown} is not valid JSON ({err}); fix or delete it")
     if not isinstance(manifest, dict):
         raise UsageError(f"manifest {side} must hold a JSON object, got {type(manifest).__name__}; fix or delete it")
@@ -335,6 +354,32 @@ def _check_dtypes(sd: Mapping[str, Any], expected: Mapping[str, torch.Tensor], s
         else:
             continue
         raise UsageError(f"checkpoint {shown}: tensor {key!r} {why} (architecture {arch}); re-save it as float32")
+
+
+# What a checkpoint's tensors may be: dense, on a real device, of a dtype the models compute in (float8, quantized,
+# sparse and meta tensors are refused naming the tensor, before any arithmetic on them can fail obscurely).
+_ORDINARY_DTYPES = frozenset(
+    {
+        torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64, torch.complex128, torch.bool,
+        torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
+    }
+)  # fmt: skip
+
+
+def _check_kinds(tensors: Mapping[str, Any], shown: str) -> None:
+    for name, value in tensors.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        if value.layout != torch.strided or value.is_meta or value.is_quantized or value.dtype not in _ORDINARY_DTYPES:
+            kind = (
+                "a meta tensor (no data)" if value.is_meta
+                else f"a {value.layout} tensor" if value.layout != torch.strided
+                else f"a {value.dtype} tensor"
+            )  # fmt: skip
+            raise UsageError(
+                f"checkpoint {shown}: {escape(name)} is {kind}; robustprune loads dense float, integer or bool tensors "
+                "only: re-save it with tensor.to_dense() / .dequantize() / .float()"
+            )
 
 
 def _check_finite(tensors: Mapping[str, Any], shown: str) -> None:

@@ -23,7 +23,7 @@ class TrustedCheckpointWarning(UserWarning):
     """A checkpoint was loaded in a way that can run code from the file (only with trust=True)."""
 
 
-def load_pickle(path: Path, shown: str, trust: bool) -> tuple[Any, bool]:
+def load_pickle(path: Path, shown: str, trust: bool, flag: str = "--trust-checkpoint") -> tuple[Any, bool]:
     """torch.load with weights_only=True; a file that needs more is refused, or fully unpickled under trust."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True), False
@@ -37,9 +37,9 @@ def load_pickle(path: Path, shown: str, trust: bool) -> tuple[Any, bool]:
         found = unsafe_globals(path)
         raise UsageError(
             f"checkpoint {shown} holds pickled Python objects{found}, which can run code when loaded; re-save it "
-            "as a state_dict or safetensors, or pass --trust-checkpoint if you trust its source"
+            f"as a state_dict or safetensors, or pass {flag} if you trust its source"
         )
-    warn_trusted(shown, "a pickle of Python objects")
+    warn_trusted(shown, "a pickle of Python objects", flag)
     try:
         # The full unpickler, reached only under an explicit trust flag; the flag travels in a dict so a grep
         # for the unsafe keyword spelling finds no call that could be reached by accident.
@@ -48,7 +48,7 @@ def load_pickle(path: Path, shown: str, trust: bool) -> tuple[Any, bool]:
     except Exception as err:  # noqa: BLE001  missing classes, errors raised by the file's own code, ...
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UsageError(
-            f"cannot unpickle checkpoint {shown} even with --trust-checkpoint ({type(err).__name__}: {first}); "
+            f"cannot unpickle checkpoint {shown} even with {flag} ({type(err).__name__}: {first}); "
             "the classes it names must be importable"
         ) from None
 
@@ -88,9 +88,9 @@ def extract_state_dict(obj: Any, shown: str) -> dict[str, torch.Tensor] | nn.Mod
     return dict(obj)
 
 
-def warn_trusted(shown: str, label: str) -> None:
+def warn_trusted(shown: str, label: str, flag: str = "--trust-checkpoint") -> None:
     warnings.warn(
-        f"loading checkpoint {shown} ({label}) with --trust-checkpoint: this can run code from the file",
+        f"loading checkpoint {shown} ({label}) with {flag}: this can run code from the file",
         TrustedCheckpointWarning,
         stacklevel=3,
     )

@@ -7,6 +7,7 @@ results.json is written last, so its presence means every other file of the resu
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +16,31 @@ import numpy as np
 from robustprune.atomic import write_bytes, write_text
 from robustprune.errors import UsageError
 from robustprune.jsonio import dumps_json, read_json, to_jsonable
+from robustprune.outputs import output_set
 from robustprune.paths import PROBABILITIES_FILE, REPORT_HTML, REPORT_MARKDOWN, RESULTS_FILE
 from robustprune.results.schema import InvalidDocument, validate_document, validate_sweep_document
 from robustprune.scoring.result import ScoreResult
 from robustprune.validation import escape, path_kind
 
 
-def save_result(result: ScoreResult, out_dir: str | Path, *, html: bool = True) -> dict[str, str]:
-    """Write probabilities.npz, report.md, report.html and (last) results.json into `out_dir`."""
+def save_result(
+    result: ScoreResult, out_dir: str | Path, *, html: bool = True, overwrite: bool = False
+) -> dict[str, str]:
+    """Write probabilities.npz, report.md, report.html and results.json into `out_dir`, as a unit
+    (robustprune.outputs): they appear together or not at all, replacing a previous score result there whole. A
+    folder holding anything else is refused unless `overwrite`."""
+    if not isinstance(result, ScoreResult):
+        raise UsageError(f"save_result() needs the ScoreResult score() returned, got {type(result).__name__}")
+    if not isinstance(out_dir, str | os.PathLike):
+        raise UsageError(f"save_result() needs a folder path, got {type(out_dir).__name__}")
+    with output_set(out_dir, kind="score", overwrite=overwrite, what="save_result() folder") as folder:
+        paths = write_result_files(result, folder.path, html=html)
+    return folder.relocated(paths)
+
+
+def write_result_files(result: ScoreResult, out_dir: str | Path, *, html: bool = True) -> dict[str, str]:
+    """Write probabilities.npz, report.md, report.html and (last) results.json into `out_dir` (a folder being
+    filled as a unit: robustprune.outputs.output_set)."""
     from robustprune.render import render_html, render_markdown  # jinja2 and matplotlib only when writing
 
     out = Path(out_dir)

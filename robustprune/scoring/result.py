@@ -264,6 +264,7 @@ class CheckpointRecord(Record):
     manifest: dict[str, Any] | None
     size_bytes: int = 0
     masked: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was ignored and why (an unproven manifest, its parent)
     extra: dict[str, Any] = extra_field()
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +20,7 @@ from robustprune.attacks.battery import BatteryOutcome, check_battery, load_batt
 from robustprune.boundary import isolated, stage
 from robustprune.config import BatterySpec, ThreatModel
 from robustprune.config.battery import EpsCurveSpec
-from robustprune.config.eps import default_eps
+from robustprune.config.eps import check_grid_fits, default_eps
 from robustprune.data import Dataset, as_dataset, load_dataset
 from robustprune.devices import model_device, resolve_device
 from robustprune.errors import UsageError, VerificationError
@@ -28,6 +30,7 @@ from robustprune.models.modes import eval_mode, handed_in_train_mode
 from robustprune.provenance import collect
 from robustprune.scoring import multihead
 from robustprune.scoring.additions import BATCH_DEPENDENT, GRADIENT_FREE, RANDOMIZED
+from robustprune.scoring.arguments import check_api_arguments
 from robustprune.scoring.audit import failed_audit, run_audit
 from robustprune.scoring.contract import ModelContract, check_contract
 from robustprune.scoring.efficiency import measure_efficiency
@@ -70,15 +73,17 @@ RANDOMIZED_PASSES = 10  # verdicts on a randomized model: correct only if correc
 log = logging.getLogger("robustprune.scoring")
 
 
-def _as_data(data: Dataset | str | tuple) -> Dataset:
-    if isinstance(data, str):
+def _as_data(data: Dataset | str | os.PathLike | tuple) -> Dataset:
+    if isinstance(data, str | os.PathLike):
         return load_dataset(data, split="test")
     if isinstance(data, tuple):
         return as_dataset(*data)
     return data
 
 
-def _as_battery(battery: BatterySpec | str, norm: str | None, eps: float | None) -> BatterySpec:
+def _as_battery(battery: BatterySpec | str | os.PathLike, norm: str | None, eps: float | None) -> BatterySpec:
+    if isinstance(battery, os.PathLike):
+        battery = os.fspath(battery)
     if isinstance(battery, BatterySpec):
         # Override the threat model of the spec as given: re-reading it by name could find another file (a worker
         # in another directory) or none.
@@ -159,25 +164,51 @@ def score(
             model while it was evaluated (exit 1; the model is restored). Stages after the battery never raise:
             what fails there is recorded (`stage_errors`, a check's `error`) and read by the verdict.
     """
-    run = prepare(
-        model,
-        data,
-        battery,
-        norm=norm,
-        eps=eps,
-        n=n,
-        batch_size=batch_size,
-        seed=seed,
-        head_battery=head_battery,
-        parent=parent,
-        reference_acc=reference_acc,
-        checkpoint=checkpoint,
-        device=device,
-        eps_grid=eps_grid,
-        escalation_budget=escalation_budget,
-        progress=progress,
-        efficiency=efficiency,
-    )
+    with _callers_rng_kept(device):
+        return _score(
+            model,
+            data,
+            battery,
+            architecture=architecture,
+            command=command,
+            norm=norm,
+            eps=eps,
+            n=n,
+            batch_size=batch_size,
+            seed=seed,
+            head_battery=head_battery,
+            parent=parent,
+            reference_acc=reference_acc,
+            checkpoint=checkpoint,
+            device=device,
+            eps_grid=eps_grid,
+            escalation_budget=escalation_budget,
+            progress=progress,
+            efficiency=efficiency,
+        )
+
+
+@contextlib.contextmanager
+def _callers_rng_kept(device: Any) -> Iterator[None]:
+    """score() seeds torch for its own determinism; the caller's generators (torch's, CUDA's, numpy's global one)
+    are put back afterwards."""
+    state = np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            np.random.set_state(state)
+
+
+def _score(
+    model: nn.Module, data: Any, battery: Any, *, architecture: str | None, command: Any, **options: Any
+) -> ScoreResult:
+    """score() with the caller's random generators set aside (see score for the arguments)."""
+    if hasattr(options.get("checkpoint"), "to_dict"):  # a CheckpointInfo as load_checkpoint returned it
+        options["checkpoint"] = options["checkpoint"].to_dict()
+    check_api_arguments(model, data, battery, architecture=architecture, command=command, **options)
+    run = prepare(model, data, battery, **options)
     run.architecture = architecture or getattr(model, "robustprune_model", type(model).__name__)
     run.command = command
     # The stages, in order; each named in every message written inside it. Those under the guard see the model
@@ -280,6 +311,9 @@ def prepare(
     if parent is not None:
         parent.to(device)
     battery.threat.check_input_dim(int(np.prod(data.input_shape)))
+    curve_spec = _curve_spec(battery, eps_grid)
+    if curve_spec is not None:
+        check_grid_fits(curve_spec.grid, battery.threat.norm, int(np.prod(data.input_shape)))
     for spec in (battery, per_head):
         check_battery(spec, data.num_classes)
     battery, addition = multihead.prepare(model, battery)  # multi-head: adaptive attack first
@@ -312,7 +346,7 @@ def prepare(
         device=device,
         seed=seed,
         batch_size=batch_size,
-        curve_spec=_curve_spec(battery, eps_grid),
+        curve_spec=curve_spec,
         escalation_budget=escalation_budget,
         checkpoint=checkpoint,
         efficiency=efficiency,

@@ -10,10 +10,11 @@ that does alter what a cell computes alters its key.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from robustprune.config import BatterySpec, SweepSpec, canonical_key
+from robustprune.config import BatterySpec, SweepSpec, canonical_key, long_allowed
 from robustprune.errors import UsageError
 from robustprune.results.cells import CellConfig
 from robustprune.version import __version__
@@ -94,14 +95,52 @@ def _recipe_prunes(recipe: Any) -> bool:
     return recipe.pruning is not None or recipe.defense != "standard"
 
 
+MAX_CELLS = 500  # a sweep beyond this (100,000 seeds, say) is refused unless long runs are allowed
+
+
 def _stored(spec: BatterySpec) -> dict[str, Any]:
     return {k: v for k, v in spec.to_dict().items() if k != "source"}
+
+
+def _check_runnable(spec: SweepSpec, recipes: dict[str, Any], test: Any) -> None:
+    """What a cell would otherwise find out only after the sweep wrote its plan: the device, the training split and
+    its classes, every recipe's model on this data, and a parent recipe the children can start from."""
+    from robustprune.data import load_dataset
+    from robustprune.defenses.base import DEFENSES
+    from robustprune.devices import resolve_device
+
+    resolve_device(spec.device)
+    train = load_dataset(spec.dataset, "train")
+    if train.num_classes != test.num_classes or tuple(train.input_shape) != tuple(test.input_shape):
+        raise UsageError(
+            f"dataset {spec.dataset}: the train split has {train.num_classes} classes of shape "
+            f"{tuple(train.input_shape)}, the test split {test.num_classes} of shape {tuple(test.input_shape)}; "
+            "use splits of one dataset"
+        )
+    for name, recipe in recipes.items():
+        try:
+            DEFENSES.get(recipe.defense)(recipe).build_model(test.num_classes, test.input_shape)
+        except UsageError as err:
+            raise UsageError(f"recipe {name!r} cannot build its model for {spec.dataset}: {err}") from None
+    parent = recipes[spec.parent_recipe]
+    children = [recipes[name] for name in spec.recipes if recipes[name].needs_parent]
+    if children and parent.needs_parent:
+        raise UsageError(
+            f"parent_recipe {spec.parent_recipe!r} needs a parent itself; name a recipe that trains from scratch "
+            "(dense, pgd_at, ...)"
+        )
+    for child in children:
+        if child.architecture != parent.architecture:
+            raise UsageError(
+                f"recipe {child.name!r} ({child.architecture}) cannot start from parent_recipe "
+                f"{spec.parent_recipe!r} ({parent.architecture}); use a parent recipe of the same architecture"
+            )
 
 
 def plan_cells(spec: SweepSpec) -> list[Cell]:
     """Every cell of the grid, parents first; validates recipes, battery and data before anything runs."""
     from robustprune.attacks import check_battery, load_battery
-    from robustprune.config.eps import default_eps
+    from robustprune.config.eps import check_grid_fits, default_eps
     from robustprune.data import load_dataset
     from robustprune.defenses.base import load_recipe
 
@@ -117,6 +156,10 @@ def plan_cells(spec: SweepSpec) -> list[Cell]:
     for checked in (battery, head):
         if checked is not None:
             check_battery(checked, data.num_classes)
+            checked.threat.check_input_dim(int(math.prod(data.input_shape)))
+    grid = spec.eps_grid if spec.eps_grid is not None else (battery.eps_curve.grid if battery.eps_curve else None)
+    if grid is not None:
+        check_grid_fits(list(grid), battery.threat.norm, int(math.prod(data.input_shape)))
     overrides = [f"train.epochs={spec.epochs}"] if spec.epochs is not None else []
     recipes = {name: load_recipe(name, overrides) for name in dict.fromkeys((*spec.recipes, spec.parent_recipe))}
 
@@ -157,4 +200,12 @@ def plan_cells(spec: SweepSpec) -> list[Cell]:
                 cells.append(make(name, sparsity, seed, parent))
     if not cells:
         raise UsageError("the sweep has no cells: a recipe without pruning only runs at sparsity 0")
-    return list({c.key: c for c in [*parents.values(), *cells]}.values())
+    planned = list({c.key: c for c in [*parents.values(), *cells]}.values())
+    if len(planned) > MAX_CELLS and not long_allowed():
+        raise UsageError(
+            f"the sweep plans {len(planned):,} cells ({len(spec.recipes)} recipes x {len(spec.sparsities)} sparsities x "
+            f"{len(spec.seeds)} seeds, with parents), beyond {MAX_CELLS}; each trains and scores a model: narrow the "
+            "grid, or pass --allow-long if you mean it"
+        )
+    _check_runnable(spec, recipes, data)
+    return planned

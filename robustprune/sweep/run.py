@@ -7,6 +7,7 @@ with a readable cell.json is complete and one without is recomputed from scratch
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +15,13 @@ from robustprune.atomic import write_json
 from robustprune.config import SweepSpec
 from robustprune.errors import UsageError
 from robustprune.jsonio import read_json
-from robustprune.paths import RESULTS_FILE, SWEEP_LOCK, SWEEP_PLAN_FILE
+from robustprune.paths import CELL_FILE, RESULTS_FILE, SWEEP_LOCK, SWEEP_PLAN_FILE, cell_dir
 from robustprune.progress import progress_bar
 from robustprune.results.cells import CellRecord
 from robustprune.sweep.executors import EXECUTORS
 from robustprune.sweep.locking import hold
 from robustprune.sweep.plan import Cell, plan_cells
-from robustprune.validation import output_dir
+from robustprune.validation import escape, output_dir, stat_path
 
 
 def run_sweep(
@@ -32,17 +33,23 @@ def run_sweep(
     address: str | None = None,
     progress: bool = False,
     wait: bool = True,
+    overwrite: bool = False,
 ) -> list[CellRecord]:
     """Run every cell not already complete under `out` (parents first) and write the sweep's results.json.
 
-    Everything is validated (plan_cells) before `out` is created; the directory is then locked for the sweep's
-    lifetime: a second sweep into it waits (`wait`) or is refused naming the holder.
+    Everything is validated (plan_cells: batteries, data, device, recipes and their models) before `out` is created;
+    the directory is then locked for the sweep's lifetime: a second sweep into it waits (`wait`) or is refused naming
+    the holder. A folder that holds a different sweep, or anything else, is refused unless `overwrite` (then its plan
+    and report are replaced; cells both sweeps share are reused).
     """
     runner = EXECUTORS.get(executor)
     runner.check()
     cells = plan_cells(spec)
+    _check_sweep_folder(Path(out), [c.key for c in cells], overwrite)
     with output_dir(out) as root, hold(root / SWEEP_LOCK, what="sweep directory", wait=wait):
         keys = [c.key for c in cells]
+        if progress:
+            print(plan_line(root, cells, workers), file=sys.stderr)
         write_json(root / SWEEP_PLAN_FILE, {"spec": spec.to_dict(), "cells": keys})
         _drop_stale_results(root / RESULTS_FILE, set(keys))
         parent_keys = {c.parent_key for c in cells if c.parent_key}
@@ -62,6 +69,52 @@ def run_sweep(
         ordered = [records[c.key] for c in cells]
         write_json(root / RESULTS_FILE, sweep_document(spec, ordered))
         return ordered
+
+
+def plan_line(root: Path, cells: list[Cell], workers: int) -> str:
+    """What the sweep will do: the cells planned, those already complete, and the time the rest should take (from
+    the complete ones' own timings, when there are any)."""
+    done = []
+    for cell in cells:
+        record = cell_dir(root, cell.key) / CELL_FILE
+        if record.is_file():
+            try:
+                done.append(CellRecord.from_json(read_json(record, "cell record")))
+            except (UsageError, KeyError, TypeError, ValueError):
+                continue
+    todo = len(cells) - len(done)
+    line = f"sweep: {len(cells)} cells planned, {len(done)} already complete, {todo} to run"
+    timed = [(r.train_seconds or 0.0) + (r.score_seconds or 0.0) for r in done if r.score_seconds is not None]
+    if todo and timed:
+        minutes = sum(timed) / len(timed) * todo / max(1, workers) / 60
+        line += f" (about {minutes:.0f} min at the complete cells' pace, {workers} workers)"
+    return line
+
+
+def _check_sweep_folder(out: Path, keys: list[str], overwrite: bool) -> None:
+    """The same sweep may resume in its folder; a different one (or a folder of other files) needs `overwrite`."""
+    if overwrite or stat_path(out, "--out") is None or not out.is_dir():
+        return
+    plan = out / SWEEP_PLAN_FILE
+    if plan.is_file():
+        try:
+            old = read_json(plan, "sweep plan").get("cells") or []
+        except (UsageError, AttributeError):
+            old = None
+        if isinstance(old, list) and set(map(str, old)) == set(keys):
+            return  # this sweep, resuming
+        shared = len(set(map(str, old or [])) & set(keys))
+        raise UsageError(
+            f"--out {escape(out)} holds a different sweep ({len(old or [])} cells, {shared} in common with this one's "
+            f"{len(keys)}); pass --overwrite to replace its plan and report (shared cells are reused), or choose "
+            "another --out"
+        )
+    others = [p.name for p in out.iterdir() if p.name != SWEEP_LOCK]
+    if others:
+        raise UsageError(
+            f"--out {escape(out)} holds files that are not a sweep's ({', '.join(sorted(others)[:3])}); pass --overwrite "
+            "to write the sweep beside them, or choose another --out"
+        )
 
 
 def _drop_stale_results(path: Path, keys: set[str]) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from robustprune.attacks import load_battery
+from robustprune.config import allowing_imports
 from robustprune.errors import UsageError, VerificationError
 from robustprune.scoring import score
 
@@ -46,20 +47,37 @@ def test_torchattacks_class_and_user_attack_run_through_the_engine(tmp_path, use
         '[[attack]]\nname = "torchattacks:MIFGSM"\nsteps = 10\nalpha = 0.02\n',
         f'[[attack]]\nname = "{user_attacks}:SignNoise"\nlabel = "noise"\n',
     )
-    result = score(trained_mlp, (digits_test.x[:64], digits_test.y[:64]), str(battery), seed=0)
+    with allowing_imports():  # the battery file names a user's class: it may import it only when asked
+        result = score(trained_mlp, (digits_test.x[:64], digits_test.y[:64]), str(battery), seed=0)
     records = {a.label: a for a in result.attacks if a.role == "battery"}
     assert records["torchattacks:MIFGSM"].implementation == "torchattacks.MIFGSM"
     assert records["torchattacks:MIFGSM"].settings == {"alpha": 0.02, "decay": 1.0, "steps": 10}
     assert records["torchattacks:MIFGSM"].n_broken > 0  # a real attack on a real model
     assert records["noise"].implementation == "user.SignNoise" and records["noise"].settings == {"scale": 1.0}
-    again = score(trained_mlp, (digits_test.x[:64], digits_test.y[:64]), str(battery), seed=0)
+    with allowing_imports():
+        again = score(trained_mlp, (digits_test.x[:64], digits_test.y[:64]), str(battery), seed=0)
     assert again.document["per_sample"] == result.document["per_sample"]  # seeded like every attack
 
 
 def test_an_attack_leaving_the_ball_is_caught_by_the_engine(tmp_path, user_attacks, trained_mlp, digits_test):
     battery = _battery(tmp_path, f'[[attack]]\nname = "{user_attacks}:SignNoise"\nscale = 3.0\n')
-    with pytest.raises(VerificationError):
+    with pytest.raises(VerificationError), allowing_imports():
         score(trained_mlp, (digits_test.x[:32], digits_test.y[:32]), str(battery), seed=0)
+
+
+def test_a_battery_file_imports_no_code_unless_asked(tmp_path, user_module, trained_mlp, digits_test):
+    """A battery file is data: naming a user's class is refused before anything is imported, unless the command
+    line (--allow-imports) or the Python API (allowing_imports) asks; torchattacks classes need no permission."""
+    marker = tmp_path / "imported"
+    module = user_module(f"open({str(marker)!r}, 'w').close()\n", "imports_when_loaded")
+    battery = _battery(tmp_path, f'[[attack]]\nname = "{module}:Anything"\n')
+    with pytest.raises(UsageError, match=r"is an import path, and a battery file imports no code unless asked"):
+        load_battery(str(battery))
+    assert not marker.exists()
+    audit = _battery(tmp_path, '[[attack]]\nname = "pgd"\n\n[audit]\nattack = "os:system"\n')
+    with pytest.raises(UsageError, match=r"\[audit\] attack 'os:system' is an import path"):
+        load_battery(str(audit))
+    load_battery(str(_battery(tmp_path, '[[attack]]\nname = "torchattacks:MIFGSM"\n')))
 
 
 @pytest.mark.parametrize(
@@ -73,7 +91,7 @@ def test_an_attack_leaving_the_ball_is_caught_by_the_engine(tmp_path, user_attac
 )
 def test_bad_custom_names_are_one_line_errors(tmp_path: Path, name: str, message: str) -> None:
     battery = _battery(tmp_path, f'[[attack]]\nname = "{name}"\n')
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(UsageError, match=message), allowing_imports():
         load_battery(str(battery))
 
 

@@ -18,6 +18,7 @@ from robustprune.atomic import write_json
 from robustprune.check.compare import check_main, compare
 from robustprune.check.report import FAIL, NOT_COMPARABLE, PASS
 from robustprune.errors import UsageError
+from robustprune.metrics import accuracy_with_ci
 from robustprune.metrics.paired import one_sided_drop_pvalue
 from robustprune.scoring import ScoreResult
 from robustprune.scoring.per_sample import CLEAN, WORST, attack_metric
@@ -72,6 +73,9 @@ def break_examples(doc: dict[str, Any], k: int) -> dict[str, Any]:
             table["attacks"][last]["attempted"][i] = True
             flipped += 1
     assert flipped == k, "not enough robust examples to break"
+    # the headline follows the table it is derived from (a document that disagrees with itself is refused)
+    robust = accuracy_with_ci([not b for b in table["broken"]])
+    doc["robust_acc"], doc["robust_acc_ci"] = robust["value"], robust["ci"]
     return doc
 
 

@@ -226,6 +226,120 @@ class Ctx:
         torch.save({k: v.to(dtype) for k, v in state.items()}, path)
         return path
 
+    def npz_arrays(self, name: str = "odd.npz", **arrays: Any) -> Path:
+        path = self.root / name
+        np.savez(path, **arrays)
+        return path
+
+    def npz_with_header(self, name: str, shape: tuple[int, ...]) -> Path:
+        """An .npz whose x header claims `shape` while holding 64 float32 values: sizes lie."""
+        import io
+        import zipfile
+
+        buffer = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        buffer.write(np.zeros(64, np.float32).tobytes())
+        path = self.root / name
+        labels = io.BytesIO()
+        np.lib.format.write_array(labels, np.zeros(4, np.int64))
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("x.npy", buffer.getvalue())
+            archive.writestr("y.npy", labels.getvalue())
+        return path
+
+    def idx_images(self, dims: tuple[int, ...], payload: bytes, gz: bool) -> Path:
+        """An MNIST images file (and a labels file beside it) whose header says `dims`."""
+        import gzip
+
+        head = (0x00000803).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims)
+        name = "t10k-images-idx3-ubyte" + (".gz" if gz else "")
+        images = self.root / "mnist" / name
+        images.parent.mkdir(parents=True, exist_ok=True)
+        images.write_bytes(gzip.compress(head + payload, compresslevel=9) if gz else head + payload)
+        labels = (0x00000801).to_bytes(4, "big") + (4).to_bytes(4, "big") + bytes(4)
+        (images.parent / "t10k-labels-idx1-ubyte").write_bytes(labels)
+        return images
+
+    def idx_bomb(self) -> Path:
+        """A gzip of a few MB that inflates to gigabytes: the header says 4 images of 8x8, then zeros forever."""
+        import gzip
+
+        head = (0x00000803).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in (4, 8, 8))
+        images = self.root / "mnist" / "t10k-images-idx3-ubyte.gz"
+        images.parent.mkdir(parents=True, exist_ok=True)
+        with gzip.open(images, "wb", compresslevel=9) as fh:
+            fh.write(head + bytes(256))
+            block = bytes(1 << 24)
+            for _ in range(256):  # 4 GiB of zeros, about 4 MB compressed
+                fh.write(block)
+        labels = (0x00000801).to_bytes(4, "big") + (4).to_bytes(4, "big") + bytes(4)
+        (images.parent / "t10k-labels-idx1-ubyte").write_bytes(labels)
+        return images
+
+    def odd_checkpoint(self, kind: str) -> Path:
+        from robustprune.models import build_model
+
+        state = build_model("mlp", 10, (1, 8, 8)).state_dict()
+        weight = state["fc1.weight"]
+        state["fc1.weight"] = {
+            "float8": lambda: weight.to(torch.float8_e4m3fn),
+            "sparse": lambda: weight.to_sparse(),
+            "meta": lambda: weight.to("meta"),
+        }[kind]()
+        path = self.root / f"{kind}.pt"
+        torch.save(state, path)
+        return path
+
+    def deep_manifest_checkpoint(self) -> Path:
+        """A safetensors whose (hash-proven) manifest nests 100,000 levels deep."""
+        import hashlib
+
+        from safetensors.torch import save_file
+
+        from robustprune.models import build_model
+
+        raw = ("[" * 100_000 + "]" * 100_000).encode()
+        path = self.root / "deep.safetensors"
+        state = {k: v.contiguous() for k, v in build_model("mlp", 10, (1, 8, 8)).state_dict().items()}
+        save_file(state, str(path), metadata={"manifest_sha256": hashlib.sha256(raw).hexdigest()})
+        (self.root / "deep.manifest.json").write_bytes(raw)
+        return path
+
+    def recipe_dir_with_importing_dense(self) -> Path:
+        folder = self.root / "recipes"
+        folder.mkdir()
+        (folder / "dense.toml").write_text('defense = "standard"\narchitecture = "this:s"\n')
+        return folder
+
+    def sweep_folder_of_another_sweep(self) -> Path:
+        root = self.out
+        (root / "cells").mkdir(parents=True)
+        (root / "sweep.json").write_text(json.dumps({"spec": {"recipes": ["pgd_at"]}, "cells": ["0123abcd"]}))
+        return root
+
+    def parent_folder(self) -> Path:
+        """A folder holding a checkpoint to train from (its own --out is the same folder)."""
+        from robustprune.models import build_model, save_checkpoint
+
+        folder = self.root / "parent"
+        save_checkpoint(build_model("digits_cnn", 10, (1, 8, 8)), folder / "model.safetensors")
+        return folder / "model.safetensors"
+
+    def edited_text(self, name: str, edit: Callable[[str], str]) -> Path:
+        path = self.valid_results(name)
+        path.write_text(edit(path.read_text()))
+        return path
+
+    def per_sample_all_broken(self, name: str) -> Path:
+        """The per-sample table edited to say every example is clean-correct and unbroken, the headline left."""
+        path = self.valid_results(name)
+        doc = json.loads(path.read_text())
+        table = doc["per_sample"]
+        table["clean_correct"] = [True] * len(table["clean_correct"])
+        table["broken"] = [False] * len(table["broken"])
+        path.write_text(json.dumps(doc))
+        return path
+
     def fifo(self) -> Path:
         os.mkfifo(self.fifo_path)
         return self.fifo_path
@@ -490,7 +604,164 @@ CHECK_ROWS = [
     ),
 ]
 
-CLI_ROWS = SCORE_ROWS + TRAIN_ROWS + SWEEP_ROWS + REPORT_ROWS + CHECK_ROWS
+# Files, trust and sizes (issue 21): data files never import code, every size is bounded before it is used, odd
+# data and checkpoints are refused naming what is odd, and edited documents are refused for what they claim.
+FILES_ROWS = [
+    Row(
+        "score-battery-names-an-import-path",
+        lambda c: score(c, "--battery", str(c.battery('[[attack]]\nname = "os:system"\n'))),
+    ),
+    Row(
+        "score-battery-audit-names-an-import-path",
+        lambda c: score(c, "--battery", str(c.battery('[[attack]]\nname = "pgd"\n\n[audit]\nattack = "os:system"\n'))),
+    ),
+    Row(
+        "train-recipe-architecture-is-an-import-path",
+        lambda c: train(c, "--recipe", str(c.write("mine.toml", 'defense = "standard"\narchitecture = "this:s"\n'))),
+    ),
+    Row(
+        "train-recipe-dir-shadows-dense-with-an-import",
+        lambda c: train(c, "--recipe-dir", str(c.recipe_dir_with_importing_dense())),
+    ),
+    Row(
+        "score-torchattacks-spsa-nb-iter-int32-max",
+        lambda c: score(
+            c, "--battery", str(c.battery('[[attack]]\nname = "torchattacks:SPSA"\nnb_iter = 2147483647\n'))
+        ),
+    ),
+    Row(
+        "score-torchattacks-sinifgsm-m-200000",
+        lambda c: score(c, "--battery", str(c.battery('[[attack]]\nname = "torchattacks:SINIFGSM"\nm = 200000\n'))),
+    ),
+    Row(
+        "score-torchattacks-difgsm-resize-rate-5000",
+        lambda c: score(
+            c, "--battery", str(c.battery('[[attack]]\nname = "torchattacks:DIFGSM"\nresize_rate = 5000.0\n'))
+        ),
+    ),
+    Row(
+        "score-battery-estimated-beyond-the-pass-cap",
+        lambda c: score(
+            c, "--battery", str(c.battery('[[attack]]\nname = "torchattacks:SPSA"\nnb_iter = 50000\nnb_sample = 128\n'))
+        ),
+    ),
+    Row("score-eps-grid-a-million-points", lambda c: score(c, "--eps-grid", "0:0.3:1000000")),
+    Row("score-eps-grid-linf-1000", lambda c: score(c, "--eps-grid", "0,1000")),
+    Row(
+        "score-eps-grid-l2-wider-than-the-box",
+        lambda c: score(c, "--norm", "L2", "--eps", "0.5", "--eps-grid", "0,500"),
+    ),
+    Row(
+        "score-battery-eps-curve-linf-5",
+        lambda c: score(c, "--battery", str(c.battery('[[attack]]\nname = "pgd"\n\n[eps_curve]\ngrid = [0.0, 5.0]\n'))),
+    ),
+    Row("sweep-eps-grid-linf-5", lambda c: sweep(c, "--eps-grid", "0,5")),
+    Row(
+        "score-npz-header-claims-1e12-images",
+        lambda c: score(c, "--dataset", str(c.npz_with_header("lies.npz", (10**12, 1, 8, 8)))),
+        memory=True,
+    ),
+    Row(
+        "score-npz-header-disagrees-with-its-data",
+        lambda c: score(c, "--dataset", str(c.npz_with_header("short.npz", (4, 1, 8, 8)))),
+        memory=True,
+    ),
+    Row("score-idx-gzip-inflating-to-4-gib", lambda c: score(c, "--dataset", str(c.idx_bomb())), memory=True),
+    Row(
+        "score-idx-dimensions-overflow-int64",
+        lambda c: score(c, "--dataset", str(c.idx_images((2**31, 2**31, 2**31), b"", gz=False))),
+        memory=True,
+    ),
+    Row(
+        "score-npz-label-1e9",
+        lambda c: score(
+            c, "--dataset", str(c.npz_arrays(x=np.zeros((4, 1, 8, 8), np.float32), y=np.array([0, 1, 2, 10**9])))
+        ),
+        memory=True,
+    ),
+    Row(
+        "score-npz-zero-size-images",
+        lambda c: score(c, "--dataset", str(c.npz_arrays(x=np.zeros((4, 1, 0, 8), np.float32), y=np.zeros(4, int)))),
+    ),
+    Row(
+        "score-npz-uint8-pixels-without-pixel-max",
+        lambda c: score(c, "--dataset", str(c.npz_arrays(x=np.full((4, 1, 8, 8), 200, np.uint8), y=np.zeros(4, int)))),
+    ),
+    Row("score-checkpoint-float8-tensor", lambda c: score(c, "--checkpoint", str(c.odd_checkpoint("float8"))), True),
+    Row("score-checkpoint-sparse-tensor", lambda c: score(c, "--checkpoint", str(c.odd_checkpoint("sparse"))), True),
+    Row("score-checkpoint-meta-tensor", lambda c: score(c, "--checkpoint", str(c.odd_checkpoint("meta"))), True),
+    Row(
+        "score-checkpoint-manifest-nested-100000-deep",
+        lambda c: score(c, "--checkpoint", str(c.deep_manifest_checkpoint())),
+        True,
+    ),
+    Row("score-trust-parent-without-parent", lambda c: score(c, "--trust-parent")),
+    Row("sweep-config-100000-seeds", lambda c: sweep_config(c, seeds=list(range(100_000)))),
+    # the recipes' models are built to check they fit the data (a sweep's pre-check), never run
+    Row(
+        "sweep-parent-recipe-needs-a-parent",
+        lambda c: sweep_config(c, recipes=["magnitude"], sparsities=[0.5], parent_recipe="magnitude"),
+        True,
+    ),
+    Row(
+        "sweep-data-without-a-train-split",
+        lambda c: sweep(
+            c, "--dataset", str(c.npz_arrays(x_test=np.zeros((8, 1, 8, 8), np.float32), y_test=np.arange(8)))
+        ),
+    ),
+    Row("sweep-into-another-sweeps-folder", lambda c: (c.sweep_folder_of_another_sweep(), sweep(c))[1], True),
+    Row(
+        "train-out-holds-the-parent",
+        lambda c: [
+            "train",
+            "--recipe",
+            "magnitude",
+            "--sparsity",
+            "0.5",
+            "--parent",
+            str(p := c.parent_folder()),
+            "--out",
+            str(p.parent),
+        ],
+    ),
+    Row(
+        "report-robust-above-100",
+        lambda c: ["report", str(c.edited_results("r/results.json", robust_acc=150.0).parent)],
+    ),
+    Row("report-clean-below-0", lambda c: ["report", str(c.edited_results("r/results.json", clean_acc=-5.0).parent)]),
+    Row(
+        "report-per-sample-says-all-broke", lambda c: ["report", str(c.per_sample_all_broken("r/results.json").parent)]
+    ),
+    Row(
+        "report-nan-accuracy",
+        lambda c: [
+            "report",
+            str(
+                c.edited_text(
+                    "r/results.json", lambda t: t.replace('"clean_acc": ', '"clean_acc": NaN, "x": ', 1)
+                ).parent
+            ),
+        ],
+    ),
+    Row(
+        "report-nested-100000-deep",
+        lambda c: ["report", str(c.write("deep/results.json", "[" * 100_000 + "]" * 100_000).parent)],
+    ),
+    Row(
+        "check-robust-above-clean",
+        lambda c: check(c.edited_results("new/results.json", robust_acc=100.0, clean_acc=50.0), c.valid_results()),
+    ),
+    Row(
+        "check-unknown-verdict",
+        lambda c: check(c.edited_results("new/results.json", verdict="fine"), c.valid_results()),
+    ),
+    Row(
+        "check-per-sample-disagrees-with-the-headline",
+        lambda c: check(c.per_sample_all_broken("new/results.json"), c.valid_results()),
+    ),
+]
+
+CLI_ROWS = SCORE_ROWS + TRAIN_ROWS + SWEEP_ROWS + REPORT_ROWS + CHECK_ROWS + FILES_ROWS
 
 
 # ---------------------------------------------------------------------------------------------------- API rows
@@ -712,6 +983,7 @@ def test_cli_refuses_bad_input(row: Row, tmp_path, monkeypatch, capsys, request,
     out = _out_arg(argv)
     capsys.readouterr()
     before = _files(tmp_path)
+    held = set(_out_contents(out)) if out is not None else set()  # what --out held before (a row may fill it)
     counters = install_counters(monkeypatch)
     code, exc, hung = call_guarded(lambda: main(argv), row, ctx)
     monkeypatch.undo()  # real Module again before judging (and before the next row's fixtures)
@@ -735,9 +1007,10 @@ def test_cli_refuses_bad_input(row: Row, tmp_path, monkeypatch, capsys, request,
         problems.append("stderr does not start with 'robustprune: error:'")
     if "Traceback" in err or "internal error" in err:
         problems.append("stderr reports a crash (Traceback / internal error)")
-    if out is not None and _out_contents(out):
-        problems.append(f"--out {out.name[:40]} is not empty: {_out_contents(out)[:5]}")
-    if argv[0] == "sweep" and out is not None and (_exists(out / "sweep.json") or _exists(out / "cells")):
+    added = sorted(set(_out_contents(out)) - held) if out is not None else []
+    if added:
+        problems.append(f"--out {out.name[:40]} is not empty: {added[:5]}")
+    if argv[0] == "sweep" and out is not None and not held and (_exists(out / "sweep.json") or _exists(out / "cells")):
         problems.append("the sweep wrote sweep.json or cells/ before refusing")
     written = _written(before, _files(tmp_path))
     if written:

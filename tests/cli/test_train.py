@@ -164,7 +164,13 @@ def test_good_run_writes_checkpoint_and_manifest(
     assert manifest["provenance"]["command"][0] == "robustprune"
     _, info = load_checkpoint(build_model("digits_cnn", 10, (1, 8, 8)), out / "model.safetensors")
     assert not info.trusted and info.manifest == manifest and info.masked
-    assert sorted(p.name for p in out.iterdir()) == ["model.manifest.json", "model.safetensors"]  # no temp leftovers
+    # no temp leftovers: the checkpoint, its manifest, and the marker saying which run wrote the folder
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".robustprune-run.json",
+        "model.manifest.json",
+        "model.safetensors",
+    ]
+    assert not list(out.parent.glob(f".{out.name}.partial-*"))
 
 
 def test_module_entry_point_exit_code(tmp_path: Path) -> None:

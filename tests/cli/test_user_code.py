@@ -42,6 +42,10 @@ def fails_later(num_classes, input_shape):  # after the model contract's three c
 
 def takes(num_classes, input_shape, name="x", clip=1.0):
     return build_model("mlp", num_classes, input_shape)
+
+def seeded(num_classes, input_shape):
+    torch.manual_seed(0)  # the same weights in every process: some examples are classified right
+    return build_model("mlp", num_classes, input_shape)
 """
 
 ATTACKS = """
@@ -88,11 +92,11 @@ def test_a_module_that_exits_at_import_is_one_line(user_module, tmp_path, capsys
     assert f"cannot import '{name}' for --model {name}:f: its import called sys.exit(0)" in err
 
 
-def test_a_user_attack_that_raises_is_exit_1_naming_it(user_module, tmp_path, capsys):
+def test_a_user_attack_that_raises_is_exit_1_naming_it(user_module, models, tmp_path, capsys):
     attacks = user_module(ATTACKS, "cli_user_attacks")
     battery = tmp_path / "b.toml"
     battery.write_text(f'name = "b"\nnorm = "Linf"\neps = 0.1\n\n[[attack]]\nname = "{attacks}:Raises"\n')
-    args = ["score", "--model", "mlp", "--random-init", "--battery", str(battery), "--n", "8"]
+    args = ["score", "--model", f"{models}:seeded", "--battery", str(battery), "--n", "50", "--allow-imports"]
     assert main([*args, "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert "raised ValueError('attack boom') (battery, attack " in err and err.count("\n") == 1

@@ -120,12 +120,15 @@ def test_directory_without_known_files(tmp_path: Path) -> None:
 # .npz
 
 
-def test_npz_uint8_nhwc_is_scaled_and_transposed(tmp_path: Path) -> None:
+def test_npz_uint8_nhwc_is_scaled_as_the_file_says_and_transposed(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(5, 4, 6, 3), dtype=np.uint8)
     y = np.array([0, 1, 2, 1, 0])
     path = tmp_path / "rgb.npz"
     np.savez(path, x=x, y=y)
+    with pytest.raises(UsageError, match=r"uint8 pixels \(0..255\), so eps would not be in \[0, 1\] pixel units"):
+        load_dataset(str(path))  # integer pixels are ambiguous: the file must say how to read them
+    np.savez(path, x=x, y=y, pixel_max=255)
     ds = load_dataset(str(path))
     assert ds.x.shape == (5, 3, 4, 6) and ds.x.dtype == torch.float32 and ds.x.is_contiguous()
     # Pixel (n=2, h=1, w=4, channel 2) lands at [2, 2, 1, 4], scaled by 1/255.
@@ -190,7 +193,7 @@ def test_npz_bad_contents_are_usage_errors(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"bad\.npz: x has values outside \[0,1\] \(min 3, max 3\)"):
         load_dataset(str(path))
     np.savez(path, x=np.zeros((2, 3, 3), dtype=np.int64), y=np.array([0, 1]))
-    with pytest.raises(UsageError, match="dtype int64; store pixels as uint8"):
+    with pytest.raises(UsageError, match="holds int64 pixels .*store pixel_max=255"):
         load_dataset(str(path))
     np.savez(path, x=np.zeros((2, 3, 3)), y=np.array([0.0, 1.0]))
     with pytest.raises(UsageError, match="labels must be integers"):

@@ -125,8 +125,8 @@ def test_without_jsonschema_only_cross_field_checks_run(
 ) -> None:
     monkeypatch.setattr(schema_mod, "_validator", lambda: None)
     doc = copy.deepcopy(document)
-    doc["clean_acc"] = "95.0"
-    validate_document(doc)  # the schema validator stubbed out: only the cross-field checks below run
+    doc["dataset"] = 95  # the schema validator stubbed out: only the cross-field and meaning checks below run
+    validate_document(doc)
     doc["per_sample"]["label"].append(0)
     with pytest.raises(ValueError, match="per_sample.label"):
         validate_document(doc)

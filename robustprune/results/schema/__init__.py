@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -57,9 +58,72 @@ def format_path(parts: Any) -> str:
     return out or "<document>"
 
 
+VERDICTS = ("trusted", "caution", "untrusted")
+TOLERANCE = 1e-6  # percentage points: accuracies derived from the same table agree to rounding
+
+
+def _first_non_finite(value: Any, path: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
+    """The path of the first NaN or infinity in a document (robustprune writes none: NaN becomes null)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _first_non_finite(item, (*path, key))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _first_non_finite(item, (*path, i))
+            if found is not None:
+                return found
+    return None
+
+
+def _percent(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 100
+
+
+def _meaning_errors(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """What a valid-looking document must also mean: no NaN, accuracies in [0, 100], robust never above clean,
+    and a headline the per-sample table agrees with (an edited number is refused, not rendered)."""
+    errors: list[tuple[str, str]] = []
+    bad = _first_non_finite(doc)
+    if bad is not None:
+        errors.append((format_path(bad), "is NaN or infinite; robustprune never writes one (the file was edited)"))
+        return errors
+    for key in ("clean_acc", "robust_acc", "autoattack_acc"):
+        value = doc.get(key)
+        if value is not None and not _percent(value):
+            errors.append((key, f"{value!r} is not an accuracy in [0, 100]"))
+    clean, robust = doc.get("clean_acc"), doc.get("robust_acc")
+    if _percent(clean) and _percent(robust) and robust > clean + TOLERANCE:
+        errors.append(("robust_acc", f"{robust} is above the clean accuracy {clean}: no attack raises accuracy"))
+    per_sample = doc.get("per_sample")
+    if isinstance(per_sample, dict):
+        correct, broken = per_sample.get("clean_correct"), per_sample.get("broken")
+        if isinstance(correct, list) and correct and all(isinstance(v, bool) for v in correct) and _percent(clean):
+            measured = 100.0 * sum(correct) / len(correct)
+            if abs(measured - clean) > TOLERANCE:
+                errors.append(("clean_acc", f"{clean} but the per-sample table says {measured:.6g}"))
+        if isinstance(broken, list) and broken and all(isinstance(v, bool) for v in broken) and _percent(robust):
+            measured = 100.0 * (len(broken) - sum(broken)) / len(broken)
+            if abs(measured - robust) > TOLERANCE:
+                errors.append(("robust_acc", f"{robust} but the per-sample table says {measured:.6g}"))
+            if isinstance(correct, list) and len(correct) == len(broken):
+                wrong = [i for i, (c, b) in enumerate(zip(correct, broken, strict=True)) if c is False and b is False]
+                if wrong:
+                    errors.append((f"per_sample.broken[{wrong[0]}]", "an example misclassified clean is not broken"))
+    for key in ("clean_acc", "robust_acc"):
+        ci, value = doc.get(f"{key}_ci"), doc.get(key)
+        shaped = isinstance(ci, list) and len(ci) == 2 and _percent(value) and all(_percent(v) for v in ci)
+        if shaped and not ci[0] - TOLERANCE <= value <= ci[1] + TOLERANCE:
+            errors.append((f"{key}_ci", f"interval {ci} does not contain {key} {value}"))
+    return errors
+
+
 def _cross_field_errors(doc: dict[str, Any]) -> list[tuple[str, str]]:
     """(path, message) pairs for invariants between fields; tolerant of shapes the schema already rejects."""
-    errors: list[tuple[str, str]] = []
+    errors: list[tuple[str, str]] = _meaning_errors(doc)
     if doc.get("threat_model") != doc.get("norm"):
         errors.append(
             ("threat_model", f"threat_model {doc.get('threat_model')!r} differs from norm {doc.get('norm')!r}")
@@ -118,6 +182,22 @@ def validate_sweep_document(doc: Any) -> None:
         for key, kind in (("key", str), ("recipe", str), ("sparsity", int | float), ("seed", int)):
             if not isinstance(cell.get(key), kind) or isinstance(cell.get(key), bool):
                 raise InvalidDocument(f"invalid sweep result at cells[{i}].{key}: missing or of the wrong type")
+        bad = _first_non_finite(cell)
+        if bad is not None:
+            raise InvalidDocument(f"invalid sweep result at cells[{i}].{format_path(bad)}: NaN or infinite")
+        for key in ("clean_acc", "robust_acc", "battery_robust_acc", "worst_head_robust_acc"):
+            value = cell.get(key)
+            if value is not None and not _percent(value):
+                raise InvalidDocument(
+                    f"invalid sweep result at cells[{i}].{key}: {value!r} is not an accuracy in [0, 100]"
+                )
+        clean, robust = cell.get("clean_acc"), cell.get("robust_acc")
+        if _percent(clean) and _percent(robust) and robust > clean + TOLERANCE:
+            raise InvalidDocument(f"invalid sweep result at cells[{i}].robust_acc: {robust} is above the clean {clean}")
+        if cell.get("verdict") is not None and cell.get("verdict") not in VERDICTS:
+            raise InvalidDocument(
+                f"invalid sweep result at cells[{i}].verdict: {cell.get('verdict')!r} is not one of {', '.join(VERDICTS)}"
+            )
 
 
 def validate_document(doc: Any, *, require_per_sample: bool = True) -> None:
