@@ -98,6 +98,8 @@ def check_document(doc: Any, where: str, *, require_per_sample: bool = True) -> 
 
 def load_result(path: str | Path, *, require_per_sample: bool = True) -> ScoreResult:
     """A score result (typed) from its results.json or directory; the probabilities are loaded when present."""
+    if not isinstance(path, str | os.PathLike):
+        raise UsageError(f"load_result() needs a results.json path or its folder, got {type(path).__name__}")
     path = Path(path)
     doc = load_document(path, require_per_sample=require_per_sample)
     if doc.get("kind") != "score":

@@ -138,7 +138,7 @@ def _compute_cell(cell: Cell, root: Path) -> CellRecord:
         device=device,
         eps_grid=config.eps_grid,
     )
-    save_result(result, cell_score_dir(root, cell.key), html=False)
+    save_result(result, cell_score_dir(root, cell.key), html=False, overwrite=True)  # the sweep owns its cells
     record = CellRecord.summarize(
         key=cell.key,
         recipe=cell.recipe,

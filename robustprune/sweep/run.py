@@ -7,13 +7,16 @@ with a readable cell.json is complete and one without is recomputed from scratch
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from robustprune.atomic import write_json
 from robustprune.config import SweepSpec
-from robustprune.errors import UsageError
+from robustprune.errors import UsageError, WriteError
 from robustprune.jsonio import read_json
 from robustprune.paths import CELL_FILE, RESULTS_FILE, SWEEP_LOCK, SWEEP_PLAN_FILE, cell_dir
 from robustprune.progress import progress_bar
@@ -46,7 +49,7 @@ def run_sweep(
     runner.check()
     cells = plan_cells(spec)
     _check_sweep_folder(Path(out), [c.key for c in cells], overwrite)
-    with output_dir(out) as root, hold(root / SWEEP_LOCK, what="sweep directory", wait=wait):
+    with _disk_errors(out), output_dir(out) as root, hold(root / SWEEP_LOCK, what="sweep directory", wait=wait):
         keys = [c.key for c in cells]
         if progress:
             print(plan_line(root, cells, workers), file=sys.stderr)
@@ -69,6 +72,20 @@ def run_sweep(
         ordered = [records[c.key] for c in cells]
         write_json(root / RESULTS_FILE, sweep_document(spec, ordered))
         return ordered
+
+
+@contextlib.contextmanager
+def _disk_errors(out: str | Path) -> Iterator[None]:
+    """A full disk (or a read-only one) during a sweep is one line: what is complete stays, the sweep resumes."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
+            raise
+        raise WriteError(
+            f"cannot write {escape(exc.filename or out)}: {exc.strerror}; the cells completed so far are kept in "
+            f"{escape(out)}, and the same sweep resumes from them"
+        ) from None
 
 
 def plan_line(root: Path, cells: list[Cell], workers: int) -> str:
