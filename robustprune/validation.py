@@ -56,6 +56,9 @@ BOUNDS: dict[str, Bound] = {
     "threads": Bound(1, 4_096, "torch CPU threads"),
     "workers": Bound(1, 4_096, "parallel workers"),
     "seed": Bound(0, SEED_MAX, "random seed"),
+    "exact_time_limit": Bound(0.01, 86_400, "seconds of exact search per example"),
+    "exact_budget": Bound(0, 30 * 86_400, "seconds of exact search in all"),
+    "max_gap": Bound(0, 100, "points between the certified and the attacked robust accuracy"),
 }
 
 
@@ -177,15 +180,21 @@ def read_input_text(path: str | os.PathLike, what: str, *, max_bytes: int) -> st
 # ---------------------------------------------------------------- the output directory
 
 
+def check_output_path(path: str | os.PathLike, what: str = "--out") -> Path:
+    """The cheap checks of an output folder (a name the filesystem takes, not a file), made before any work."""
+    path = Path(path)
+    st = stat_path(path, what)
+    if st is not None and not stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"{what} {escape(path)} exists and is not a directory; choose another path")
+    return path
+
+
 @contextlib.contextmanager
 def output_dir(path: str | os.PathLike, what: str = "--out") -> Iterator[Path]:
     """Create `path` (and its parents) now and prove it writable; on failure inside the block, remove whatever
     this call created if it is still empty, so a refused run leaves nothing behind."""
+    path = check_output_path(path, what)
     shown = escape(path)
-    path = Path(path)
-    st = stat_path(path, what)
-    if st is not None and not stat.S_ISDIR(st.st_mode):
-        raise UsageError(f"{what} {shown} exists and is not a directory; choose another path")
     created: list[Path] = []
     probe = path
     while stat_path(probe, what) is None and probe != probe.parent:

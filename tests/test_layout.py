@@ -1,6 +1,6 @@
 """The package's imports point one way, down the data flow (docs/architecture.md):
 
-foundation -> config -> data / models -> sparsity -> metrics -> attacks -> defenses -> scoring -> render
+foundation -> config -> data / models -> sparsity -> metrics -> attacks -> defenses / verify -> scoring -> render
 -> results -> sweep -> reporting -> check -> cli
 
 Every import counts, including those inside functions; a module may import its own room and the rooms below it,
@@ -40,6 +40,7 @@ RANKS = {
     "metrics": 4,
     "attacks": 5,
     "defenses": 6,
+    "verify": 6,
     "scoring": 7,
     "render": 8,
     "results": 9,

@@ -12,6 +12,7 @@ from robustprune.attacks import (  # noqa: F401  (registration)
     odi_apgd,
     pgd,
     probes,
+    replay,
     rescaled,
     square,
     square_sentinel,

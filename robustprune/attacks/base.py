@@ -46,6 +46,7 @@ class AttackContext:
     gradients: bool = True
     parent: Any = None  # the dense parent model (nn.Module) when known: transfer attacks craft on it
     bridged: bool = False  # S23: a straight-through version of the forward pass's gradient stops gives a gradient
+    points: dict[int, Any] | None = None  # example -> a precomputed point to replay (attacks/replay.py)
 
     @property
     def randomized(self) -> bool:
@@ -83,6 +84,9 @@ class Attack(ABC):
         self.notes: list[str] = []  # what the attack changed about itself for this model, and why
         self.traces: list[Any] = []  # PGDTrace per batch, from attacks that keep one (robustprune's own)
         self.other_passes = [0, 0]  # forward / backward passes (in examples) spent on other models (a parent)
+        self.index: torch.Tensor | None = (
+            None  # which examples (indices into the scored set) it is handed; the engine sets it
+        )
         where = f"attack {spec.label!r} ({self.name})"
         if threat.norm not in self.norms:
             raise UsageError(f"{where} does not support the {threat.norm} norm; it supports {', '.join(self.norms)}")

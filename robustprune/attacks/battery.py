@@ -164,6 +164,7 @@ def run_battery(
     role: str = "battery",
     bridged: bool = False,
     view: Callable[[nn.Module], AbstractContextManager[Any]] | None = None,
+    points: dict[int, torch.Tensor] | None = None,
 ) -> BatteryOutcome:
     """Run `battery` against `model` on (x, y); see the module docstring for the semantics.
 
@@ -175,9 +176,9 @@ def run_battery(
     the attacks to these example indices (still only the unbroken ones); `role` is recorded with each attack;
     `bridged` says a straight-through view of the forward pass gives a gradient where the model gives none (BPDA);
     `view` is how the attacks see the model (BPDA's straight-through view): what they return is judged on the model
-    as given.
+    as given; `points` are precomputed points (example -> input) that the `replay` attack hands back for verification.
     """
-    context = AttackContext(verdict_passes=n_passes, gradients=gradients, parent=parent, bridged=bridged)
+    context = AttackContext(verdict_passes=n_passes, gradients=gradients, parent=parent, bridged=bridged, points=points)
     attacks = build_attacks(battery, num_classes, context)
     n = len(x)
     with eval_mode(model, freeze_parameters=True), eval_mode(parent or nn.Identity(), freeze_parameters=True):
@@ -211,6 +212,7 @@ def run_battery(
             if len(index) == 0 or record.skipped:
                 continue
             x_sub, y_sub = x[index], y[index]
+            attack.index = index
             counter = CountingModel(model)
             torch.manual_seed(seed)
             bar = progress_bar(len(index), record.label, "ex", progress)

@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
+
 from robustprune.check.report import FAIL, NOT_COMPARABLE, PASS, Comparison, Row
 from robustprune.check.rule import ALPHA, CALIBRATION_TOLERANCE, NLL_TOLERANCE, TOLERANCE
 from robustprune.errors import UsageError
@@ -27,6 +29,7 @@ from robustprune.results.store import StoredCell, load_cells
 from robustprune.scoring.result import CalibrationMetric, ScoreResult
 from robustprune.scoring.verdict import worse
 
+CERTIFIED = "certified acc (lower bound)"
 CALIBRATION = (
     ("ECE clean", "clean", "ece"),
     ("ECE adv", "adversarial", "ece"),
@@ -61,6 +64,11 @@ def compare_results(
     except KeyError as exc:  # one damaged cell is reported as such; the other cells are still compared
         return [Row(cell, "*", None, None, None, None, NOT_COMPARABLE, f"the per-sample table has no column {exc}")]
     rows = _verdict_rows(baseline, new, cell)
+    certified = _certified_vectors(baseline, new)
+    if isinstance(certified, str):
+        rows.append(Row(cell, CERTIFIED, None, None, None, None, NOT_COMPARABLE, certified))
+    elif certified is not None:
+        b_vec[CERTIFIED], n_vec[CERTIFIED] = certified
     for metric, b in b_vec.items():
         n = n_vec[metric]
         b_acc, n_acc = 100.0 * float(b.mean()), 100.0 * float(n.mean())
@@ -102,6 +110,19 @@ def compare_results(
             )
         )
     return rows
+
+
+def _certified_vectors(baseline: ScoreResult, new: ScoreResult) -> tuple[Any, Any] | str | None:
+    """Per example "proven robust" (certified or proved) on both sides, paired like the accuracies; None when the
+    baseline has no bounds, a reason when only the new results lack them."""
+    b_status = baseline.per_sample.status if baseline.per_sample is not None else None
+    if b_status is None:
+        return None
+    n_status = new.per_sample.status if new.per_sample is not None else None
+    if n_status is None:
+        return "the baseline has certified bounds and the new results have none (score with --certify)"
+    proven = ("certified", "proved")
+    return np.isin(b_status.astype(str), proven), np.isin(n_status.astype(str), proven)
 
 
 def _verdict_rows(baseline: ScoreResult, new: ScoreResult, cell: str) -> list[Row]:

@@ -21,7 +21,7 @@ from robustprune.cli.common import (
     set_threads,
 )
 from robustprune.cli.output import add_output_options, emit, score_summary
-from robustprune.config import canonical_key
+from robustprune.config import CERTIFY_METHODS, CertifySpec, canonical_key
 from robustprune.config.eps import DEFAULTS_HELP, check_grid_fits, default_eps, eps_argument, eps_grid_argument
 from robustprune.data import Dataset, load_dataset
 from robustprune.devices import resolve_device
@@ -33,7 +33,7 @@ from robustprune.paths import default_score_dir
 from robustprune.render import summary_table
 from robustprune.results.io import write_result_files
 from robustprune.scoring import score
-from robustprune.scoring.result import AdversarialExamples
+from robustprune.scoring.result import AdversarialExamples, ScoreResult
 from robustprune.validation import check_int, check_seed, escape
 
 
@@ -92,7 +92,10 @@ def add_parser(sub: Subparsers) -> None:
         "it are tried on this model (S9); default: the parent the checkpoint's train manifest names, if present",
     )
     p.add_argument(
-        "--strict", action="store_true", help="exit 1 when the verdict is untrusted (the results are still written)"
+        "--strict",
+        action="store_true",
+        help="exit 1 when the verdict is untrusted, or when the exact search broke examples the battery missed (the "
+        "results are still written)",
     )
     add_spec_dir_options(p, recipes=False)
     p.add_argument(
@@ -109,12 +112,49 @@ def add_parser(sub: Subparsers) -> None:
         "the battery's points (upper bounds), in the battery's norm: start:stop:points (inclusive, evenly spaced, "
         "e.g. 0:0.3:16) or a comma list (0,0.05,0.1); replaces the grid of a battery's [eps_curve] table",
     )
+    add_certify_options(p)
     add_output_options(p)
     p.set_defaults(func=run)
 
 
+def add_certify_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--certify",
+        choices=CERTIFY_METHODS,
+        default="auto",
+        help="the bracket beside the attacks: crown (certified lower bound), exact (CROWN, then the big-M MILP on "
+        "what is left: exact robust accuracy where it finishes; Linf), none; auto (default): crown where the "
+        "verifier supports the model and it is small",
+    )
+    p.add_argument(
+        "--exact-time-limit", type=float, default=10.0, metavar="SECONDS", help="MILP seconds per example (default 10)"
+    )
+    p.add_argument(
+        "--exact-budget",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="MILP seconds in all (default 600); examples not reached stay unknown",
+    )
+    p.add_argument(
+        "--max-gap",
+        type=float,
+        metavar="POINTS",
+        help="a bracket (attacked minus certified robust accuracy) wider than this makes the verdict caution",
+    )
+
+
+def certify_spec(args: argparse.Namespace) -> CertifySpec:
+    return CertifySpec(
+        method=args.certify,
+        exact_time_limit=args.exact_time_limit,
+        exact_budget=args.exact_budget,
+        max_gap=args.max_gap,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
-    paths, summary, verdict = score_job(
+    paths, summary, result = score_job(
         model=args.model,
         model_args=parse_model_args(args.model_arg),
         checkpoint=args.checkpoint,
@@ -138,13 +178,21 @@ def run(args: argparse.Namespace) -> int:
         save_adversarial=args.save_adversarial,
         device=args.device,
         eps_grid=args.eps_grid,
+        certify=certify_spec(args),
     )
     text = f"{summary}\nresults: {paths['results']}\nreport:  {paths.get('html', paths['markdown'])}"
     if "adversarial" in paths:
         text += f"\nadversarial examples: {paths['adversarial']}"
     emit(args, text, score_summary(paths["results"], paths))
-    if args.strict and verdict == "untrusted":
+    if args.strict and result.verdict == "untrusted":
         print("robustprune: --strict: the verdict is untrusted (see the health checks)", file=sys.stderr)
+        return 1
+    if args.strict and result.bounds is not None and result.bounds.exact_breaks:
+        print(
+            "robustprune: --strict: the exact search broke examples every attack had left (S25): the battery is too "
+            "weak for this model",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -174,13 +222,15 @@ def score_job(
     eps_grid: list[float] | None = None,
     trust_parent: bool = False,
     overwrite: bool = False,
-) -> tuple[dict[str, str], str, str | None]:
-    """Score one model from the command line's inputs; returns (paths written, summary, verdict)."""
+    certify: CertifySpec | None = None,
+) -> tuple[dict[str, str], str, ScoreResult]:
+    """Score one model from the command line's inputs; returns (paths written, summary, the result)."""
     # Everything is resolved and checked before a model is built: numbers, battery, model name, files, data.
     set_threads(threads)
     check_seed(seed)
     check_int(batch_size, "--batch-size", bound="batch_size")
     device = resolve_device(device)
+    certify = certify or CertifySpec()
     spec = load_battery(battery, norm=norm, eps=eps)
     heads = load_battery(head_battery, norm=spec.threat.norm, eps=spec.threat.eps) if head_battery else None
     resolve_factory(model)
@@ -225,6 +275,7 @@ def score_job(
             "parent": parent and sha256_file(parent),
             **({"model_args": key_safe(model_args)} if model_args else {}),
             **({"eps_grid": eps_grid} if eps_grid is not None else {}),
+            **({"certify": certify.to_dict()} if certify != CertifySpec() else {}),
         }
     )
     reads = [Path(p) for p in (checkpoint, parent) if p]
@@ -256,11 +307,12 @@ def score_job(
             parent=parent_net,
             device=device,
             eps_grid=eps_grid,
+            certify=certify,
         )
         paths = write_result_files(result, out_dir)
         if save_adversarial and result.adversarial is not None:
             paths["adversarial"] = save_adversarial_npz(result.adversarial, out_dir)
-    return folder.relocated(paths), summary_table(result), result.verdict
+    return folder.relocated(paths), summary_table(result), result
 
 
 def _manifest_parent_model(

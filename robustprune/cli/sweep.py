@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from robustprune.cli.common import Subparsers, add_device_option, add_overwrite_option, add_spec_dir_options
-from robustprune.config import SweepSpec, read_sweep_toml
+from robustprune.config import CERTIFY_METHODS, SweepSpec, read_sweep_toml
 from robustprune.config.eps import eps_argument, eps_grid_argument
 from robustprune.errors import UsageError
 from robustprune.reporting.sweep_report import build_sweep_report
@@ -51,6 +51,11 @@ def add_parser(sub: Subparsers) -> None:
         metavar="GRID",
         help="also record robust accuracy vs eps per cell from one run of FMN and FAB (upper bounds): 0:0.3:16 or 0,0.05,0.1",
     )
+    p.add_argument(
+        "--certify",
+        choices=CERTIFY_METHODS,
+        help="the bracket beside every cell's attacks: crown, exact (Linf), none, or auto (the score's default)",
+    )
     p.add_argument("--epochs", type=int, help="override every recipe's epochs")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--threads", type=int, help="torch threads per worker (default 1)")
@@ -87,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         "threads",
         "device",
         "eps_grid",
+        "certify",
     )
     given = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     paths = sweep_job(

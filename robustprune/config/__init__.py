@@ -14,6 +14,7 @@ from robustprune.config.battery import (
     find_battery,
     read_battery,
 )
+from robustprune.config.certify import AUTO_MAX_RELUS, CERTIFY_METHODS, CertifySpec
 from robustprune.config.files import (
     BUILTIN_DIR,
     BUILTIN_PREFIX,
@@ -35,14 +36,17 @@ from robustprune.config.settings import ParamValue, check_fields, coerce_setting
 from robustprune.config.sweep import SweepSpec, read_sweep_toml, sweep_spec_from_dict
 
 __all__ = [
+    "AUTO_MAX_RELUS",
     "BUILTIN_DIR",
     "BUILTIN_PREFIX",
+    "CERTIFY_METHODS",
     "MAX_EPS",
     "MAX_TOML_BYTES",
     "NORMS",
     "AttackSpec",
     "AuditSpec",
     "BatterySpec",
+    "CertifySpec",
     "Norm",
     "ParamValue",
     "SweepSpec",

@@ -34,6 +34,8 @@ class SweepSpec:
     device: str = "auto"
     # also record robust accuracy at these eps from one minimum-norm run per cell (upper bounds; scoring/eps_curve.py; the grid rules are config/eps.py)
     eps_grid: tuple[float, ...] | None = None
+    # the bracket beside each cell's attacks (config/certify.py): a method name or a table; None: the score's default
+    certify: Any = None
 
     def __post_init__(self) -> None:
         """Types, finiteness and bounds of every field, the same from flags, a TOML file or Python."""
@@ -75,11 +77,16 @@ class SweepSpec:
 
             grid = parse_eps_grid(self.eps_grid) if isinstance(self.eps_grid, str) else check_eps_grid(self.eps_grid)
             object.__setattr__(self, "eps_grid", tuple(grid))
+        if self.certify is not None:
+            from robustprune.config.certify import CertifySpec
+
+            object.__setattr__(self, "certify", CertifySpec.coerce(self.certify).to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        if data["eps_grid"] is None:  # absent unless asked for: older sweep files read and write unchanged
-            del data["eps_grid"]
+        for key in ("eps_grid", "certify"):  # absent unless asked for: older sweep files read and write unchanged
+            if data[key] is None:
+                del data[key]
         return data
 
 

@@ -13,6 +13,7 @@ import jinja2
 from robustprune.render import health as h
 from robustprune.render import provenance as p
 from robustprune.render import tables as t
+from robustprune.render.bounds import BOUNDS_NOTE, bounds_rows
 from robustprune.render.figures import document_figures
 from robustprune.render.format import fmt_frac_pct
 from robustprune.render.markdown import ATTACKS_NOTE
@@ -71,5 +72,7 @@ def render_html(result: ScoreResult | dict[str, Any]) -> str:
         "eps_lines": t.eps_curve_lines(result),
         "eps_curve": t.eps_curve_table(result),
         "eps_runs": t.eps_curve_runs_table(result),
+        "bounds_note": BOUNDS_NOTE,
+        "bounds": bounds_rows(result),
     }
     return jinja_environment().get_template(TEMPLATE).render(context)

@@ -7,6 +7,7 @@ from typing import Any
 from robustprune.render import health as h
 from robustprune.render import provenance as p
 from robustprune.render import tables as t
+from robustprune.render.bounds import BOUNDS_NOTE, bounds_rows
 from robustprune.render.format import Table, kv_table
 from robustprune.scoring.result import ScoreResult
 
@@ -84,6 +85,8 @@ def render_markdown(result: ScoreResult | dict[str, Any]) -> str:
     ]
     if reliability.rows:
         sections += ["### Reliability bins", md_table(reliability)]
+    if result.bounds is not None:
+        sections += ["## Certified and exact bounds", BOUNDS_NOTE, _kv(bounds_rows(result))]
     if result.eps_curve is not None or result.eps_curve_skipped:
         sections += [
             "## Robustness vs eps",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from robustprune.render.bounds import bracket_line
 from robustprune.render.format import Table, fmt_pct
 from robustprune.render.health import audit_line, escalation_lines, verdict_line
 from robustprune.render.tables import alert_lines, attack_table, calibration_table, sparsity_rows, threat_text
@@ -45,8 +46,13 @@ def summary_table(result: ScoreResult | dict[str, Any]) -> str:
     alerts = [f"!! {line}" for line in alert_lines(result)]
     verdict = verdict_line(result)
     failing = [c for c in result.health.checks if c.status in ("warn", "fail", "error")] if result.health else []
+    # The bracket leads (the truth lies in it), except under an untrusted verdict, which must be read first.
+    bracket = [line for line in (bracket_line(result),) if line]
+    untrusted = result.verdict == "untrusted"
     lines = [
+        *([] if untrusted else bracket),
         *([verdict] if verdict else []),
+        *(bracket if untrusted else []),
         *(f"   {c.id} {c.status.upper()}{' (resolved)' if c.resolved_by else ''}: {c.message}" for c in failing),
         *(f"   escalated: {e}" for e in escalation_lines(result)),
         *([f"   {audit_line(result)}"] if result.audit is not None else []),

@@ -24,6 +24,7 @@ from robustprune.render.format import Table
 from robustprune.render.html import jinja_environment
 from robustprune.render.markdown import md_escape, md_table
 from robustprune.reporting.comparisons import PairedComparison, comparisons_table, paired_comparisons
+from robustprune.reporting.sweep_bounds import bracket_figure_specs
 from robustprune.reporting.sweep_eps_curves import EPS_CURVE_NOTE, eps_curve_heading, eps_curve_table, eps_figure_specs
 from robustprune.reporting.sweep_figures import FigureSpec, figure_specs
 from robustprune.reporting.sweep_tables import (
@@ -172,7 +173,8 @@ def render_sweep_html(report: SweepReport, pngs: dict[str, bytes]) -> str:
 
 def prepare_report(sweep_dir: str | Path, *, reliability: Sequence[str] | None = None) -> SweepReport:
     view = make_view(load_sweep(sweep_dir))
-    return SweepReport(view, [*figure_specs(view, reliability), *eps_figure_specs(view)], paired_comparisons(view))
+    specs = [*figure_specs(view, reliability), *bracket_figure_specs(view), *eps_figure_specs(view)]
+    return SweepReport(view, specs, paired_comparisons(view))
 
 
 def build_sweep_report(

@@ -46,9 +46,15 @@ def _has_heads(view: SweepView) -> bool:
     return any(c.record.worst_head_robust_acc is not None for c in view.cells)
 
 
+def _has_bounds(view: SweepView) -> bool:
+    """Whether any cell has the bracket: then the cells table adds certified and exact robust accuracy."""
+    return any(c.record.certified_acc is not None for c in view.cells)
+
+
 def cells_table(view: SweepView) -> Table:
     """Every stored number of every cell, one row per cell."""
     heads = _has_heads(view)
+    bounds = _has_bounds(view)
     marked = reconstructions(view)
     headers = (
         "recipe",
@@ -59,6 +65,7 @@ def cells_table(view: SweepView) -> Table:
         *(f"after {lbl} %" for lbl in view.labels),
         "worst %",
         *(("worst head %",) if heads else ()),
+        *(("certified %", "exact %") if bounds else ()),
         "verdict",
         "ECE clean",
         "ECE adv",
@@ -81,6 +88,7 @@ def cells_table(view: SweepView) -> Table:
                 *(fmt_pct(r.attacks.get(lbl)) for lbl in view.labels),
                 fmt_pct(r.robust_acc),
                 *((fmt_pct(r.worst_head_robust_acc),) if heads else ()),
+                *((fmt_pct(r.certified_acc), fmt_pct(r.exact_acc)) if bounds else ()),
                 verdict_text(r.verdict),
                 fmt_num(r.ece_clean),
                 fmt_num(r.ece_adv),
@@ -91,7 +99,7 @@ def cells_table(view: SweepView) -> Table:
                 str(r.parent_key or "-"),
             )
         )
-    return Table(headers, tuple(rows), "lrrrr" + "r" * (len(view.labels) + heads) + "rlrrrrlll")
+    return Table(headers, tuple(rows), "lrrrr" + "r" * (len(view.labels) + heads + 2 * bounds) + "rlrrrrlll")
 
 
 def _mean_text(point: Point | None, digits: int = 2) -> str:

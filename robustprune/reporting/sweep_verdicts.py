@@ -66,7 +66,7 @@ def verdict_counts(view: SweepView) -> str:
 
 def _check_ids(view: SweepView) -> list[str]:
     present = {i for c in view.cells for i in c.record.checks}
-    registered = [c.id for c in ordered_checks("model") + ordered_checks("outcome")]
+    registered = [c.id for stage in ("model", "outcome", "bounds") for c in ordered_checks(stage)]
     return [i for i in registered if i in present] + sorted(present - set(registered))
 
 

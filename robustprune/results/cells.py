@@ -31,6 +31,7 @@ class CellConfig(Record):
     epochs: int | None = None
     parent: str | None = None
     eps_grid: list[float] | None = optional_field()  # eps curve grid (absent when none: keys stay unchanged)
+    certify: dict[str, Any] | None = optional_field()  # CertifySpec.to_dict() when the sweep set one
     extra: dict[str, Any] = extra_field()
 
     def battery_spec(self) -> BatterySpec | None:
@@ -92,6 +93,10 @@ class CellRecord(Record):
     eps_curve_grid: list[float] | None = optional_field()
     eps_curve_acc: list[float] | None = optional_field()
     median_min_distance: float | None = optional_field()
+    # The bracket (the score's bounds): certified lower bound, exact value where nothing was left undecided.
+    certified_acc: float | None = optional_field()
+    exact_acc: float | None = optional_field()
+    bounds_method: str | None = optional_field()
     extra: dict[str, Any] = extra_field()
 
     @property
@@ -126,6 +131,7 @@ class CellRecord(Record):
         channels = ((manifest or {}).get("sparsity") or {}).get("channels") or {}
         timed = efficiency is not None and efficiency.latency is not None and efficiency.compact_latency is not None
         curve = result.eps_curve
+        bounds = result.bounds
         return cls(
             key=key,
             recipe=recipe,
@@ -171,4 +177,7 @@ class CellRecord(Record):
             eps_curve_grid=list(curve.grid) if curve is not None else None,
             eps_curve_acc=list(curve.robust_acc) if curve is not None else None,
             median_min_distance=curve.median_distance if curve is not None else None,
+            certified_acc=bounds.certified_acc if bounds is not None else None,
+            exact_acc=bounds.exact_acc if bounds is not None else None,
+            bounds_method=bounds.method if bounds is not None and bounds.method != "none" else None,
         )

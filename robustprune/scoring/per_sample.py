@@ -40,6 +40,7 @@ class PerSampleTable:
     clean_correct: np.ndarray
     broken: np.ndarray  # broken by any attack, or misclassified clean
     attacks: dict[str, AttackColumns]
+    status: np.ndarray | None = None  # per example, where bounds ran: wrong | broken | certified | proved | unknown
 
     def __len__(self) -> int:
         return len(self.label)
@@ -86,7 +87,7 @@ class PerSampleTable:
                 }
                 for label, cols in self.attacks.items()
             },
-        }
+        } | ({"status": [str(s) for s in self.status]} if self.status is not None else {})
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> PerSampleTable:
@@ -108,4 +109,5 @@ class PerSampleTable:
             clean_correct=_array(data["clean_correct"], bool, False),
             broken=_array(data["broken"], bool, False),
             attacks=attacks,
+            status=np.asarray(data["status"], dtype=object) if data.get("status") is not None else None,
         )

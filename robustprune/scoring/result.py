@@ -14,6 +14,7 @@ import numpy as np
 
 from robustprune.config import BatterySpec
 from robustprune.records import Record, extra_field, optional_field, runtime_field
+from robustprune.scoring.bounds_report import BoundsReport
 from robustprune.scoring.contract import ModelContract
 from robustprune.scoring.eps_curve import EpsCurve
 from robustprune.scoring.health.records import HealthReport
@@ -418,6 +419,7 @@ class ScoreResult(Record):
     verdict: str | None = optional_field()  # trusted | caution | untrusted (None: scored before verdicts existed)
     health: HealthReport | None = optional_field()
     audit: AuditReport | None = optional_field()
+    bounds: BoundsReport | None = optional_field()  # the bracket: certified lower bound, exact value (--certify)
     efficiency: EfficiencyReport | None = optional_field()
     eps_curve: EpsCurve | None = optional_field()  # robust accuracy vs eps, upper bounds (--eps-grid)
     eps_curve_skipped: str | None = optional_field()  # why a curve that was asked for was not drawn

@@ -18,7 +18,7 @@ from torch import nn
 from robustprune.attacks.base import NO_GRADIENT
 from robustprune.attacks.battery import BatteryOutcome, check_battery, load_battery, run_battery
 from robustprune.boundary import isolated, stage
-from robustprune.config import BatterySpec, ThreatModel
+from robustprune.config import BatterySpec, CertifySpec, ThreatModel
 from robustprune.config.battery import EpsCurveSpec
 from robustprune.config.eps import check_grid_fits, default_eps
 from robustprune.data import Dataset, as_dataset, load_dataset
@@ -32,6 +32,8 @@ from robustprune.scoring import multihead
 from robustprune.scoring.additions import BATCH_DEPENDENT, GRADIENT_FREE, RANDOMIZED
 from robustprune.scoring.arguments import check_api_arguments
 from robustprune.scoring.audit import failed_audit, run_audit
+from robustprune.scoring.bounds import compute_bounds
+from robustprune.scoring.bounds_report import BoundsReport
 from robustprune.scoring.contract import ModelContract, check_contract
 from robustprune.scoring.efficiency import measure_efficiency
 from robustprune.scoring.eps_curve import KnownPoints, check_eps_grid, min_norm_curve
@@ -45,6 +47,7 @@ from robustprune.scoring.health import (
     check_outcome,
     ordered_checks,
 )
+from robustprune.scoring.health.engine import guarded
 from robustprune.scoring.per_sample import PerSampleTable
 from robustprune.scoring.result import (
     SCHEMA_VERSION,
@@ -132,6 +135,7 @@ def score(
     efficiency: bool = True,
     device: str | torch.device | None = None,
     eps_grid: list[float] | None = None,
+    certify: CertifySpec | str | dict[str, Any] | None = None,
 ) -> ScoreResult:
     """Score `model` on `data` under `battery`, with the health checks, escalations and verdict.
 
@@ -157,6 +161,11 @@ def score(
             those attacks and the battery's own points, each adversarial point verified). Replaces the grid of the
             battery's [eps_curve] table; None (default): that table's curve, or none. The fixed-eps battery number
             stays the headline. A model without usable gradients gets no curve (`result.eps_curve_skipped` says why).
+        certify: the bracket beside the attacks (a CertifySpec, a method name or a table): "auto" (default: CROWN
+            lower bounds where the verifier supports the model and it is small), "none", "crown", or "exact" (CROWN,
+            then the big-M MILP on the survivors CROWN leaves, within exact_time_limit per example and exact_budget
+            in all; its verified counterexamples count). `result.bounds` holds the bracket, the per-sample table
+            each example's status.
 
     Raises:
         UsageError: bad input, or a model unusable from the start (it breaks the model contract: exit 2).
@@ -185,6 +194,7 @@ def score(
             escalation_budget=escalation_budget,
             progress=progress,
             efficiency=efficiency,
+            certify=certify,
         )
 
 
@@ -248,6 +258,7 @@ class ScoreRun:
     checkpoint: dict[str, Any] | None
     efficiency: bool
     progress: bool
+    certify: CertifySpec = field(default_factory=CertifySpec)
     architecture: str = ""
     command: list[str] | None = None
     state: ModelState | None = None
@@ -258,6 +269,8 @@ class ScoreRun:
     battery_robust: float = 0.0
     health_seconds: float = 0.0
     stage_errors: list[Finding] = field(default_factory=list)
+    bounds: BoundsReport | None = None
+    bounds_status: np.ndarray | None = None  # per example: wrong | broken | certified | proved | unknown
     result: ScoreResult | None = None
 
 
@@ -280,6 +293,7 @@ def prepare(
     escalation_budget: EscalationBudget | None,
     progress: bool,
     efficiency: bool,
+    certify: CertifySpec | str | dict[str, Any] | None = None,
 ) -> ScoreRun:
     """Every input checked and resolved before anything runs: the batteries (names, settings, bounds) before the
     data, the model and data moved to the device once, the engine's own copy of the examples taken."""
@@ -291,6 +305,7 @@ def prepare(
             )
     check_int(batch_size, "--batch-size", bound="batch_size")
     check_seed(seed)
+    certify = CertifySpec.coerce(certify)
     if eps_grid is not None:
         eps_grid = check_eps_grid(eps_grid)
     battery_arg = battery
@@ -351,6 +366,7 @@ def prepare(
         checkpoint=checkpoint,
         efficiency=efficiency,
         progress=progress,
+        certify=certify,
     )
 
 
@@ -468,11 +484,31 @@ def outcome_checks_stage(run: ScoreRun) -> None:
     )
 
 
+def bounds_stage(run: ScoreRun) -> None:
+    """The bracket (scoring/bounds.py; isolated: bounds that raise are a recorded error and certify nothing), then
+    the checks that judge it (S24-S26)."""
+    if run.certify.method != "none":
+        ctx = run.ctx
+        robust = accuracy_with_ci(~ctx.outcome.broken)["value"]
+        with isolated() as failed:
+            run.bounds, run.bounds_status = compute_bounds(ctx, run.certify, multi_head=run.addition is not None)
+        if failed:
+            run.bounds = BoundsReport.not_computed(run.certify.method, robust, failed.error or "failed", error=True)
+            run.bounds_status = None
+            run.stage_errors.append(Finding("bounds", failed.error or "failed"))
+        elif run.bounds.skipped and run.certify.method != "auto":
+            log.warning("no certified bound: %s", run.bounds.skipped)
+        run.ctx.cache["bounds"] = run.bounds
+    for check in ordered_checks("bounds"):
+        run.checks[check.id] = guarded(check, lambda check=check: check.evaluate(run.ctx), "bounds")
+
+
 def result_stage(run: ScoreRun) -> None:
     """The verdict by its rule, then the typed result: every aggregate from the per-sample table, read from the
     engine's own examples."""
     ctx, data, battery = run.ctx, run.data, run.battery
-    ordered = [run.checks[c.id] for c in ordered_checks("model") + ordered_checks("outcome") if c.id in run.checks]
+    stages = ordered_checks("model") + ordered_checks("outcome") + ordered_checks("bounds")
+    ordered = [run.checks[c.id] for c in stages if c.id in run.checks]
     verdict, reasons = derive_verdict(ordered, run.escalations, run.audit)
     health = HealthReport(
         verdict=verdict,
@@ -508,6 +544,9 @@ def result_stage(run: ScoreRun) -> None:
         fingerprint=run.fingerprint,
     )
     result.audit = run.audit
+    result.bounds = run.bounds
+    if run.bounds_status is not None and result.per_sample is not None:
+        result.per_sample.status = run.bounds_status.astype(str)
     result.model_contract = run.contract
     result.adversarial = adversarial_examples(ctx.outcome, data, battery)
     run.result = result
@@ -613,6 +652,7 @@ GUARDED_STAGES: tuple[tuple[str, Callable[[ScoreRun], None]], ...] = (
     ("battery", battery_stage),
     ("audit", audit_stage),
     ("outcome checks", outcome_checks_stage),
+    ("bounds", bounds_stage),
     ("result", result_stage),
     ("eps curve", eps_curve_stage),
     ("multi-head report", multi_head_stage),

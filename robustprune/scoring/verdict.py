@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from robustprune.scoring.health import CheckResult, EscalationRecord
 from robustprune.scoring.health.base import MASKING_GUARDS
+from robustprune.scoring.health.bounds_checks import EXACT_RESOLUTION
 from robustprune.scoring.result import AuditReport
 
 RULE = (
@@ -48,6 +49,8 @@ def derive_verdict(
             )
         elif check.status == "fail" and check.resolved_by is None:
             untrusted.append(f"{what} FAILED: {check.message}")
+        elif check.status == "fail" and check.resolved_by == EXACT_RESOLUTION:
+            caution.append(f"{what} FAILED: {check.message}")
         elif check.status == "fail":
             caution.append(f"{what} FAILED, and passes under the {check.resolved_by} escalation")
         elif check.status == "warn":

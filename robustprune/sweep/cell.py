@@ -137,6 +137,7 @@ def _compute_cell(cell: Cell, root: Path) -> CellRecord:
         parent=_parent_model(root, cell, build),
         device=device,
         eps_grid=config.eps_grid,
+        certify=config.certify,
     )
     save_result(result, cell_score_dir(root, cell.key), html=False, overwrite=True)  # the sweep owns its cells
     record = CellRecord.summarize(

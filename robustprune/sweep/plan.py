@@ -181,6 +181,7 @@ def plan_cells(spec: SweepSpec) -> list[Cell]:
             epochs=spec.epochs,
             parent=parent.key if parent else None,
             eps_grid=list(spec.eps_grid) if spec.eps_grid is not None else None,
+            certify=spec.certify,
         )
         key = cell_key(recipe, config)
         return Cell(name, sparsity, seed, key, parent.key if parent else None, config, recipe.source, spec.device)

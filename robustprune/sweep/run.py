@@ -24,7 +24,7 @@ from robustprune.results.cells import CellRecord
 from robustprune.sweep.executors import EXECUTORS
 from robustprune.sweep.locking import hold
 from robustprune.sweep.plan import Cell, plan_cells
-from robustprune.validation import escape, output_dir, stat_path
+from robustprune.validation import check_output_path, escape, output_dir, stat_path
 
 
 def run_sweep(
@@ -47,6 +47,7 @@ def run_sweep(
     """
     runner = EXECUTORS.get(executor)
     runner.check()
+    check_output_path(out)
     cells = plan_cells(spec)
     _check_sweep_folder(Path(out), [c.key for c in cells], overwrite)
     with _disk_errors(out), output_dir(out) as root, hold(root / SWEEP_LOCK, what="sweep directory", wait=wait):

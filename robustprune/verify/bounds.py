@@ -136,17 +136,15 @@ def crown(network: Network, region: Region, spec: Tensor, reference: Bounds | No
     layers = _layers(network)
     bounds = Bounds()
     relax = []
-    n_relu = 0
     for k, (affine, relu) in enumerate(layers[:-1]):
         if not relu:
             raise ValueError("consecutive affine layers are merged by the walk")  # not reachable from walk()
         eye = torch.eye(affine.weight.shape[0], dtype=torch.float64)
         lo = _backward(layers, k, eye, relax, region)
         hi = -_backward(layers, k, -eye, relax, region)
-        if reference is not None:
-            ref_lo, ref_hi = reference.pre[n_relu]
+        if reference is not None:  # layer k is the k-th ReLU layer: the walk alternates affine maps and ReLUs
+            ref_lo, ref_hi = reference.pre[k]
             lo, hi = torch.maximum(lo, ref_lo), torch.minimum(hi, ref_hi)
-        n_relu += 1
         bounds.pre.append((lo, hi))
         relax.append(_relaxation(lo, hi))
     bounds.margins = _backward(layers, len(layers) - 1, spec, relax, region)

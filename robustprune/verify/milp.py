@@ -42,9 +42,9 @@ class Outcome:
 def solver_name() -> str:
     """The MILP solver this installation uses, with its version."""
     try:
-        import highspy  # noqa: F401  (an optional extra: [verify])
-
         from importlib.metadata import version
+
+        import highspy  # noqa: F401  (an optional extra: [verify])
 
         return f"highspy {version('highspy')}"
     except ImportError:
@@ -53,7 +53,9 @@ def solver_name() -> str:
         return f"scipy.optimize.milp (HiGHS) from scipy {scipy.__version__}"
 
 
-def _program(network: Network, bounds: Bounds, lower: np.ndarray, upper: np.ndarray, margin_row: np.ndarray, bias: float):
+def _program(
+    network: Network, bounds: Bounds, lower: np.ndarray, upper: np.ndarray, margin_row: np.ndarray, bias: float
+):
     """The constraint matrix, row bounds, variable bounds and integrality of the feasibility program."""
     from scipy import sparse
 
@@ -187,9 +189,7 @@ def _solve_highspy(program, time_limit: float) -> tuple[str, np.ndarray | None]:
     return "unknown", None
 
 
-def exact_search(
-    network: Network, bounds: Bounds, x: Tensor, label: int, eps: float, *, time_limit: float
-) -> Outcome:
+def exact_search(network: Network, bounds: Bounds, x: Tensor, label: int, eps: float, *, time_limit: float) -> Outcome:
     """Search for an adversarial example of `x` (Linf, eps) with the certified `bounds` of its ReLUs (see the module
     docstring). `time_limit` is the example's whole budget in seconds."""
     started = time.perf_counter()
@@ -222,7 +222,11 @@ def exact_search(
         if found == "feasible":
             point = torch.from_numpy(solution[: len(lower)]).double()
             return Outcome(
-                "counterexample", x=point, target=targets[i], seconds=time.perf_counter() - started, targets_solved=solved
+                "counterexample",
+                x=point,
+                target=targets[i],
+                seconds=time.perf_counter() - started,
+                targets_solved=solved,
             )
         if found == "unknown":
             return Outcome("unknown", reason="time limit", seconds=time.perf_counter() - started, targets_solved=solved)

@@ -284,10 +284,10 @@ def walk(model: nn.Module, x: Tensor, num_classes: int) -> Network:
             )
         previous = output
     final = out.detach().reshape(-1)
-    if previous.numel() == out.numel() and not torch.equal(previous.reshape(-1), final):
-        if torch.equal(previous.reshape(-1).clamp_min(0), final):
-            pieces.append(ReLU(out[0].numel()))
-            previous = out.detach()
+    relu_after = previous.numel() == out.numel() and not torch.equal(previous.reshape(-1), final)
+    if relu_after and torch.equal(previous.reshape(-1).clamp_min(0), final):  # a functional relu on the logits
+        pieces.append(ReLU(out[0].numel()))
+        previous = out.detach()
     if previous.numel() != out.numel() or not torch.equal(previous.reshape(-1), final):
         raise NotVerifiable("the model's logits are not its last layer's output (it computes after its modules)")
     network = Network(_merged(pieces), tuple(x.shape[1:]), num_classes)
@@ -307,7 +307,9 @@ def _merged(pieces: list[Affine | ReLU]) -> list[Affine | ReLU]:
                 continue
         out.append(piece)
     if not out or isinstance(out[0], ReLU):
-        out.insert(0, Affine(torch.eye(_width(out), dtype=torch.float64), torch.zeros(_width(out), dtype=torch.float64)))
+        out.insert(
+            0, Affine(torch.eye(_width(out), dtype=torch.float64), torch.zeros(_width(out), dtype=torch.float64))
+        )
     if isinstance(out[-1], ReLU):
         size = out[-1].size
         out.append(Affine(torch.eye(size, dtype=torch.float64), torch.zeros(size, dtype=torch.float64)))

@@ -149,12 +149,15 @@ def test_manifest_none_removes_stale_and_foreign_manifest_is_refused(tmp_path):
     save_checkpoint(fresh(), path)
     assert not (tmp_path / "m.manifest.json").exists()
     assert load_checkpoint(fresh(), path)[1].manifest is None
-    # A manifest placed by hand beside a file that recorded none is the user's own and is read.
-    (tmp_path / "m.manifest.json").write_text(json.dumps({"note": "by hand"}))
-    assert load_checkpoint(fresh(), path)[1].manifest == {"note": "by hand"}
+    # A manifest placed by hand beside a file that recorded none is unproven: ignored, and the load says so.
+    (tmp_path / "m.manifest.json").write_text(json.dumps({"note": "by hand", "parent": "p.pt"}))
+    info = load_checkpoint(fresh(), path)[1]
+    assert info.manifest is None
+    assert any("not used" in note or "is used" in note for note in info.notes), info.notes
+    # Even one that is not a manifest at all: it is never read, so it cannot fail the load either.
     (tmp_path / "m.manifest.json").write_text("[1, 2]")
-    with pytest.raises(UsageError, match="JSON object"):
-        load_checkpoint(fresh(), path)
+    info = load_checkpoint(fresh(), path)[1]
+    assert info.manifest is None and info.notes
 
 
 def test_save_rejects_bad_manifest(tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_FILE = "score_result.schema.json"
-PER_SAMPLE_ARRAYS = ("index", "label", "clean_pred", "clean_conf", "clean_correct", "broken")
+PER_SAMPLE_ARRAYS = ("index", "label", "clean_pred", "clean_conf", "clean_correct", "broken", "status")
 PER_ATTACK_ARRAYS = ("attempted", "broken", "adv_pred", "adv_conf", "norm")
 
 
@@ -118,6 +118,26 @@ def _meaning_errors(doc: dict[str, Any]) -> list[tuple[str, str]]:
         shaped = isinstance(ci, list) and len(ci) == 2 and _percent(value) and all(_percent(v) for v in ci)
         if shaped and not ci[0] - TOLERANCE <= value <= ci[1] + TOLERANCE:
             errors.append((f"{key}_ci", f"interval {ci} does not contain {key} {value}"))
+    return errors + _bounds_errors(doc)
+
+
+def _bounds_errors(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """The bracket must be one: certified <= attacked, the attacked side the headline, the per-sample statuses
+    agreeing with both (a lower bound edited above the upper one is refused)."""
+    bounds, robust = doc.get("bounds"), doc.get("robust_acc")
+    if not isinstance(bounds, dict) or bounds.get("method") in (None, "none") or not _percent(robust):
+        return []
+    errors = []
+    certified, upper = bounds.get("certified_acc"), bounds.get("robust_acc")
+    if _percent(upper) and abs(upper - robust) > TOLERANCE:
+        errors.append(("bounds.robust_acc", f"{upper} but the headline robust_acc is {robust}"))
+    if _percent(certified) and certified > robust + TOLERANCE:
+        errors.append(("bounds.certified_acc", f"{certified} is above the attacked robust accuracy {robust}"))
+    status = (doc.get("per_sample") or {}).get("status")
+    if isinstance(status, list) and status and _percent(certified):
+        proven = 100.0 * sum(s in ("certified", "proved") for s in status) / len(status)
+        if abs(proven - certified) > TOLERANCE:
+            errors.append(("bounds.certified_acc", f"{certified} but the per-sample statuses say {proven:.6g}"))
     return errors
 
 

@@ -84,6 +84,7 @@ class HealthContext:
         role: str,
         only: np.ndarray | None = None,
         view: ModelTransform | None = None,
+        points: dict[int, torch.Tensor] | None = None,
     ) -> list[AttackRecord]:
         """`run_attack` for several attacks in order, each on what the previous left; with `view`, the attacks see the
         model through it (BPDA's straight-through view) and gradient attacks run wherever it bridges the graph."""
@@ -104,6 +105,7 @@ class HealthContext:
             only=only,
             role=role,
             view=view,
+            points=points,
         )
         return self.outcome.records[-len(specs) :]
 
@@ -120,7 +122,7 @@ class HealthContext:
 class Check(ABC):
     id: ClassVar[str]
     name: ClassVar[str]
-    stage: ClassVar[Literal["model", "outcome"]]
+    stage: ClassVar[Literal["model", "outcome", "bounds"]]
     threshold: ClassVar[str] = ""
     how_to_fix: ClassVar[str] = ""
     needs_ball: ClassVar[bool] = False  # meaningless at eps = 0 (attacks inside the threat model's ball)
