@@ -4,6 +4,7 @@ the MILP decided every example, and how many examples each status holds."""
 from __future__ import annotations
 
 from robustprune.render.format import fmt_pct, fmt_seconds
+from robustprune.scoring.bounds_report import STATUSES
 from robustprune.scoring.result import ScoreResult
 
 BOUNDS_NOTE = (
@@ -29,7 +30,7 @@ def bounds_rows(result: ScoreResult) -> list[tuple[str, str]]:
         return []
     if bounds.method == "none":
         return [("certify", bounds.requested), ("no bounds", bounds.error or bounds.skipped or "")]
-    counts = ", ".join(f"{n} {status}" for status, n in bounds.counts.items())
+    counts = ", ".join(f"{bounds.counts.get(status, 0)} {status}" for status in STATUSES)
     rows = [
         ("attacked robust accuracy (upper bound)", f"{fmt_pct(bounds.robust_acc)} %"),
         ("certified robust accuracy (lower bound)", f"{fmt_pct(bounds.certified_acc)} %"),

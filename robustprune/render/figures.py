@@ -186,6 +186,9 @@ def eps_curve_figure(result: ScoreResult | dict[str, Any], fmt: Format = "png") 
             label=f"95 % Wilson interval (n = {n})",
         )
         ax.plot(curve.grid, curve.robust_acc, color=ACC_COLOR, marker=".", label=f"upper bound from {curve.attack}")
+        if curve.certified_acc:  # the truth lies between the two curves
+            ax.plot(curve.grid, curve.certified_acc, color=ACC_COLOR, linestyle="--", label="lower bound (CROWN)")
+            ax.fill_between(curve.grid, curve.certified_acc, curve.robust_acc, color=ACC_COLOR, alpha=0.12, linewidth=0)
         ax.axvline(result.eps, color=COUNT_COLOR, linestyle=":", linewidth=1.0)
         ax.plot(
             [result.eps],

@@ -430,6 +430,10 @@ def eps_curve_lines(result: ScoreResult) -> list[str]:
         f"{curve.norm}, upper bounds from {curve.attack}, {curve.steps} steps; median minimal perturbation {median}"
         + (f"; judged over {curve.n_passes} passes (randomized model)" if curve.n_passes > 1 else "")
     ]
+    if curve.certified_acc:
+        lines.append("lower bounds: CROWN's certified robust accuracy at every eps (the truth lies between the curves)")
+    elif curve.certified_skipped:
+        lines.append(f"no lower curve: {curve.certified_skipped}")
     if curve.caveat:
         lines.append(f"CAUTION: {curve.caveat}")
     return lines
@@ -439,12 +443,19 @@ def eps_curve_table(result: ScoreResult) -> Table:
     """One row per eps of the grid: robust accuracy (an upper bound) and its Wilson interval."""
     curve = result.eps_curve
     rows = []
+    lower = curve.certified_acc if curve is not None else None
     if curve is not None:
-        for eps, acc in zip(curve.grid, curve.robust_acc):
+        for i, (eps, acc) in enumerate(zip(curve.grid, curve.robust_acc)):
             interval = wilson_pct(acc, curve.n_examples)
             ci = f"[{interval[0]:.1f}, {interval[1]:.1f}]" if interval is not None else NA
-            rows.append((fmt_eps(curve.norm, eps), f"{acc:.1f}", ci))
-    return Table(("eps", "robust accuracy % (upper bound)", "95 % Wilson"), tuple(rows), "lrr")
+            rows.append((fmt_eps(curve.norm, eps), f"{acc:.1f}", ci, *((f"{lower[i]:.1f}",) if lower else ())))
+    headers = (
+        "eps",
+        "robust accuracy % (upper bound)",
+        "95 % Wilson",
+        *(("certified % (lower bound)",) if lower else ()),
+    )
+    return Table(headers, tuple(rows), "lrr" + ("r" if lower else ""))
 
 
 def eps_curve_runs_table(result: ScoreResult) -> Table:

@@ -43,27 +43,33 @@ def not_applicable(ctx: HealthContext, multi_head: bool) -> str | None:
     return None
 
 
-def compute_bounds(ctx: HealthContext, spec: CertifySpec, *, multi_head: bool) -> tuple[BoundsReport, np.ndarray]:
-    """The bracket and every example's status (STATUSES), the MILP's verified counterexamples merged into
-    ctx.outcome. Raises only on engine failures; a model the verifier cannot read is a `skipped` report."""
+def compute_bounds(
+    ctx: HealthContext, spec: CertifySpec, *, multi_head: bool
+) -> tuple[BoundsReport, np.ndarray | None]:
+    """The bracket and every example's status (STATUSES; None when nothing was bounded), the MILP's verified
+    counterexamples merged into ctx.outcome. Raises only on engine failures; a model the verifier cannot read is a
+    `skipped` report."""
     started = time.perf_counter()
     outcome = ctx.outcome
     clean_ok = np.asarray(outcome.clean.correct, dtype=bool)
     robust = _pct(~np.asarray(outcome.broken, dtype=bool) & clean_ok)
-    status = _statuses(clean_ok, np.asarray(outcome.broken, dtype=bool))
     why = not_applicable(ctx, multi_head)
     if why is None:
+        auto = spec.method == "auto"
         try:
-            network, walk_gap = verifiable_network(ctx.model, ctx.x, ctx.num_classes)
+            network, walk_gap = verifiable_network(
+                ctx.model, ctx.x, ctx.num_classes, *([AUTO_MAX_RELUS] if auto else [])
+            )
         except NotVerifiable as exc:
-            why = f"the model is not supported by the verifier: {exc}"
-    if why is None and spec.method == "auto" and network.n_relus > AUTO_MAX_RELUS:
-        why = (
-            f"{network.n_relus:,} ReLUs: above what --certify auto bounds ({AUTO_MAX_RELUS:,}); pass --certify crown "
-            "or exact to bound it anyway"
-        )
+            hint = (
+                "; --certify auto bounds small networks only: pass --certify crown"
+                if auto and "guard" in str(exc)
+                else ""
+            )
+            why = f"the model is not supported by the verifier: {exc}{hint}"
     if why is not None:
-        return BoundsReport.not_computed(spec.method, robust, why), status
+        return BoundsReport.not_computed(spec.method, robust, why), None
+    ctx.cache["verified_network"] = network  # the eps curve's lower curve reuses the proved walk
     threat = ctx.battery.threat
     exact = spec.method == "exact"
     run = certify_examples(
@@ -94,8 +100,6 @@ def compute_bounds(ctx: HealthContext, spec: CertifySpec, *, multi_head: bool) -
     for i in rejected:
         key = "the MILP's counterexample did not fool the model in its own precision (within the solver's tolerance)"
         reasons[key] = reasons.get(key, 0) + 1
-    if run.exact_skipped:
-        reasons.setdefault(run.exact_skipped, undecided)
     report = BoundsReport(
         method=run.method,
         requested=spec.method,
@@ -108,13 +112,15 @@ def compute_bounds(ctx: HealthContext, spec: CertifySpec, *, multi_head: bool) -
         rejected=rejected,
         contradictions=contradictions,
         unknown_reasons=reasons,
-        methods=["IBP", "CROWN"] + (["big-M MILP"] if exact and run.solver else []),
+        methods=["IBP", "CROWN" if run.intermediate == "crown" else "CROWN-IBP (IBP intermediate bounds)"]
+        + (["big-M MILP"] if exact and run.solver else []),
         limits={
             "certify_tolerance": CERTIFY_TOLERANCE,
             "margin_slack": MARGIN_SLACK,
             "exact_time_limit": spec.exact_time_limit if exact else None,
             "exact_budget": spec.exact_budget if exact else None,
             "budget_exhausted": run.budget_exhausted,
+            "exact_skipped": run.exact_skipped,
             "max_gap": spec.max_gap,
         },
         solver=run.solver,
@@ -141,11 +147,11 @@ def _replay(ctx: HealthContext, run: CertifyRun) -> tuple[list[int], list[int]]:
     return broke, missed
 
 
-def _statuses(clean_ok: np.ndarray, broken: np.ndarray, run: CertifyRun | None = None) -> np.ndarray:
+def _statuses(clean_ok: np.ndarray, broken: np.ndarray, run: CertifyRun) -> np.ndarray:
+    """Per example, the strongest evidence: misclassified, then a verified break, then a proof, else unknown."""
     status = np.full(len(clean_ok), "unknown", dtype=object)
-    if run is not None:
-        status[run.proved] = "proved"
-        status[run.certified] = "certified"
+    status[run.proved] = "proved"
+    status[run.certified] = "certified"
     status[broken] = "broken"
     status[~clean_ok] = "wrong"
     return status

@@ -33,7 +33,7 @@ from robustprune.config.eps import check_eps_grid, eps_grid_argument, parse_eps_
 from robustprune.data import Dataset
 from robustprune.errors import UsageError
 from robustprune.models.modes import eval_mode
-from robustprune.records import Record
+from robustprune.records import Record, optional_field
 
 VERIFY_SLACK = NORM_TOLERANCE  # 1e-6, as robustprune.attacks.verify
 MIN_NORM_STEPS = EPS_CURVE_STEPS
@@ -83,6 +83,9 @@ class EpsCurve(Record):
     runs: list[MinNormRun] = field(default_factory=list)
     n_passes: int = 1
     caveat: str | None = None  # set when the evaluation this curve comes from is not trusted
+    # CROWN's certified robust accuracy at every eps of the grid (LOWER bounds), where the score's bounds ran
+    certified_acc: list[float] | None = optional_field()
+    certified_skipped: str | None = optional_field()  # why bounds ran but the lower curve was not computed
     seconds: float = 0.0
     n_forward: int = 0  # passes the curve spent on the model, in examples (part of the score's cost)
     n_backward: int = 0
@@ -99,9 +102,14 @@ class EpsCurve(Record):
         closest = f"; closest found by {closest}" if closest else ""
         passes = f"; judged over {self.n_passes} passes (randomized model)" if self.n_passes > 1 else ""
         caveat = f" -- CAUTION: {self.caveat}" if self.caveat else ""
+        lower = ""
+        if self.certified_acc:
+            lower = "; certified (CROWN, lower bounds): " + ", ".join(
+                f"{_fmt(e)}: {a:.1f}" for e, a in zip(self.grid, self.certified_acc)
+            )
         return (
             f"robust accuracy vs eps, {self.norm} (upper bounds from {self.attack}, {self.steps} steps): {points}; "
-            f"median minimal perturbation {median}{closest}{rejected}{passes}{caveat}"
+            f"median minimal perturbation {median}{closest}{rejected}{passes}{lower}{caveat}"
         )
 
 

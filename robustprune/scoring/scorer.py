@@ -69,6 +69,7 @@ from robustprune.scoring.result import (
 from robustprune.scoring.verdict import RULE, derive_verdict
 from robustprune.sparsity import sparsity_report
 from robustprune.validation import check_int, check_seed
+from robustprune.verify.certify import certified_curve
 
 RANDOMIZED_PASSES = 10  # verdicts on a randomized model: correct only if correct on every one of these passes
 
@@ -592,6 +593,14 @@ def eps_curve_stage(run: ScoreRun) -> None:
             f"the evaluation is {result.verdict} (see its alerts); these gradient-based distances inherit the same "
             "doubt and may be far too large"
         )
+    network = run.ctx.cache.get("verified_network")
+    if network is not None:  # the bounds ran: the lower curve beside the upper one (CROWN at every eps)
+        with isolated() as failed:
+            curve.certified_acc, curve.certified_skipped = certified_curve(
+                network, run.data.x, run.data.y, np.asarray(run.ctx.outcome.clean.correct, bool), curve.norm, curve.grid
+            )
+        if failed:
+            curve.certified_skipped = f"the lower curve could not be computed: {failed.error}"
     result.eps_curve = curve
     result.cost.seconds += curve.seconds
     result.cost.n_forward += curve.n_forward

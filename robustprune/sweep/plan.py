@@ -137,6 +137,17 @@ def _check_runnable(spec: SweepSpec, recipes: dict[str, Any], test: Any) -> None
             )
 
 
+def _check_grid_size(spec: SweepSpec) -> None:
+    """Every recipe has at least one cell per seed: a grid already beyond MAX_CELLS by that count is refused before
+    anything is loaded or planned (100,000 seeds must not take a minute to refuse)."""
+    least = len(set(spec.recipes)) * len(set(spec.seeds))
+    if least > MAX_CELLS and not long_allowed():
+        raise UsageError(
+            f"the sweep plans at least {least:,} cells ({len(spec.recipes)} recipes x {len(spec.seeds)} seeds), beyond "
+            f"{MAX_CELLS}; each trains and scores a model: narrow the grid, or pass --allow-long if you mean it"
+        )
+
+
 def plan_cells(spec: SweepSpec) -> list[Cell]:
     """Every cell of the grid, parents first; validates recipes, battery and data before anything runs."""
     from robustprune.attacks import check_battery, load_battery
@@ -144,6 +155,7 @@ def plan_cells(spec: SweepSpec) -> list[Cell]:
     from robustprune.data import load_dataset
     from robustprune.defenses.base import load_recipe
 
+    _check_grid_size(spec)
     battery = load_battery(spec.battery, norm=spec.norm, eps=spec.eps)
     head = (
         load_battery(spec.head_battery, norm=battery.threat.norm, eps=battery.threat.eps) if spec.head_battery else None

@@ -13,6 +13,9 @@ ships (`scipy.optimize.milp`, as a feasibility problem). Each target gets what i
 
 from __future__ import annotations
 
+import functools
+import os
+import sys
 import time
 from dataclasses import dataclass
 
@@ -24,6 +27,9 @@ from robustprune.verify.bounds import CERTIFY_TOLERANCE, Bounds, margin_matrix
 from robustprune.verify.network import Affine, Network, ReLU
 
 MARGIN_SLACK = 1e-6  # a counterexample's margin must be at most -this (then it is re-checked in float32)
+# A program of more non-zero weights than this is not built: its constraint lists alone would take gigabytes, and
+# HiGHS would not finish within any per-example limit (pruning is what brings a network under it).
+MAX_PROGRAM_NONZEROS = 2_000_000
 MIP_FEASIBILITY = 1e-7
 
 
@@ -71,7 +77,7 @@ def _program(
         weight = affine.weight.numpy()
         bias_vec = affine.bias.numpy()
         lo_t, hi_t = bounds.pre[relu_index]
-        lo, hi = lo_t.numpy(), hi_t.numpy()
+        lo, hi = lo_t.reshape(-1).numpy(), hi_t.reshape(-1).numpy()  # a batch of one
         relu_index += 1
         outs = []
         for i in range(weight.shape[0]):
@@ -154,12 +160,31 @@ def _solve_scipy(program, time_limit: float) -> tuple[str, np.ndarray | None]:
     return "unknown", None  # 1: time limit, 3: unbounded (cannot be), 4: other
 
 
+@functools.cache
+def _highs() -> object:
+    """One HiGHS instance per process, created with file descriptor 1 closed off: its constructor prints a banner
+    to the C-level stdout that would corrupt `--json` output. Each solve passes its own model to it."""
+    import highspy
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as sink:
+            os.dup2(sink.fileno(), 1)
+            solver = highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    solver.setOptionValue("output_flag", False)
+    return solver
+
+
 def _solve_highspy(program, time_limit: float) -> tuple[str, np.ndarray | None]:
     import highspy
 
     matrix, row_lo, row_hi, var_lo, var_hi, integral = program
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
+    h = _highs()
+    h.clearModel()
     h.setOptionValue("threads", 1)
     h.setOptionValue("random_seed", 0)
     h.setOptionValue("time_limit", max(time_limit, 0.01))
@@ -189,17 +214,28 @@ def _solve_highspy(program, time_limit: float) -> tuple[str, np.ndarray | None]:
     return "unknown", None
 
 
+def program_size(network: Network) -> int:
+    """Non-zero weights of the network: the size of every program exact_search builds for it."""
+    return sum(int((p.weight != 0).sum()) for p in network.pieces if isinstance(p, Affine))
+
+
 def exact_search(network: Network, bounds: Bounds, x: Tensor, label: int, eps: float, *, time_limit: float) -> Outcome:
-    """Search for an adversarial example of `x` (Linf, eps) with the certified `bounds` of its ReLUs (see the module
-    docstring). `time_limit` is the example's whole budget in seconds."""
+    """Search for an adversarial example of `x` (Linf, eps) with the certified `bounds` of its ReLUs (a batch of one,
+    Bounds.example; see the module docstring). `time_limit` is the example's whole budget in seconds."""
     started = time.perf_counter()
+    size = program_size(network)
+    if size > MAX_PROGRAM_NONZEROS:
+        return Outcome(
+            "unknown",
+            reason=f"the MILP would hold {size:,} non-zero weights, beyond the {MAX_PROGRAM_NONZEROS:,} it builds",
+        )
     flat = x.reshape(-1).double()
     lower = (flat - eps).clamp(0, 1).numpy()
     upper = (flat + eps).clamp(0, 1).numpy()
     last = next(p for p in reversed(network.pieces) if isinstance(p, Affine))
     spec = margin_matrix(network.num_classes, label)
     targets = [t for t in range(network.num_classes) if t != label]
-    margins = bounds.margins if bounds.margins is not None else torch.full((len(targets),), -1.0)
+    margins = bounds.margins.reshape(-1) if bounds.margins is not None else torch.full((len(targets),), -1.0)
     order = sorted(range(len(targets)), key=lambda i: float(margins[i]))
     try:
         import highspy  # noqa: F401

@@ -19,6 +19,7 @@ certified.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +63,11 @@ class NotVerifiable(UsageError):
 class Affine:
     weight: Tensor  # (out, in) float64
     bias: Tensor  # (out,)
+
+    @functools.cached_property
+    def abs_weight(self) -> Tensor:
+        """|weight|, which interval bounds use for every example (kept once per network)."""
+        return self.weight.abs()
 
 
 @dataclass
@@ -241,8 +247,9 @@ def _leaf_calls(model: nn.Module, x: Tensor) -> tuple[list[tuple[str, nn.Module,
     return calls, out
 
 
-def walk(model: nn.Module, x: Tensor, num_classes: int) -> Network:
-    """The model as affine maps and ReLUs (see the module docstring); NotVerifiable with the reason otherwise."""
+def walk(model: nn.Module, x: Tensor, num_classes: int, max_relus: int = MAX_NEURONS) -> Network:
+    """The model as affine maps and ReLUs (see the module docstring); NotVerifiable with the reason otherwise. A
+    network of more than `max_relus` ReLUs is refused, estimated from one forward pass before any matrix is built."""
     from robustprune.models.layers import Normalize
 
     if isinstance(model, torch.jit.ScriptModule):
@@ -250,6 +257,9 @@ def walk(model: nn.Module, x: Tensor, num_classes: int) -> Network:
     calls, out = _leaf_calls(model, x[:2])
     if not calls:
         raise NotVerifiable("no layer of the model ran in its forward pass")
+    estimate = _relu_estimate(calls)
+    if estimate > max_relus:
+        raise NotVerifiable(f"about {estimate:,} ReLUs are beyond the size guard ({max_relus:,})")
     seen = set()
     pieces: list[Affine | ReLU] = []
     previous = x[:2].detach()
@@ -291,9 +301,23 @@ def walk(model: nn.Module, x: Tensor, num_classes: int) -> Network:
     if previous.numel() != out.numel() or not torch.equal(previous.reshape(-1), final):
         raise NotVerifiable("the model's logits are not its last layer's output (it computes after its modules)")
     network = Network(_merged(pieces), tuple(x.shape[1:]), num_classes)
-    if network.n_relus > MAX_NEURONS:
-        raise NotVerifiable(f"{network.n_relus:,} ReLUs are beyond the size guard ({MAX_NEURONS:,})")
+    if network.n_relus > max_relus:
+        raise NotVerifiable(f"{network.n_relus:,} ReLUs are beyond the size guard ({max_relus:,})")
     return network
+
+
+def _relu_estimate(calls: list[tuple[str, nn.Module, Tensor, Tensor]]) -> int:
+    """ReLUs the walk will create, from one forward pass: each ReLU's outputs, and a MaxPool's tree (three per
+    merge of two, k - 1 merges per window of k)."""
+    total = 0
+    for _, module, _, output in calls:
+        per_example = output[0].numel() if output.numel() else 0
+        if isinstance(module, nn.ReLU):
+            total += per_example
+        elif isinstance(module, nn.MaxPool2d):
+            k = _pair(module.kernel_size)
+            total += 3 * (k[0] * k[1] - 1) * per_example
+    return total
 
 
 def _merged(pieces: list[Affine | ReLU]) -> list[Affine | ReLU]:

@@ -28,9 +28,20 @@ def test_attack_output_is_verified_and_seeded(name, norm, trained_mlp, digits_te
         name="one", threat=ThreatModel(norm=norm, eps=eps), attacks=(AttackSpec(name=name, params=params),)
     )
     data = digits_test.subset(12)
-    # transfer attacks craft on a parent: the model itself stands in for one
+    # transfer attacks craft on a parent: the model itself stands in for one; replay replays given points
+    points = {i: (data.x[i] + eps / 100 * (-1) ** i).clamp(0, 1) for i in range(0, len(data), 2)}
     runs = [
-        run_battery(trained_mlp, data.x, data.y, battery, num_classes=10, seed=3, batch_size=6, parent=trained_mlp)
+        run_battery(
+            trained_mlp,
+            data.x,
+            data.y,
+            battery,
+            num_classes=10,
+            seed=3,
+            batch_size=6,
+            parent=trained_mlp,
+            points=points,
+        )
         for _ in range(2)
     ]
     first, second = (r.columns[name] for r in runs)

@@ -106,7 +106,8 @@ def test_every_attack_leaves_a_batchnorm_dropout_model_untouched(name, bn_state,
         name="one", threat=ThreatModel(norm="Linf", eps=eps), attacks=(AttackSpec(name=name, params=_cheap(name)),)
     )
     parent = fresh(bn_state).eval() if name == "transfer_pgd" else None  # it crafts on a parent model
-    out = run_battery(model, data.x, data.y, spec, num_classes=10, seed=0, batch_size=4, parent=parent)
+    points = {0: data.x[0].clone()} if name == "replay" else None  # replay needs points to hand back
+    out = run_battery(model, data.x, data.y, spec, num_classes=10, seed=0, batch_size=4, parent=parent, points=points)
     assert out.records[0].n_attempted > 0, "the attack did not run: the check would be vacuous"
     assert_unchanged(model, before, recorder)
 

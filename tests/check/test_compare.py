@@ -76,6 +76,17 @@ def break_examples(doc: dict[str, Any], k: int) -> dict[str, Any]:
     # the headline follows the table it is derived from (a document that disagrees with itself is refused)
     robust = accuracy_with_ci([not b for b in table["broken"]])
     doc["robust_acc"], doc["robust_acc_ci"] = robust["value"], robust["ci"]
+    if "bounds" in doc:  # and so does the bracket: a broken example is no longer proven robust
+        status = table["status"] = [
+            "broken" if b and s not in ("wrong",) else s for s, b in zip(table["status"], table["broken"], strict=True)
+        ]
+        bounds = doc["bounds"]
+        counts = {s: status.count(s) for s in ("wrong", "broken", "certified", "proved", "unknown")}
+        certified = 100.0 * (counts["certified"] + counts["proved"]) / len(status)
+        bounds.update(robust_acc=robust["value"], certified_acc=certified, counts=counts)
+        bounds.update(
+            gap_points=robust["value"] - certified, exact_acc=robust["value"] if not counts["unknown"] else None
+        )
     return doc
 
 
@@ -110,14 +121,15 @@ def test_identical_sweep_passes_and_lists_every_comparison(sweep):
     text = out.getvalue()
     comparison = compare(sweep, sweep)
     n_cells, n_attacks = len(cells(sweep)), len(battery_attacks(load(cell_doc_path(sweep, "dense", 0.0, 0))))
-    # verdict, clean, attacks, worst, 4 calibration
-    assert len(comparison.rows) == n_cells * (1 + 2 + n_attacks + 4)
+    # verdict, clean, attacks, worst, 4 calibration, and the certified accuracy where the cells have bounds
+    certified = int("status" in load(cell_doc_path(sweep, "dense", 0.0, 0))["per_sample"])
+    assert len(comparison.rows) == n_cells * (1 + 2 + n_attacks + 4 + certified)
     assert all(r.status == PASS and (r.delta == 0 or r.metric == "verdict") for r in comparison.rows)
     table_lines = [line for line in text.splitlines() if line.rstrip().endswith(("PASS", "no paired test"))]
     assert len(table_lines) == len(comparison.rows)
     for record in cells(sweep):
         label = f"{record['recipe']} s={record['sparsity']:g} seed={record['seed']}"
-        assert sum(line.startswith(label + " ") for line in table_lines) == 1 + 2 + n_attacks + 4
+        assert sum(line.startswith(label + " ") for line in table_lines) == 1 + 2 + n_attacks + 4 + certified
     assert text.rstrip().splitlines()[-1].startswith("PASS:")
     assert "no paired test is applied to calibration" in text
 

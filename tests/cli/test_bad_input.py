@@ -262,16 +262,28 @@ class Ctx:
 
     def idx_bomb(self) -> Path:
         """A gzip of a few MB that inflates to gigabytes: the header says 4 images of 8x8, then zeros forever."""
-        import gzip
+        import zlib
 
         head = (0x00000803).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in (4, 8, 8))
         images = self.root / "mnist" / "t10k-images-idx3-ubyte.gz"
         images.parent.mkdir(parents=True, exist_ok=True)
-        with gzip.open(images, "wb", compresslevel=9) as fh:
-            fh.write(head + bytes(256))
-            block = bytes(1 << 24)
-            for _ in range(256):  # 4 GiB of zeros, about 4 MB compressed
-                fh.write(block)
+        # One valid gzip member, written without compressing 4 GiB: after a full flush the deflate stream of a
+        # block of zeros no longer depends on what came before, so the same compressed block is repeated.
+        block = bytes(1 << 24)
+        deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+        start = deflate.compress(head + bytes(256)) + deflate.flush(zlib.Z_FULL_FLUSH)
+        first = deflate.compress(block) + deflate.flush(zlib.Z_FULL_FLUSH)
+        repeated = deflate.compress(block) + deflate.flush(zlib.Z_FULL_FLUSH)
+        assert repeated == deflate.compress(block) + deflate.flush(zlib.Z_FULL_FLUSH)
+        crc = zlib.crc32(head + bytes(256))
+        for _ in range(256):  # 4 GiB of zeros, about 4 MB compressed
+            crc = zlib.crc32(block, crc)
+        size = (len(head) + 256 + 256 * len(block)) % 2**32
+        with images.open("wb") as fh:
+            fh.write(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff" + start + first)
+            for _ in range(255):
+                fh.write(repeated)
+            fh.write(deflate.flush() + crc.to_bytes(4, "little") + size.to_bytes(4, "little"))
         labels = (0x00000801).to_bytes(4, "big") + (4).to_bytes(4, "big") + bytes(4)
         (images.parent / "t10k-labels-idx1-ubyte").write_bytes(labels)
         return images

@@ -70,7 +70,8 @@ def stored_copy(src: Path, dst: Path) -> Path:
 def test_report_files_are_written(sweep, built):
     for name in ("markdown", "html", "comparisons"):
         assert Path(built[name]).is_file() and Path(built[name]).parent == sweep
-    stems = {"robust_worst", "robust_after_fgsm", "robust_after_pgd", "calibration"}
+    # the bracket: these digits models are certified by default (--certify auto: CROWN)
+    stems = {"robust_worst", "robust_after_fgsm", "robust_after_pgd", "calibration", "bracket"}
     stems |= {
         f"reliability_{r}_{key_of(sweep, r, s, 0)}"
         for r, s in (("dense", 0.0), ("magnitude", 0.9), ("pgd_at", 0.0), ("pgd_at_agp", 0.5))

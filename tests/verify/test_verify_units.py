@@ -115,8 +115,9 @@ def test_a_graph_the_walk_cannot_read_is_refused(model):
         network.check_equal(model, torch.rand(4, 2))
 
 
+@pytest.mark.parametrize("intermediate", [True, False], ids=["crown", "crown-ibp"])
 @pytest.mark.parametrize("norm", ["Linf", "L2"])
-def test_crown_never_exceeds_the_true_margin_at_sampled_points_of_the_ball(norm):
+def test_crown_never_exceeds_the_true_margin_at_sampled_points_of_the_ball(norm, intermediate):
     generator = torch.Generator().manual_seed(0)
     for seed in range(4):
         net = small_conv(seed)
@@ -124,7 +125,10 @@ def test_crown_never_exceeds_the_true_margin_at_sampled_points_of_the_ball(norm)
         network = walk(net, x, 3)
         for i, eps in itertools.product(range(len(x)), (0.02, 0.1, 0.3)):
             label = int(net(x[i : i + 1]).argmax())
-            _, crown = margin_bounds(network, x[i], label, norm, eps)
+            interval, crown = margin_bounds(network, x[i], label, norm, eps, intermediate=intermediate)
+            if not intermediate:  # CROWN-IBP is looser than CROWN, and still tighter than IBP
+                _, full = margin_bounds(network, x[i], label, norm, eps)
+                assert (crown.margins <= full.margins + 1e-9).all() and (crown.margins >= interval.margins - 1e-9).all()
             flat = x[i].reshape(-1).double()
             if norm == "Linf":
                 signs = torch.randint(0, 2, (200, flat.numel()), generator=generator).double() * 2 - 1
@@ -235,3 +239,28 @@ def test_a_grid_is_what_the_tests_above_take_for_the_truth():
     x = torch.tensor([0.4, 0.5], dtype=torch.float64)
     assert float(_margins(net, _grid(x, 0.15), 0).min()) < 0 < float(_margins(net, _grid(x, 0.05), 0).min())
     assert np.isclose(float(_margins(net, x[None], 0)), 0.2)
+
+
+def test_a_network_beyond_the_size_guard_is_refused_before_any_matrix_is_built():
+    from robustprune.models import build_model
+
+    cnn = build_model("digits_cnn", 10, (1, 8, 8)).eval()
+    with pytest.raises(NotVerifiable, match=r"about 15,488 ReLUs are beyond the size guard \(4,096\)"):
+        walk(cnn, torch.rand(2, 1, 8, 8), 10, max_relus=4096)
+    assert walk(cnn, torch.rand(2, 1, 8, 8), 10).n_relus == 15_488  # the estimate is the walk's own count
+
+
+def test_a_program_beyond_its_size_guard_is_not_built(monkeypatch):
+    from robustprune.verify import certify as certify_module
+
+    net = tiny(0)
+    x = torch.rand(6, 2)
+    network = walk(net, x, 3)
+    monkeypatch.setattr(certify_module, "MAX_PROGRAM_NONZEROS", 10)
+    labels = network.forward(x).argmax(1)
+    run = certify_module.certify_examples(
+        network, x, labels, norm="Linf", eps=0.3, bound=np.ones(6, bool), search=np.ones(6, bool), time_limit=5,
+        budget=5,
+    )  # fmt: skip
+    assert "beyond the 10 it builds" in run.exact_skipped and not run.proved.any()
+    assert all("beyond the 10" in reason for reason in run.unknown_reason.values())

@@ -107,7 +107,8 @@ def test_every_registered_check_passes_on_a_healthy_pruned_model(healthy):
     assert sorted(checks) == sorted(HEALTH_CHECKS.names())
     assert len(checks) >= 20
     not_passing = {i: (c.status, c.message) for i, c in checks.items() if c.status != "pass"}
-    assert not_passing == {}
+    # S25 judges the attacks against the exact search, which only --certify exact runs
+    assert not_passing == {"S25": ("skip", "no exact search ran (--certify exact)")}
     assert healthy.verdict == "trusted" and healthy.health.escalations == []
     assert healthy.health.reasons == []
 
