@@ -71,7 +71,7 @@ def test_a_weak_battery_leaves_breaks_the_exact_search_finds_counts_and_flags(we
 
 
 def test_a_full_battery_and_the_exact_search_agree_on_what_they_both_decide(pruned90, digits_test):
-    result = _score(pruned90, digits_test, PGD, CertifySpec("exact", exact_time_limit=5.0, exact_budget=60.0))
+    result = _score(pruned90, digits_test, PGD, CertifySpec("exact", exact_time_limit=2.0, exact_budget=8.0))
     status = result.per_sample.status
     # nothing is both proven and broken, and whatever the MILP decided is consistent with PGD's breaks
     assert not result.bounds.contradictions
@@ -218,3 +218,16 @@ def test_the_eps_curve_gets_its_lower_curve_where_bounds_ran(trained_mlp, digits
     assert curve.certified_acc[2] == pytest.approx(result.bounds.certified_acc)
     assert curve.certified_acc[0] == pytest.approx(result.clean_acc)  # eps 0: every correct example is certified
     validate_document(result.document)
+
+
+def test_a_sweep_file_takes_certify_and_keys_its_cells_by_it():
+    from robustprune.config import SweepSpec, sweep_spec_from_dict
+
+    spec = SweepSpec(recipes=("dense",), certify="exact")
+    assert spec.certify == CertifySpec("exact").to_dict()
+    assert sweep_spec_from_dict(spec.to_dict()) == spec  # stored in sweep.json and read back unchanged
+    assert "certify" not in SweepSpec(recipes=("dense",)).to_dict()  # older sweep files keep their keys
+    with pytest.raises(UsageError, match="not a method"):
+        SweepSpec(recipes=("dense",), certify="milp")
+    with pytest.raises(UsageError, match="exact-budget"):
+        SweepSpec(recipes=("dense",), certify={"method": "exact", "exact_budget": -1})
