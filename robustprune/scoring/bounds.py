@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from robustprune.config import AUTO_MAX_RELUS, AttackSpec, CertifySpec
-from robustprune.scoring.bounds_report import BoundsReport
+from robustprune.scoring.bounds_report import BoundsReport, UnknownExample
 from robustprune.scoring.health.base import HealthContext
 from robustprune.verify.bounds import CERTIFY_TOLERANCE
 from robustprune.verify.certify import (
@@ -92,13 +92,13 @@ def compute_bounds(
     counts = {s: int((status == s).sum()) for s in ("wrong", "broken", "certified", "proved", "unknown")}
     certified_acc = _pct(np.isin(status, ("certified", "proved")))
     undecided = counts["unknown"]
-    reasons: dict[str, int] = {}
-    for i, reason in run.unknown_reason.items():
-        if status[i] == "unknown":
-            key = reason.split(" (")[0] if "time limit" in reason or "budget" in reason else reason
-            reasons[key] = reasons.get(key, 0) + 1
+    why = dict(run.unknown_reason)
     for i in rejected:
-        key = "the MILP's counterexample did not fool the model in its own precision (within the solver's tolerance)"
+        why[i] = "the MILP's counterexample did not fool the model in its own precision (within the solver's tolerance)"
+    unknown = {int(i): why.get(int(i), "undecided") for i in np.flatnonzero(status == "unknown")}
+    reasons: dict[str, int] = {}
+    for reason in unknown.values():
+        key = reason.split(" (")[0] if "time limit" in reason or "budget" in reason else reason
         reasons[key] = reasons.get(key, 0) + 1
     report = BoundsReport(
         method=run.method,
@@ -112,6 +112,7 @@ def compute_bounds(
         rejected=rejected,
         contradictions=contradictions,
         unknown_reasons=reasons,
+        unknown_examples=[UnknownExample(index=i, reason=reason) for i, reason in sorted(unknown.items())],
         methods=["IBP", "CROWN" if run.intermediate == "crown" else "CROWN-IBP (IBP intermediate bounds)"]
         + (["big-M MILP"] if exact and run.solver else []),
         limits={

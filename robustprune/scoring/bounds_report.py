@@ -12,6 +12,15 @@ STATUSES = ("wrong", "broken", "certified", "proved", "unknown")
 
 
 @dataclass
+class UnknownExample(Record):
+    """An example the bounds left undecided, and why (not certified by CROWN, a MILP time limit, the budget spent,
+    a counterexample the model did not confirm)."""
+
+    index: int
+    reason: str
+
+
+@dataclass
 class BoundsReport(Record):
     """certified_acc: the share of examples proven robust (CROWN or the MILP), a LOWER bound, in %; robust_acc: the
     attacked robust accuracy (the headline, an UPPER bound); exact_acc: both meet (set only when no example is
@@ -32,6 +41,7 @@ class BoundsReport(Record):
     rejected: list[int] = field(default_factory=list)
     contradictions: list[int] = field(default_factory=list)
     unknown_reasons: dict[str, int] = field(default_factory=dict)  # reason -> examples
+    unknown_examples: list[UnknownExample] = field(default_factory=list)  # each undecided example and its reason
     methods: list[str] = field(default_factory=list)  # IBP, CROWN, big-M MILP
     limits: dict[str, Any] = field(default_factory=dict)  # time limit, budget, tolerances, sizes
     solver: str | None = None

@@ -132,7 +132,8 @@ def _linear_map(module: nn.Module, shape: tuple[int, ...]) -> Affine:
 
 
 def _double_copy(module: nn.Module) -> nn.Module:
-    """The module in float64 and eval mode, with its effective weights (prune masks applied) as plain tensors."""
+    """The module in float64, on the CPU and in eval mode, with its effective weights (prune masks applied) as plain
+    tensors."""
     import copy
 
     clone = copy.copy(module)
@@ -143,12 +144,12 @@ def _double_copy(module: nn.Module) -> nn.Module:
     for name, value in list(module._parameters.items()) + list(module._buffers.items()):
         if isinstance(value, Tensor) and value.is_floating_point():
             target = clone._parameters if name in module._parameters else clone._buffers
-            target[name] = value.detach().double()
+            target[name] = value.detach().double().cpu()  # bounds are computed on the CPU, wherever the model is
     for name in ("weight", "bias"):  # prune's pre-hook keeps module.<name> as a plain attribute: recompute it
         orig = getattr(module, f"{name}_orig", None)
         mask = getattr(module, f"{name}_mask", None)
         if isinstance(orig, Tensor) and isinstance(mask, Tensor):
-            object.__setattr__(clone, name, (orig.detach() * mask.to(orig.dtype)).double())
+            object.__setattr__(clone, name, (orig.detach() * mask.to(orig.dtype)).double().cpu())
     clone._forward_pre_hooks.clear()
     clone.training = False
     return clone

@@ -133,8 +133,11 @@ def test_a_counterexample_that_does_not_fool_the_model_leaves_its_example_unknow
     result = _score(pruned90, digits_test, WEAK, CertifySpec("exact", exact_time_limit=0.5, exact_budget=5.0))
     assert planted, "the weak battery left survivors CROWN did not certify"
     assert sorted(result.bounds.rejected) == sorted(planted)
+    reasons = {u.index: u.reason for u in result.bounds.unknown_examples}
     for i in planted:
         assert result.per_sample.status[i] == "unknown" and not result.per_sample.broken[i]
+        assert "did not fool the model" in reasons[i]
+    assert sorted(reasons) == sorted(np.flatnonzero(result.per_sample.status == "unknown").tolist())
     assert result.bounds.exact_acc is None
 
 
