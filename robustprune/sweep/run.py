@@ -49,9 +49,11 @@ def run_sweep(
     runner.check()
     check_output_path(out)
     cells = plan_cells(spec)
-    _check_sweep_folder(Path(out), [c.key for c in cells], overwrite)
+    keys = [c.key for c in cells]
+    _check_sweep_folder(Path(out), keys, overwrite)  # before anything is written (the lock file included)
     with _disk_errors(out), output_dir(out) as root, hold(root / SWEEP_LOCK, what="sweep directory", wait=wait):
-        keys = [c.key for c in cells]
+        # again under the lock: another sweep may have finished writing its plan while this one waited
+        _check_sweep_folder(root, keys, overwrite)
         if progress:
             print(plan_line(root, cells, workers), file=sys.stderr)
         write_json(root / SWEEP_PLAN_FILE, {"spec": spec.to_dict(), "cells": keys})
@@ -127,12 +129,17 @@ def _check_sweep_folder(out: Path, keys: list[str], overwrite: bool) -> None:
             f"{len(keys)}); pass --overwrite to replace its plan and report (shared cells are reused), or choose "
             "another --out"
         )
-    others = [p.name for p in out.iterdir() if p.name != SWEEP_LOCK]
+    # the lock, and the temporaries of an atomic write (a hidden name ending in .tmp), are the sweep's own
+    others = [p.name for p in out.iterdir() if p.name != SWEEP_LOCK and not _temporary(p.name)]
     if others:
         raise UsageError(
             f"--out {escape(out)} holds files that are not a sweep's ({', '.join(sorted(others)[:3])}); pass --overwrite "
             "to write the sweep beside them, or choose another --out"
         )
+
+
+def _temporary(name: str) -> bool:
+    return name.startswith(".") and name.endswith(".tmp")
 
 
 def _drop_stale_results(path: Path, keys: set[str]) -> None:

@@ -130,3 +130,17 @@ def test_a_partial_cell_manifest_never_imports_code_and_never_blocks_the_sweep(t
     assert len(records) == 3 and (cell_dir / "cell.json").is_file()
     result = json.loads((cell_dir / "score" / "results.json").read_text())
     assert result["architecture"] == "digits_cnn"
+
+
+def test_a_sweep_still_writing_its_plan_is_not_taken_for_foreign_files(tmp_path):
+    """The race a second sweep can see: the first holds the lock and is mid-way through the atomic write of its
+    plan (only a hidden temporary exists). That folder is a sweep's, not a folder of other files."""
+    from robustprune.errors import UsageError
+    from robustprune.sweep.run import _check_sweep_folder
+
+    (tmp_path / SWEEP_LOCK).write_text("")
+    (tmp_path / ".sweep.json.gur2ncgb.tmp").write_text("{")
+    _check_sweep_folder(tmp_path, ["a", "b"], overwrite=False)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="not a sweep's"):
+        _check_sweep_folder(tmp_path, ["a", "b"], overwrite=False)
