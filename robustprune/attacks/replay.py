@@ -8,8 +8,6 @@ The engine tells the attack which examples it is handed (Attack.index) and gives
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
@@ -20,21 +18,15 @@ from robustprune.attacks.base import Attack, register_attack
 class Replay(Attack):
     implementation = "replay of precomputed points (the exact search's counterexamples)"
     uses_gradients = False
+    batches_itself = True  # one call with every example, in the order of `index`: rows map to examples directly
 
     def skip_reason(self) -> str | None:
         if not self.context.points:
             return "nothing to replay: only the exact search hands this attack its points"
         return None
 
-    def perturb(
-        self,
-        model: nn.Module,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        *,
-        seed: int,
-        batch_size: int,
-        on_batch: Callable[[int], None] | None = None,
+    def perturb_batch(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, seed: int, batch_size: int
     ) -> torch.Tensor:
         out = x.clone()
         index = self.index if self.index is not None else torch.arange(len(x))
@@ -42,9 +34,4 @@ class Replay(Attack):
             point = self.context.points.get(int(example))
             if point is not None:
                 out[row] = point.reshape(x[row].shape).to(out)
-        if on_batch:
-            on_batch(len(x))
         return out
-
-    def perturb_batch(self, model, x, y, *, seed, batch_size):  # pragma: no cover - perturb is overridden
-        raise NotImplementedError

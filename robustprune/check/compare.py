@@ -26,6 +26,7 @@ from robustprune.errors import UsageError
 from robustprune.metrics.paired import one_sided_drop_pvalue
 from robustprune.results.pairing import incomparable_reason
 from robustprune.results.store import StoredCell, load_cells
+from robustprune.scoring.bounds_report import PROVEN
 from robustprune.scoring.result import CalibrationMetric, ScoreResult
 from robustprune.scoring.verdict import worse
 
@@ -121,8 +122,7 @@ def _certified_vectors(baseline: ScoreResult, new: ScoreResult) -> tuple[Any, An
     n_status = new.per_sample.status if new.per_sample is not None else None
     if n_status is None:
         return "the baseline has certified bounds and the new results have none (score with --certify)"
-    proven = ("certified", "proved")
-    return np.isin(b_status.astype(str), proven), np.isin(n_status.astype(str), proven)
+    return np.isin(b_status.astype(str), PROVEN), np.isin(n_status.astype(str), PROVEN)
 
 
 def _verdict_rows(baseline: ScoreResult, new: ScoreResult, cell: str) -> list[Row]:

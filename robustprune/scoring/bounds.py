@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from robustprune.config import AUTO_MAX_RELUS, AttackSpec, CertifySpec
-from robustprune.scoring.bounds_report import BoundsReport, UnknownExample
+from robustprune.scoring.bounds_report import PROVEN, STATUSES, BoundsReport, UnknownExample
 from robustprune.scoring.health.base import HealthContext
 from robustprune.verify.bounds import CERTIFY_TOLERANCE
 from robustprune.verify.certify import (
@@ -89,8 +89,8 @@ def compute_bounds(
     status = _statuses(clean_ok, broken, run)
     contradictions = np.flatnonzero((run.certified | run.proved) & broken & clean_ok).tolist()
     robust = _pct(~broken & clean_ok)
-    counts = {s: int((status == s).sum()) for s in ("wrong", "broken", "certified", "proved", "unknown")}
-    certified_acc = _pct(np.isin(status, ("certified", "proved")))
+    counts = {s: int((status == s).sum()) for s in STATUSES}
+    certified_acc = _pct(np.isin(status, PROVEN))
     undecided = counts["unknown"]
     why = dict(run.unknown_reason)
     for i in rejected:

@@ -9,6 +9,7 @@ from typing import Any
 from robustprune.records import Record, extra_field, optional_field
 
 STATUSES = ("wrong", "broken", "certified", "proved", "unknown")
+PROVEN = ("certified", "proved")  # the statuses the certified accuracy counts
 
 
 @dataclass

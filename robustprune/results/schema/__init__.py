@@ -14,6 +14,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from robustprune.scoring.bounds_report import PROVEN
+
 SCHEMA_FILE = "score_result.schema.json"
 PER_SAMPLE_ARRAYS = ("index", "label", "clean_pred", "clean_conf", "clean_correct", "broken", "status")
 PER_ATTACK_ARRAYS = ("attempted", "broken", "adv_pred", "adv_conf", "norm")
@@ -135,7 +137,7 @@ def _bounds_errors(doc: dict[str, Any]) -> list[tuple[str, str]]:
         errors.append(("bounds.certified_acc", f"{certified} is above the attacked robust accuracy {robust}"))
     status = (doc.get("per_sample") or {}).get("status")
     if isinstance(status, list) and status and _percent(certified):
-        proven = 100.0 * sum(s in ("certified", "proved") for s in status) / len(status)
+        proven = 100.0 * sum(s in PROVEN for s in status) / len(status)
         if abs(proven - certified) > TOLERANCE:
             errors.append(("bounds.certified_acc", f"{certified} but the per-sample statuses say {proven:.6g}"))
     return errors
